@@ -1,0 +1,3 @@
+module github.com/sever-dev/sever
+
+go 1.26

@@ -1,0 +1,30 @@
+package sever
+
+import "github.com/sever-dev/sever/check"
+
+// An Option configures a primitive at construction.
+type Option func(*options)
+
+type options struct {
+	log      *check.Log
+	tracking bool
+}
+
+// WithLog reports contract violations and missed deadlines into l instead of
+// panicking or staying silent. A simulated machine passes its own log to
+// every primitive it creates.
+func WithLog(l *check.Log) Option { return func(o *options) { o.log = l } }
+
+// WithTracking records, for every reference or access taken, its tag and
+// the stack that took it, so leaks and stuck severs name their holders. It
+// costs an allocation and a stack walk per acquisition; without it the
+// acquisition paths allocate nothing.
+func WithTracking() Option { return func(o *options) { o.tracking = true } }
+
+func buildOptions(opts []Option) options {
+	var o options
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
