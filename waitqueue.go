@@ -211,6 +211,14 @@ func (q *WaitQueue) Sever() {
 	q.wakeLocked()
 }
 
+// Waiters returns the number of goroutines blocked in Wait now. It is for
+// reports and tests.
+func (q *WaitQueue) Waiters() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.waiters
+}
+
 // Severed reports whether Sever has been called.
 func (q *WaitQueue) Severed() bool {
 	q.mu.Lock()
