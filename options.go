@@ -28,3 +28,9 @@ func buildOptions(opts []Option) options {
 	}
 	return o
 }
+
+// LogOf returns the check.Log given by WithLog among opts, or nil. Packages
+// built on the core (kernfs, device) use it to register their own
+// instruments — a Pending per open, a Go per deferred callback — in the
+// same log as the primitives they create with the same options.
+func LogOf(opts ...Option) *check.Log { return buildOptions(opts).log }

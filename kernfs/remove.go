@@ -1,0 +1,268 @@
+package kernfs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sever-dev/sever"
+)
+
+// Remove removes n and everything below it, and returns when no callback
+// of any of those nodes is running or will ever run again:
+//
+//  1. claim: top-down, every node is marked removing — Lookup, Readdir and
+//     Open stop seeing it and no new operation starts on it;
+//  2. drain: bottom-up, each node's active reference is severed, waiting
+//     for the operations in flight on it — only those, never for open
+//     files;
+//  3. release: the provider's Release runs once for every file still open
+//     on the node, the owner's pin for each is dropped and its pollers wake
+//     with EventErr|EventHup; the node's Region, if any, is severed;
+//  4. unlink: the node leaves its directory and its owner's list.
+//
+// Files stay open as shells; every operation on them returns an error
+// wrapping ErrNoDevice until they are closed.
+//
+// Remove is idempotent and may run concurrently with other Removes and
+// RemoveSelfs of overlapping subtrees: each returns only when its whole
+// subtree is removed. If ctx is done while operations are still inside, it
+// returns the drain's *sever.HoldersError (recording check.SeverTimeout in
+// the log); the subtree stays denied and a later Remove finishes it.
+// Removing the root panics. Calling Remove on a node from inside one of
+// that subtree's callbacks deadlocks until ctx is done: use Call.RemoveSelf.
+func (t *Tree) Remove(ctx context.Context, n *Node) error {
+	t.mine(n)
+	if n.parent == nil {
+		panic("kernfs: Remove of the root")
+	}
+	_, err := t.remove(ctx, n)
+	return err
+}
+
+// remove runs the steps of Remove and reports whether this call claimed n.
+func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
+	var nodes []*Node
+	won = claim(n, &nodes)
+	for i := len(nodes) - 1; i >= 0; i-- { // reverse pre-order: children before parents
+		if err := t.sever(ctx, nodes[i]); err != nil {
+			return won, err
+		}
+	}
+	return won, nil
+}
+
+// claim marks n and its subtree removing, pre-order, appending to out every
+// node not yet removed, and reports whether this call moved n itself out of
+// hidden or live — the KERNFS_SUICIDAL arbitration among removers. A
+// directory is claimed under its lock, so no child is added after its
+// snapshot.
+func claim(n *Node, out *[]*Node) (won bool) {
+	var kids []*Node
+	if n.kind == KindDir {
+		n.mu.Lock()
+		won = markRemoving(n)
+		if nodeState(n.state.Load()) != stateRemoved {
+			kids = make([]*Node, 0, len(n.children))
+			for _, c := range n.children {
+				kids = append(kids, c)
+			}
+		}
+		n.mu.Unlock()
+	} else {
+		won = markRemoving(n)
+	}
+	if nodeState(n.state.Load()) == stateRemoved {
+		return won
+	}
+	*out = append(*out, n)
+	for _, c := range kids {
+		claim(c, out)
+	}
+	return won
+}
+
+func markRemoving(n *Node) bool {
+	for {
+		s := n.state.Load()
+		if nodeState(s) >= stateRemoving {
+			return false
+		}
+		if n.state.CompareAndSwap(s, int32(stateRemoving)) {
+			return true
+		}
+	}
+}
+
+// sever drains n, releases its open files and unlinks it. Every remover of
+// a subtree containing n runs it; the drain is shared, and sevMu makes the
+// rest run once.
+func (t *Tree) sever(ctx context.Context, n *Node) error {
+	// Step 2, drain: Enter fails from here on; wait for those inside.
+	if err := n.active.Sever(ctx); err != nil {
+		return err
+	}
+	n.sevMu.Lock()
+	defer n.sevMu.Unlock()
+	if nodeState(n.state.Load()) == stateRemoved {
+		return nil
+	}
+	// Step 3, release. No operation is inside and none can enter, so no
+	// Close is running a Release now or will: the files left on the list
+	// are exactly those whose Release has not been claimed by a Close.
+	n.openMu.Lock()
+	n.opensShut = true
+	var files []*File
+	for f := n.opens; f != nil; {
+		next := f.next
+		f.prev, f.next, f.linked = nil, nil, false
+		files = append(files, f)
+		f = next
+	}
+	n.opens = nil
+	n.openMu.Unlock()
+	for _, f := range files {
+		f.release()
+		f.q.Sever()
+		f.ref.Put(tagOpenList) // the list's reference: the shell may be freed here
+	}
+	if n.bin != nil && n.bin.Region != nil {
+		n.bin.Region.Sever()
+	}
+	// Step 4, unlink.
+	if p := n.parent; p != nil {
+		p.mu.Lock()
+		if p.children[n.name] == n {
+			delete(p.children, n.name)
+			p.sorted.Store(nil)
+		}
+		p.mu.Unlock()
+	}
+	t.disown(n)
+	n.state.Store(int32(stateRemoved))
+	return nil
+}
+
+// Notify tells pollers of n that its content changed (sysfs_notify): every
+// open file of n reports EventPri|EventErr to Poll and wakes from Wait, until
+// it next reads at offset 0. Notify of a removed node does nothing. It
+// calls no provider code and may be called from anywhere, including a
+// callback.
+func (t *Tree) Notify(n *Node) {
+	t.mine(n)
+	n.openMu.Lock()
+	for f := n.opens; f != nil; f = f.next {
+		f.q.Notify(sever.EventPri | sever.EventErr)
+	}
+	n.openMu.Unlock()
+}
+
+// ScheduleCallback runs fn later on a goroutine of its own with n's owner —
+// the owner of the code behind n's callbacks, which must be fn's owner too —
+// pinned from now until fn returns, so the owner cannot finish unloading
+// before fn has run (seed 004, Example 1, where the work outlived
+// scsi_mod). If the owner is already unloading, fn is not scheduled and
+// ScheduleCallback returns an error wrapping ErrNoDevice; nil means fn will
+// run. fn runs as the owner's code: a call that would reach a gone owner is
+// recorded, not made. fn may call anything, including Remove of n. With a
+// log, the goroutine is accounted for by check.Log.Quiesce. Tree.Flush
+// waits for scheduled callbacks.
+func (t *Tree) ScheduleCallback(n *Node, fn func()) error {
+	t.mine(n)
+	o := n.owner
+	pin := &struct{ n *Node }{n} // the pin's tag
+	if o != nil && !o.TryGet(pin) {
+		return n.errorf(fmt.Errorf("callback not scheduled: owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
+	}
+	t.cbs.Add(1)
+	t.log.Go("kernfs callback for "+n.Path(), func() {
+		defer t.cbs.Done()
+		if o == nil {
+			fn()
+			return
+		}
+		defer o.Put(pin)
+		o.Call("kernfs: "+n.Path()+": scheduled callback", fn)
+	})
+	return nil
+}
+
+// ownerNodes is the set of nodes one owner backs in one tree, and the
+// owner's unload hook, registered once per owner per tree.
+type ownerNodes struct {
+	nodes  map[*Node]struct{}
+	cancel func()
+}
+
+// own records that n's owner backs n, registering the owner's unload hook
+// with the first node. It fails if the owner is not live: a node backed by
+// an unloading owner would outlive it.
+func (t *Tree) own(n *Node) error {
+	o := n.owner
+	if o == nil {
+		return nil
+	}
+	t.ownersMu.Lock()
+	defer t.ownersMu.Unlock()
+	e := t.owners[o]
+	if e == nil {
+		cancel, err := o.OnUnload("kernfs", func(ctx context.Context) error { return t.unloadOwner(ctx, o) })
+		if err != nil {
+			return n.errorf(fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
+		}
+		e = &ownerNodes{nodes: make(map[*Node]struct{}), cancel: cancel}
+		t.owners[o] = e
+	}
+	// Checked under ownersMu: an unload that began before this point is
+	// refused here; one that begins after runs the hook, which takes
+	// ownersMu and so sees n.
+	if o.State() != sever.OwnerLive {
+		if len(e.nodes) == 0 {
+			e.cancel()
+			delete(t.owners, o)
+		}
+		return n.errorf(fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
+	}
+	e.nodes[n] = struct{}{}
+	return nil
+}
+
+// disown forgets n in its owner's set; the hook goes with the last node.
+func (t *Tree) disown(n *Node) {
+	o := n.owner
+	if o == nil {
+		return
+	}
+	t.ownersMu.Lock()
+	defer t.ownersMu.Unlock()
+	e := t.owners[o]
+	if e == nil {
+		return
+	}
+	delete(e.nodes, n)
+	if len(e.nodes) == 0 {
+		e.cancel()
+		delete(t.owners, o)
+	}
+}
+
+// unloadOwner is the owner's unload hook: it removes every node the owner
+// backs, with their subtrees, before the owner's exit runs.
+func (t *Tree) unloadOwner(ctx context.Context, o *sever.Owner) error {
+	t.ownersMu.Lock()
+	e := t.owners[o]
+	delete(t.owners, o)
+	t.ownersMu.Unlock()
+	if e == nil {
+		return nil
+	}
+	// No lock is held now: the set is ours (own refuses new nodes, as the
+	// owner is going, and disown finds no entry).
+	var errs []error
+	for n := range e.nodes {
+		if _, err := t.remove(ctx, n); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,423 @@
+package kernfs_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/kernfs"
+)
+
+// Rule: Remove waits for every Show and Store in flight, and none starts
+// after it returns.
+func TestRemoveDrainsInFlightShowStore(t *testing.T) {
+	tr, _ := checked(t)
+	var inside, entered, afterRemove atomic.Int64
+	var removed atomic.Bool
+	gate := make(chan struct{})
+	dir := must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "dev"}))
+	enter := func() {
+		if removed.Load() {
+			afterRemove.Add(1)
+		}
+		inside.Add(1)
+		entered.Add(1)
+		<-gate
+		time.Sleep(time.Microsecond)
+		inside.Add(-1)
+	}
+	must[*kernfs.Node](t)(tr.AddAttr(dir, kernfs.Attr{
+		Name:  "value",
+		Show:  func(_ *kernfs.Call, b []byte) ([]byte, error) { enter(); return append(b, "1\n"...), nil },
+		Store: func(*kernfs.Call, any) error { enter(); return nil },
+	}))
+	const G = 100
+	var wg sync.WaitGroup
+	for i := range G {
+		f := must[*kernfs.File](t)(tr.Open("/dev/value", os.O_RDWR))
+		wg.Go(func() {
+			defer f.Close()
+			buf := make([]byte, 8)
+			for {
+				var err error
+				if i%2 == 0 {
+					_, err = f.ReadAt(buf, 0)
+				} else {
+					_, err = f.Write([]byte("1\n"))
+				}
+				if err != nil {
+					if !errors.Is(err, syscall.ENODEV) {
+						t.Errorf("op after Remove: got %v, want ENODEV", err)
+					}
+					return
+				}
+			}
+		})
+	}
+	for entered.Load() < G { // let every goroutine get inside once
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan error)
+	go func() { done <- tr.Remove(ctxT(t), dir) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Remove returned (%v) while %d callbacks were inside: it must drain them", err, inside.Load())
+	case <-time.After(20 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	removed.Store(true)
+	if n := inside.Load(); n != 0 {
+		t.Errorf("Remove returned with %d callbacks still inside", n)
+	}
+	wg.Wait()
+	if n := afterRemove.Load(); n != 0 {
+		t.Errorf("%d callbacks entered after Remove returned", n)
+	}
+}
+
+// Rule: Remove never waits for open files; it runs Release for each, and
+// every later operation on them fails with ENODEV without calling the
+// provider. Close afterwards calls nothing.
+func TestRemoveReleasesOpenFilesWithoutWaitingForClose(t *testing.T) {
+	tr, _ := checked(t)
+	c := &counter{}
+	dir, _ := device(t, tr, "usb1", nil, c)
+	var files []*kernfs.File
+	for range 10 {
+		files = append(files, must[*kernfs.File](t)(tr.Open("/devices/usb1/value", os.O_RDWR)))
+	}
+	if got := readAll(t, files[0]); got != "0" {
+		t.Fatalf("read %q, want 0", got)
+	}
+	if err := tr.Remove(ctxT(t), dir); err != nil {
+		t.Fatalf("Remove with open files: %v", err)
+	}
+	c.severed.Store(true)
+	c.checkReleases(t)
+	for _, f := range files {
+		_, err := f.Read(make([]byte, 4))
+		if !errors.Is(err, syscall.ENODEV) || !errors.Is(err, sever.ErrNoDevice) {
+			t.Errorf("Read after Remove: %v, want ENODEV", err)
+		}
+		if _, err := f.Write([]byte("3")); !errors.Is(err, syscall.ENODEV) {
+			t.Errorf("Write after Remove: %v, want ENODEV", err)
+		}
+		if _, err := f.Seek(0, 0); !errors.Is(err, syscall.ENODEV) {
+			t.Errorf("Seek after Remove: %v, want ENODEV", err)
+		}
+		if ev, err := f.Poll(); ev != sever.EventErr|sever.EventHup || !errors.Is(err, syscall.ENODEV) {
+			t.Errorf("Poll after Remove: %v, %v; want ERR|HUP, ENODEV", ev, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Errorf("Close after Remove: %v", err)
+		}
+		if err := f.Close(); !errors.Is(err, syscall.EBADF) {
+			t.Errorf("second Close: %v, want EBADF", err)
+		}
+	}
+	c.checkReleases(t)
+	if n := c.late.Load(); n != 0 {
+		t.Errorf("provider called %d times after Remove returned", n)
+	}
+	if _, err := tr.Open("/devices/usb1/value", os.O_RDONLY); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("Open of removed path: %v, want ENOENT", err)
+	}
+}
+
+// Rule: Release runs exactly once per open under racing Close and Remove.
+func TestReleaseExactlyOnceUnderRacingCloseAndRemove(t *testing.T) {
+	tr, log := checked(t)
+	for round := range 50 {
+		c := &counter{}
+		dir, val := device(t, tr, "d", nil, c)
+		var files []*kernfs.File
+		for range 20 {
+			files = append(files, must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY)))
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for _, f := range files {
+			wg.Go(func() {
+				<-start
+				if err := f.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			})
+		}
+		wg.Go(func() {
+			<-start
+			if err := tr.Remove(ctxT(t), dir); err != nil {
+				t.Errorf("Remove: %v", err)
+			}
+		})
+		close(start)
+		wg.Wait()
+		if got := c.opens.Load(); got != 20 {
+			t.Fatalf("round %d: %d opens", round, got)
+		}
+		c.checkReleases(t)
+		if !log.Clean() {
+			t.Fatalf("round %d: checker: %v", round, log.Violations())
+		}
+	}
+}
+
+// Rule: a poller asleep before Remove wakes with ERR|HUP and ENODEV.
+func TestPollerBlockedBeforeRemoveWakesWithErrHup(t *testing.T) {
+	tr, _ := checked(t)
+	c := &counter{}
+	dir, val := device(t, tr, "psi", nil, c)
+	f := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
+	defer f.Close()
+	readAll(t, f)
+	type result struct {
+		ev  sever.Events
+		err error
+	}
+	woke := make(chan result)
+	asleep := make(chan struct{})
+	go func() {
+		close(asleep)
+		ev, err := f.Wait(ctxT(t))
+		woke <- result{ev, err}
+	}()
+	<-asleep
+	time.Sleep(10 * time.Millisecond)
+	select {
+	case r := <-woke:
+		t.Fatalf("Wait returned before anything happened: %v %v", r.ev, r.err)
+	default:
+	}
+	if err := tr.Remove(ctxT(t), dir); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-woke:
+		if r.ev != sever.EventErr|sever.EventHup || !errors.Is(r.err, syscall.ENODEV) {
+			t.Errorf("poller woke with %v, %v; want ERR|HUP and ENODEV", r.ev, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("poller asleep before Remove was not woken by it")
+	}
+}
+
+// Rule: Notify wakes pollers with PRI|ERR; a read at offset 0 sees fresh
+// content and re-arms the poll.
+func TestNotifyWakesPollerAndSeekToZeroReadsFreshContent(t *testing.T) {
+	tr, _ := checked(t)
+	c := &counter{}
+	_, val := device(t, tr, "gpio", nil, c)
+	f := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
+	defer f.Close()
+	if got := readAll(t, f); got != "0" {
+		t.Fatalf("got %q", got)
+	}
+	if ev, err := f.Poll(); ev != 0 || err != nil {
+		t.Fatalf("Poll before Notify: %v %v, want nothing", ev, err)
+	}
+	woke := make(chan sever.Events)
+	go func() {
+		ev, err := f.Wait(ctxT(t))
+		if err != nil {
+			t.Errorf("Wait: %v", err)
+		}
+		woke <- ev
+	}()
+	time.Sleep(5 * time.Millisecond)
+	c.mu.Lock()
+	c.v = 7
+	c.mu.Unlock()
+	tr.Notify(val)
+	if ev := <-woke; ev != sever.EventPri|sever.EventErr {
+		t.Errorf("woke with %v, want PRI|ERR (sysfs_notify)", ev)
+	}
+	if got := readAll(t, f); got != "7" {
+		t.Errorf("read after seek to 0: %q, want fresh content 7", got)
+	}
+	if ev, _ := f.Poll(); ev != 0 {
+		t.Errorf("Poll after re-reading: %v, want nothing until the next Notify", ev)
+	}
+}
+
+// Rule: a Store may remove its own device without deadlock; of racing
+// self-removers and plain Removes exactly one wins.
+func TestRemoveSelfFromStoreRemovesWholeDeviceWithoutDeadlock(t *testing.T) {
+	tr, _ := checked(t)
+	c := &counter{}
+	dir, _ := device(t, tr, "sda", nil, c)
+	var won atomic.Int32
+	must[*kernfs.Node](t)(tr.AddAttr(dir, kernfs.Attr{
+		Name:  "delete",
+		Parse: kernfs.Bool(),
+		Store: func(call *kernfs.Call, v any) error {
+			w, err := call.RemoveSelf(context.Background(), call.Node().Parent())
+			if w {
+				won.Add(1)
+			}
+			return err
+		},
+	}))
+	other := must[*kernfs.File](t)(tr.Open("/devices/sda/value", os.O_RDONLY))
+	f := must[*kernfs.File](t)(tr.Open("/devices/sda/delete", os.O_WRONLY))
+	if _, err := f.Write([]byte("1\n")); err != nil {
+		t.Fatalf("write to delete: %v", err)
+	}
+	if won.Load() != 1 {
+		t.Errorf("RemoveSelf without a rival did not win")
+	}
+	if _, err := tr.Lookup("/devices/sda"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("device still there after self-removal: %v", err)
+	}
+	if _, err := other.Read(make([]byte, 4)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("sibling attribute after self-removal: %v, want ENODEV", err)
+	}
+	if _, err := f.Write([]byte("1")); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("delete after self-removal: %v, want ENODEV", err)
+	}
+	other.Close()
+	f.Close()
+	c.checkReleases(t)
+}
+
+func TestRemoveSelfRacingRemoveSelfAndRemoveExactlyOneWins(t *testing.T) {
+	tr, _ := checked(t)
+	for round := range 100 {
+		dir := must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "host"}))
+		var wins, losses atomic.Int32
+		ready := make(chan struct{})
+		var arrived sync.WaitGroup
+		arrived.Add(2)
+		for _, name := range []string{"delete", "reset"} {
+			must[*kernfs.Node](t)(tr.AddAttr(dir, kernfs.Attr{
+				Name: name,
+				Store: func(call *kernfs.Call, v any) error {
+					arrived.Done()
+					<-ready // both self-removers are inside before either removes
+					w, err := call.RemoveSelf(ctxT(t), call.Node().Parent())
+					if w {
+						wins.Add(1)
+					} else {
+						losses.Add(1)
+					}
+					return err
+				},
+			}))
+		}
+		var wg sync.WaitGroup
+		for _, name := range []string{"delete", "reset"} {
+			f := must[*kernfs.File](t)(tr.Open("/host/"+name, os.O_WRONLY))
+			wg.Go(func() {
+				defer f.Close()
+				if _, err := f.Write([]byte("1")); err != nil {
+					t.Errorf("self-remover: %v", err)
+				}
+			})
+		}
+		arrived.Wait()
+		withPlain := round%2 == 1
+		if withPlain {
+			// A plain Remove claims the device first, then waits in the
+			// drain for the self-removers, which must lose and must not
+			// deadlock it.
+			wg.Go(func() {
+				if err := tr.Remove(ctxT(t), dir); err != nil {
+					t.Errorf("Remove: %v", err)
+				}
+			})
+			for !dir.Removed() {
+				time.Sleep(10 * time.Microsecond)
+			}
+		}
+		close(ready)
+		wg.Wait()
+		want := int32(1)
+		if withPlain {
+			want = 0
+		}
+		if wins.Load() != want || wins.Load()+losses.Load() != 2 {
+			t.Fatalf("round %d (plain Remove first: %v): %d self-removers won, %d lost; want %d won",
+				round, withPlain, wins.Load(), losses.Load(), want)
+		}
+		if _, err := tr.Lookup("/host"); !errors.Is(err, syscall.ENOENT) {
+			t.Fatalf("round %d: /host survived: %v", round, err)
+		}
+	}
+}
+
+// Rule: Remove of a node already removed is a no-op, and a Remove racing
+// with another of an overlapping subtree returns only once it is removed.
+func TestConcurrentRemovesOfOverlappingSubtreesAllFinish(t *testing.T) {
+	tr, _ := checked(t)
+	c := &counter{}
+	dir, val := device(t, tr, "x", nil, c)
+	f := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			n := dir
+			if i%2 == 0 {
+				n = val
+			}
+			if err := tr.Remove(ctxT(t), n); err != nil {
+				t.Error(err)
+			}
+			if !n.Removed() {
+				t.Errorf("Remove of %s returned before it was removed", n)
+			}
+		})
+	}
+	wg.Wait()
+	c.checkReleases(t)
+	f.Close()
+	if err := tr.Remove(ctxT(t), dir); err != nil {
+		t.Errorf("second Remove: %v", err)
+	}
+}
+
+// Rule: a Remove whose drain misses its deadline says who is inside, and a
+// later Remove finishes the job.
+func TestRemovePastDeadlineReportsAndCanBeResumed(t *testing.T) {
+	tr, log := checkedAllowing(t, check.SeverTimeout)
+	gate := make(chan struct{})
+	entered := make(chan struct{})
+	dir := must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "slow"}))
+	must[*kernfs.Node](t)(tr.AddAttr(dir, kernfs.Attr{
+		Name: "value",
+		Show: func(_ *kernfs.Call, b []byte) ([]byte, error) { close(entered); <-gate; return b, nil },
+	}))
+	f := must[*kernfs.File](t)(tr.Open("/slow/value", os.O_RDONLY))
+	readDone := make(chan struct{})
+	go func() { defer close(readDone); f.Read(make([]byte, 1)) }()
+	<-entered
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	err := tr.Remove(ctx, dir)
+	var he *sever.HoldersError
+	if !errors.As(err, &he) || he.Held != 1 {
+		t.Fatalf("Remove past deadline: %v, want a HoldersError naming 1 holder", err)
+	}
+	if n := log.Count(check.SeverTimeout); n != 1 {
+		t.Errorf("checker recorded %d sever-past-deadline, want 1", n)
+	}
+	if _, err := tr.Open("/slow/value", os.O_RDONLY); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("Open during an unfinished Remove: %v, want ENOENT", err)
+	}
+	close(gate)
+	<-readDone
+	if err := tr.Remove(ctxT(t), dir); err != nil {
+		t.Fatalf("resumed Remove: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Error(err)
+	}
+}
