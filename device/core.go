@@ -1,0 +1,154 @@
+package device
+
+import (
+	"context"
+	"fmt"
+	"runtime/debug"
+	"sync"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/check"
+)
+
+// Core is one simulated machine's driver core: its buses, classes, root
+// devices, device links, uevent stream, attribute tree and violation log.
+// Nothing in this package is global; two Cores run side by side in one
+// process and never see each other's devices.
+//
+// A Core is safe for concurrent use.
+type Core struct {
+	name string
+	log  *check.Log
+	opts []sever.Option // passed to every primitive the core creates
+	sys  *sysfs         // the device tree in kernfs
+
+	events *eventStream
+
+	mu       sync.Mutex
+	buses    map[string]*Bus
+	classes  map[string]*Class
+	roots    []*Device
+	locals   map[any]any
+	deferred map[*Device]*Driver // devices whose probe waits for a supplier
+
+	links linkTable
+}
+
+// NewCore returns an empty machine named name that reports contract
+// violations into log (nil: a violation panics, as in package sever). opts
+// are passed to every sever primitive the core creates; sever.WithTracking
+// makes reference audits name their holders and the stacks that took them.
+// sever.WithLog(log) is added for you.
+func NewCore(name string, log *check.Log, opts ...sever.Option) *Core {
+	c := &Core{
+		name:     name,
+		log:      log,
+		opts:     append(append([]sever.Option(nil), opts...), sever.WithLog(log)),
+		buses:    make(map[string]*Bus),
+		classes:  make(map[string]*Class),
+		locals:   make(map[any]any),
+		deferred: make(map[*Device]*Driver),
+	}
+	c.events = newEventStream()
+	c.sys = newSysfs(c)
+	return c
+}
+
+// Name returns the machine's name.
+func (c *Core) Name() string { return c.name }
+
+// Log returns the violation log given to NewCore.
+func (c *Core) Log() *check.Log { return c.log }
+
+// Options returns the sever options the core gives its primitives, for
+// subsystems that create their own.
+func (c *Core) Options() []sever.Option { return append([]sever.Option(nil), c.opts...) }
+
+// Local returns the machine-local value stored under key, creating it with
+// mk on first use. Subsystems keep their per-machine state here (the IRQ
+// number space, the I2C adapter table) instead of in package variables. key
+// must be comparable; use an unexported type to avoid collisions. mk runs
+// without the core's lock (it may register classes and buses); if two
+// callers race, one value wins and both get it.
+func Local[T any](c *Core, key any, mk func() T) T {
+	c.mu.Lock()
+	v, ok := c.locals[key]
+	c.mu.Unlock()
+	if ok {
+		return v.(T)
+	}
+	nv := mk()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v, ok := c.locals[key]; ok {
+		return v.(T)
+	}
+	c.locals[key] = nv
+	return nv
+}
+
+// Roots returns the devices registered without a parent, oldest first.
+func (c *Core) Roots() []*Device {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]*Device(nil), c.roots...)
+}
+
+// Shutdown unregisters every root device, newest first, through the one
+// removal path, and returns the first error. It is the end of a machine's
+// life in tests and demos.
+func (c *Core) Shutdown(ctx context.Context) error {
+	var first error
+	for {
+		roots := c.Roots()
+		if len(roots) == 0 {
+			return first
+		}
+		d := roots[len(roots)-1]
+		if err := d.Unregister(ctx); err != nil && first == nil {
+			first = err
+		}
+		c.mu.Lock()
+		for i, r := range c.roots { // make progress even if it failed
+			if r == d {
+				c.roots = append(c.roots[:i], c.roots[i+1:]...)
+				break
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// fault records a panic recovered from provider code at site on object as
+// check.DriverFault.
+func (c *Core) fault(object, site string, p any) {
+	c.log.Record(check.Violation{
+		Class:  check.DriverFault,
+		Object: object,
+		Detail: fmt.Sprintf("%s panicked: %v", site, p),
+		Stack:  string(debug.Stack()),
+	})
+}
+
+// call runs fn, provider code of owner o at site for object, the way every
+// driver callback is run: through o.Call, so a call into an unloaded owner is
+// recorded and not made, with a panic recovered and recorded as
+// check.DriverFault. It returns fn's error; an error wrapping ErrNoDevice if
+// the owner is gone; an error wrapping ErrIO if fn panicked.
+func (c *Core) call(o *sever.Owner, object, site string, fn func() error) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.fault(object, site, p)
+			err = &sever.ObjectError{Object: object, Err: fmt.Errorf("%s panicked: %w", site, sever.ErrIO)}
+		}
+	}()
+	run := func() { err = fn() }
+	if o == nil {
+		run()
+		return err
+	}
+	if !o.Call(site, run) {
+		return &sever.ObjectError{Object: object, Err: fmt.Errorf("%s: owner %s unloaded: %w", site, o.Name(), sever.ErrNoDevice)}
+	}
+	return err
+}

@@ -1,0 +1,344 @@
+package device
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/kernfs"
+)
+
+// Config describes a device to register.
+type Config struct {
+	Name   string  // unique among its siblings: "1-1", "i2c-3", "gpiochip0"
+	Parent *Device // nil: a root device under /devices
+	Bus    *Bus    // the bus it is matched on; nil for class devices
+	Class  *Class  // nil for bus devices
+	// Compatible is matched against Driver.IDs on buses without a Match.
+	Compatible string
+	// Data is the creator's description of the device (a USB descriptor,
+	// an I2C address), for Match and Probe. The core never touches it.
+	Data any
+	// Groups are attribute groups of the device itself (not of a driver),
+	// created with the directory and severed when the device is removed.
+	Groups []AttrGroup
+	// Owner is the module whose code backs Groups; nil if it cannot go.
+	Owner *sever.Owner
+	// Release, if not nil, is a managed resource of the device itself,
+	// added before any driver binds: the creator's cleanup, run once at
+	// Unregister after every binding has ended (see ReleaseFunc).
+	Release ReleaseFunc
+}
+
+// State is a device's place in its lifetime:
+//
+//	registered ──probe──▶ probing ──ok──▶ bound ──unbind──▶ unbinding ──▶ registered
+//	                         └──fail──────────────────────────────────────────┘
+//	registered | bound ──Unregister──▶ removing ──▶ removed
+//
+// Unbinding and removing take the one removal path (see Unregister).
+type State int
+
+const (
+	StateRegistered State = iota // on its bus, no driver
+	StateProbing                 // the driver's Probe is running
+	StateBound                   // a driver drives it
+	StateUnbinding               // the removal path is undoing the binding
+	StateRemoving                // Unregister is running
+	StateRemoved                 // unregistered; only a reference-counted shell is left
+)
+
+func (s State) String() string {
+	switch s {
+	case StateRegistered:
+		return "registered"
+	case StateProbing:
+		return "probing"
+	case StateBound:
+		return "bound"
+	case StateUnbinding:
+		return "unbinding"
+	case StateRemoving:
+		return "removing"
+	case StateRemoved:
+		return "removed"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Device is a node in the machine's device tree: a piece of hardware, or a
+// function of one (an I2C adapter, a GPIO chip, an IRQ domain), that a
+// driver may bind to. The *Device itself is a reference-counted shell that
+// stays valid for as long as anyone holds it; what it represents goes away
+// at Unregister.
+//
+// Everything a binding acquires through the device — managed resources,
+// severables (attribute nodes, char devices, providers), child devices — is
+// scoped to that binding and undone when it ends; what is acquired while no
+// driver is bound is scoped to the device and undone at Unregister.
+type Device struct {
+	core       *Core
+	name       string
+	path       string
+	parent     *Device
+	bus        *Bus
+	class      *Class
+	compatible string
+	data       any
+	groups     []AttrGroup
+	owner      *sever.Owner
+	ref        *sever.Ref
+	// scopeInParent is the parent's binding the device was registered
+	// under (nil: the parent's device scope): the device is unregistered
+	// when that binding ends.
+	scopeInParent *binding
+
+	// lock is the device lock: probe, unbind and the removal path hold
+	// it. Lock order: parent before child; supplier before managed
+	// consumer.
+	lock sync.Mutex
+
+	mu       sync.Mutex // guards the fields below
+	state    State      // StateRegistered..StateUnbinding; see removing, removed
+	removing bool       // Unregister has begun: no new children, bindings, severables
+	removed  bool
+	driver   *Driver
+	bind     *binding // the current binding; nil when unbound
+	children []*Device
+	res      []*Resource
+	sev      []*severable
+	drvdata  any
+	done     chan struct{} // closed when removed
+
+	links devLinks // guarded by core.links.mu
+	node  *devNode // the device's directory; set by sysfs
+}
+
+// binding is one driver's tenure on a device: what must be undone when it
+// ends.
+type binding struct {
+	drv    *Driver
+	hidden []*kernfs.Node // the driver's named groups, shown after Probe
+}
+
+// Register adds a device to the machine: it appears in the tree (with its
+// directory and standard attributes), on its bus and class, a uevent "add"
+// is emitted, and the bus probes matching drivers. A probe failure does not
+// fail Register (as in Linux); see Driver and Bind.
+//
+// A device registered while its parent's driver is probing or bound
+// belongs to that binding and is unregistered when it ends; otherwise it is
+// unregistered with its parent. Register under a parent that is being
+// removed fails with an error wrapping sever.ErrNoDevice; a duplicate name
+// among siblings with one wrapping sever.ErrExist.
+func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
+	if cfg.Name == "" || strings.ContainsRune(cfg.Name, '/') {
+		return nil, &sever.ObjectError{Object: "device: " + cfg.Name, Err: sever.ErrInvalid}
+	}
+	d := &Device{
+		core:       c,
+		name:       cfg.Name,
+		parent:     cfg.Parent,
+		bus:        cfg.Bus,
+		class:      cfg.Class,
+		compatible: cfg.Compatible,
+		data:       cfg.Data,
+		groups:     cfg.Groups,
+		owner:      cfg.Owner,
+		done:       make(chan struct{}),
+	}
+	if p := cfg.Parent; p != nil {
+		if p.core != c {
+			return nil, &sever.ObjectError{Object: "device: " + cfg.Name, Err: fmt.Errorf("parent on another machine: %w", sever.ErrInvalid)}
+		}
+		d.path = p.path + "/" + cfg.Name
+	} else {
+		d.path = "/devices/" + cfg.Name
+	}
+	if cfg.Bus != nil && cfg.Bus.core != c || cfg.Class != nil && cfg.Class.core != c {
+		return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("bus or class on another machine: %w", sever.ErrInvalid)}
+	}
+	d.ref = sever.NewRef(d.path, d.released, c.opts...)
+
+	// Link into the tree: the parent's children (or the roots).
+	if p := d.parent; p != nil {
+		p.mu.Lock()
+		switch {
+		case p.removing:
+			p.mu.Unlock()
+			return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("parent is being removed: %w", sever.ErrNoDevice)}
+		case slices.ContainsFunc(p.children, func(x *Device) bool { return x.name == d.name }):
+			p.mu.Unlock()
+			return nil, &sever.ObjectError{Object: d.path, Err: sever.ErrExist}
+		}
+		d.scopeInParent = p.bind
+		p.children = append(p.children, d)
+		p.mu.Unlock()
+		p.ref.Get(d) // a child pins its parent's shell until it is released
+	} else {
+		c.mu.Lock()
+		if slices.ContainsFunc(c.roots, func(x *Device) bool { return x.name == d.name }) {
+			c.mu.Unlock()
+			return nil, &sever.ObjectError{Object: d.path, Err: sever.ErrExist}
+		}
+		c.roots = append(c.roots, d)
+		c.mu.Unlock()
+	}
+	if cfg.Release != nil {
+		d.res = append(d.res, d.newResource("release", cfg.Release, nil))
+	}
+	if err := c.sys.addDevice(d); err != nil {
+		for _, r := range d.res { // the creator keeps its cleanup
+			r.pending.Done()
+		}
+		d.unlinkFromTree()
+		if d.parent != nil {
+			d.parent.ref.Put(d)
+		}
+		return nil, &sever.ObjectError{Object: d.path, Err: err}
+	}
+	if b := d.bus; b != nil {
+		b.mu.Lock()
+		b.devices = append(b.devices, d)
+		b.mu.Unlock()
+	}
+	c.uevent(d, ActionAdd, nil)
+	if d.bus != nil {
+		d.attach(ctx)
+	}
+	return d, nil
+}
+
+// released runs at the last Put of the device's shell.
+func (d *Device) released() {
+	if d.parent != nil {
+		d.parent.ref.Put(d)
+	}
+}
+
+func (d *Device) unlinkFromTree() {
+	if p := d.parent; p != nil {
+		p.mu.Lock()
+		p.children = slices.DeleteFunc(p.children, func(x *Device) bool { return x == d })
+		p.mu.Unlock()
+		return
+	}
+	c := d.core
+	c.mu.Lock()
+	c.roots = slices.DeleteFunc(c.roots, func(x *Device) bool { return x == d })
+	c.mu.Unlock()
+}
+
+// Name returns the device's name.
+func (d *Device) Name() string { return d.name }
+
+// Path returns the device's path in the tree: "/devices/usb1/1-1".
+func (d *Device) Path() string { return d.path }
+
+// String returns the device's path.
+func (d *Device) String() string { return d.path }
+
+// Core returns the machine the device belongs to.
+func (d *Device) Core() *Core { return d.core }
+
+// Parent returns the parent device, or nil for a root.
+func (d *Device) Parent() *Device { return d.parent }
+
+// Bus returns the device's bus, or nil.
+func (d *Device) Bus() *Bus { return d.bus }
+
+// Class returns the device's class, or nil.
+func (d *Device) Class() *Class { return d.class }
+
+// Compatible returns the match string given at Register.
+func (d *Device) Compatible() string { return d.compatible }
+
+// Data returns the creator's description given at Register.
+func (d *Device) Data() any { return d.data }
+
+// State returns the device's current state.
+func (d *Device) State() State {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case d.removed:
+		return StateRemoved
+	case d.removing && d.state == StateRegistered:
+		return StateRemoving
+	}
+	return d.state
+}
+
+// Driver returns the driver bound (or probing) now, or nil.
+func (d *Device) Driver() *Driver {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.driver
+}
+
+// Owner returns the owner of the code behind the device now: its driver's
+// owner while one is bound, else the nearest bound ancestor's, else the
+// owner given at Register. Providers use it to check calls into their ops.
+func (d *Device) Owner() *sever.Owner {
+	for x := d; x != nil; x = x.parent {
+		x.mu.Lock()
+		drv := x.driver
+		x.mu.Unlock()
+		if drv != nil && drv.Owner != nil {
+			return drv.Owner
+		}
+	}
+	return d.owner
+}
+
+// Children returns the device's children, oldest first.
+func (d *Device) Children() []*Device {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return slices.Clone(d.children)
+}
+
+// Removed returns a channel closed when Unregister has finished.
+func (d *Device) Removed() <-chan struct{} { return d.done }
+
+// SetDriverData stores the bound driver's private data. The core clears it
+// after Remove, so nothing reaches the driver's state through the device
+// once unbound.
+func (d *Device) SetDriverData(v any) {
+	d.mu.Lock()
+	d.drvdata = v
+	d.mu.Unlock()
+}
+
+// DriverData returns what the bound driver stored with SetDriverData, or nil.
+func (d *Device) DriverData() any {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.drvdata
+}
+
+// Get takes a reference to the device's shell under tag (get_device). The
+// caller must already hold one, or hold the device through the tree. A
+// reference keeps the *Device valid, nothing more: it does not keep the
+// device registered or its driver bound. References still held when
+// Unregister finishes are reported by its audit (see Unregister), naming
+// the tag and, with sever.WithTracking, the stack that took it.
+func (d *Device) Get(tag any) { d.ref.Get(tag) }
+
+// Put drops a reference taken with Get under tag.
+func (d *Device) Put(tag any) { d.ref.Put(tag) }
+
+// Refs returns the number of references held now (the registration's
+// included until Unregister finishes).
+func (d *Device) Refs() int64 { return d.ref.Count() }
+
+// errNoDevice returns an error naming d that wraps sever.ErrNoDevice.
+func (d *Device) errNoDevice(why string) error {
+	if why == "" {
+		return &sever.ObjectError{Object: d.path, Err: sever.ErrNoDevice}
+	}
+	return &sever.ObjectError{Object: d.path, Err: fmt.Errorf("%s: %w", why, sever.ErrNoDevice)}
+}

@@ -1,0 +1,308 @@
+package device
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/sever-dev/sever"
+)
+
+// ErrProbeDeferred is returned by a bind attempt that waits for a supplier
+// (see LinkManaged): the device is probed again when a supplier binds. It
+// wraps sever.ErrWouldBlock (EAGAIN), the role of EPROBE_DEFER.
+var ErrProbeDeferred = fmt.Errorf("probe deferred until suppliers are bound: %w", sever.ErrWouldBlock)
+
+// attach probes d against its bus's drivers, oldest first, until one binds.
+func (d *Device) attach(ctx context.Context) {
+	for _, drv := range d.bus.Drivers() {
+		if !d.bus.match(d, drv) {
+			continue
+		}
+		err := d.probe(ctx, drv)
+		if err == nil || errors.Is(err, ErrProbeDeferred) {
+			return
+		}
+	}
+}
+
+// Bind binds drv to d, as writing d's name to the driver's bind file does.
+// It returns Probe's error; sever.ErrBusy if d is already bound;
+// sever.ErrNoDevice if d or drv is going away or drv's owner is unloading;
+// ErrProbeDeferred if a managed supplier is not bound yet.
+func (d *Device) Bind(ctx context.Context, drv *Driver) error {
+	if d.bus == nil || drv.Bus() != d.bus {
+		return &sever.ObjectError{Object: d.path, Err: fmt.Errorf("driver %s is not on the device's bus: %w", drv.Name, sever.ErrInvalid)}
+	}
+	return d.probe(ctx, drv)
+}
+
+// Unbind ends the current binding through the one removal path (see
+// Unregister, steps 3-9), as writing to the driver's unbind file does. The
+// device stays registered and may be bound again. Unbind of an unbound
+// device does nothing. It must not be called from the device's own Probe
+// or Remove.
+func (d *Device) Unbind(ctx context.Context) error {
+	d.lock.Lock()
+	defer d.lock.Unlock()
+	return d.unbindLocked(ctx)
+}
+
+// unbindDriver unbinds d if drv is the driver bound to it.
+func (d *Device) unbindDriver(ctx context.Context, drv *Driver) error {
+	d.lock.Lock()
+	defer d.lock.Unlock()
+	if d.Driver() != drv {
+		return nil
+	}
+	return d.unbindLocked(ctx)
+}
+
+func (d *Device) probe(ctx context.Context, drv *Driver) error {
+	d.lock.Lock()
+	err := d.probeLocked(ctx, drv)
+	d.lock.Unlock()
+	if err == nil {
+		d.core.retryDeferred(ctx)
+	}
+	return err
+}
+
+// probeLocked runs one binding attempt. d.lock is held.
+func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
+	c := d.core
+	d.mu.Lock()
+	switch {
+	case d.removing:
+		d.mu.Unlock()
+		return d.errNoDevice("being removed")
+	case d.state != StateRegistered:
+		d.mu.Unlock()
+		return &sever.ObjectError{Object: d.path, Err: fmt.Errorf("already bound: %w", sever.ErrBusy)}
+	}
+	d.mu.Unlock()
+	if !c.links.suppliersReady(d) {
+		c.deferProbe(d, drv)
+		return &sever.ObjectError{Object: d.path, Err: ErrProbeDeferred}
+	}
+	c.undeferProbe(d)
+
+	// The binding pins the driver's owner: it cannot unload (UnloadTry)
+	// while the device is bound, and UnloadForce unbinds first.
+	if drv.Owner != nil && !drv.Owner.TryGet(d) {
+		return d.errNoDevice("owner " + drv.Owner.Name() + " is unloading")
+	}
+	// Join the driver's bound list before Probe, under its lock, so an
+	// UnregisterDriver racing with us either refuses us here or finds us
+	// (and waits on d.lock for Probe to finish).
+	drv.mu.Lock()
+	if drv.gone || drv.bus != d.bus {
+		drv.mu.Unlock()
+		if drv.Owner != nil {
+			drv.Owner.Put(d)
+		}
+		return d.errNoDevice("driver " + drv.Name + " is unregistered")
+	}
+	drv.bound = append(drv.bound, d)
+	drv.mu.Unlock()
+
+	b := &binding{drv: drv}
+	d.mu.Lock()
+	d.state, d.driver, d.bind = StateProbing, drv, b
+	d.mu.Unlock()
+
+	// Attribute groups exist, invisible, before Probe (so Probe may use
+	// them) and are shown only when it succeeds.
+	err := c.sys.addDriverGroups(d, b)
+	if err == nil && drv.Probe != nil {
+		err = c.call(drv.Owner, d.path, drv.Name+".Probe", func() error { return drv.Probe(ctx, d) })
+	}
+	if err != nil {
+		d.teardown(ctx, b, false)
+		return err
+	}
+	d.mu.Lock()
+	d.state = StateBound
+	d.mu.Unlock()
+	c.sys.activateDriver(d, b)
+	c.uevent(d, ActionBind, nil)
+	return nil
+}
+
+// unbindLocked ends the current binding. d.lock is held.
+func (d *Device) unbindLocked(ctx context.Context) error {
+	d.mu.Lock()
+	b := d.bind
+	if b == nil || d.state != StateBound {
+		d.mu.Unlock()
+		return nil
+	}
+	d.state = StateUnbinding
+	d.mu.Unlock()
+	return d.teardown(ctx, b, true)
+}
+
+// teardown is the one removal path for a binding, in its order. Every
+// removal takes it: device unregister, driver unregister, owner unload,
+// unbind request, managed supplier removal, and a failed Probe (which skips
+// Remove). d.lock is held.
+func (d *Device) teardown(ctx context.Context, b *binding, probed bool) error {
+	var errs []error
+	// 1. Consumers that must not outlive their supplier's binding go first.
+	errs = append(errs, d.unbindManagedConsumers(ctx))
+	// 2. Children registered by this binding, bottom-up, newest first.
+	errs = append(errs, d.removeChildren(ctx, b))
+	// 3. Sever what consumers reach the driver through: attribute nodes
+	// and char devices first (no callback runs now or later), then
+	// provider handles (consumers now get ErrNoDevice).
+	errs = append(errs, d.severScope(ctx, b, StageFiles))
+	errs = append(errs, d.severScope(ctx, b, StageProviders))
+	// 4. Only now may the driver free its state: nothing can reach it.
+	if probed && b.drv.Remove != nil {
+		drv := b.drv
+		errs = append(errs, d.core.call(drv.Owner, d.path, drv.Name+".Remove", func() error {
+			drv.Remove(ctx, d)
+			return nil
+		}))
+	}
+	// 5. Managed resources, in reverse order of acquisition.
+	d.releaseResources(b)
+	// 6. Forget the driver, then drop its owner's pin: the owner may go.
+	d.mu.Lock()
+	d.state, d.driver, d.bind, d.drvdata = StateRegistered, nil, nil, nil
+	d.mu.Unlock()
+	b.drv.dropBound(d)
+	if b.drv.Owner != nil {
+		b.drv.Owner.Put(d)
+	}
+	// 7. Tell userspace.
+	if probed {
+		d.core.uevent(d, ActionUnbind, map[string]string{"DRIVER": b.drv.Name})
+	}
+	return errors.Join(errs...)
+}
+
+// Unregister removes the device through the one removal path (DESIGN.md,
+// "The way of a hot-unplug"), in this order:
+//
+//  1. refuse new children, bindings, resources and severables;
+//  2. unregister the children, bottom-up, newest first;
+//  3. sever the device's attribute nodes and char devices: no attribute
+//     callback runs now or later, open files become shells;
+//  4. unbind managed consumers (LinkManaged);
+//  5. revoke its provider handles: consumers get ErrNoDevice, waiters
+//     wake with EventErr|EventHup;
+//  6. call the driver's Remove;
+//  7. release managed resources in reverse order;
+//  8. drop the driver owner's pin;
+//  9. uevent "unbind", purge device links, leave bus, class and tree,
+//     uevent "remove".
+//
+// When Unregister returns, no callback into the device's driver is
+// running or will run, and the owner may unload. It never waits for a
+// consumer to close a handle or put a reference — only for calls in flight.
+//
+// Then it audits: the device's shell must be referenced by nobody but the
+// registration. A reference still held (see Get) is recorded as
+// check.ReferenceAfterUnregister naming its holders (with the stacks that
+// took them under sever.WithTracking) and returned as a *sever.HoldersError
+// wrapping sever.ErrBusy; the device is removed either way.
+//
+// If ctx ends while calls are still in flight, the sever that waits for
+// them records check.SeverTimeout and Unregister continues, returning that
+// error: the caller gave up the guarantee. A second Unregister waits for the
+// first and returns nil. Unregister must not be called from the device's
+// own Probe or Remove, nor from one of its attribute callbacks (use the
+// attribute's self-removal).
+func (d *Device) Unregister(ctx context.Context) error {
+	// 1.
+	d.mu.Lock()
+	if d.removing {
+		d.mu.Unlock()
+		select {
+		case <-d.done:
+			return nil
+		case <-ctx.Done():
+			return &sever.ObjectError{Object: d.path, Err: ctx.Err()}
+		}
+	}
+	d.removing = true
+	d.mu.Unlock()
+	d.core.undeferProbe(d)
+
+	var errs []error
+	// 2.
+	errs = append(errs, d.removeChildren(ctx, nil))
+	// 3. Every scope's files: the directory, the driver's groups, char
+	// devices.
+	errs = append(errs, d.severScope(ctx, anyScope, StageFiles))
+	// 4-8, and "unbind".
+	d.lock.Lock()
+	errs = append(errs, d.unbindLocked(ctx))
+	d.lock.Unlock()
+	// What the device itself (not a driver) acquired.
+	errs = append(errs, d.severScope(ctx, nil, StageProviders))
+	d.releaseResources(nil)
+	// 9.
+	d.core.links.purge(d)
+	if b := d.bus; b != nil {
+		b.mu.Lock()
+		b.devices = slices.DeleteFunc(b.devices, func(x *Device) bool { return x == d })
+		b.mu.Unlock()
+	}
+	d.core.sys.removeDevice(d)
+	d.unlinkFromTree()
+	d.core.uevent(d, ActionRemove, nil)
+	d.mu.Lock()
+	d.removed = true
+	d.mu.Unlock()
+	close(d.done)
+
+	// The audit of seed 004 §3: "verifying reference count is 0 after
+	// unregistering", once the registration's own reference is put.
+	d.ref.Put(nil)
+	errs = append(errs, d.ref.Audit(d.core.log, 0))
+	return errors.Join(errs...)
+}
+
+// removeChildren unregisters d's children of scope b (nil: all), newest
+// first. Each child's own Unregister removes its children first, so the
+// whole subtree goes bottom-up.
+func (d *Device) removeChildren(ctx context.Context, b *binding) error {
+	var errs []error
+	for {
+		d.mu.Lock()
+		var victim *Device
+		for i := len(d.children) - 1; i >= 0; i-- {
+			ch := d.children[i]
+			if (b == nil || ch.scopeInParent == b) && !ch.unregistering() {
+				victim = ch
+				break
+			}
+		}
+		d.mu.Unlock()
+		if victim == nil {
+			break
+		}
+		errs = append(errs, victim.Unregister(ctx))
+	}
+	// Children someone else is unregistering right now: wait for them,
+	// so "children first" holds whoever started them.
+	for _, ch := range d.Children() {
+		if b == nil || ch.scopeInParent == b {
+			select {
+			case <-ch.done:
+			case <-ctx.Done():
+				errs = append(errs, &sever.ObjectError{Object: ch.path, Err: ctx.Err()})
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Device) unregistering() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.removing
+}
