@@ -128,18 +128,21 @@ func (a *Active) Name() string { return a.name }
 // and no Sever returns before then.
 func (a *Active) Enter() (Token, bool) {
 	i := shardHint() & a.mask
-	s := &a.shards[i]
-	s.n.Add(1)                        // E1
-	if a.state.Load() != activeLive { // E2
-		s.n.Add(-1) // E3
+	a.shards[i].n.Add(1)                             // E1
+	if a.state.Load() != activeLive || a.tr != nil { // E2
+		return a.enterSlow(i)
+	}
+	return Token{a: a, shard: i + 1}, true
+}
+
+// enterSlow finishes an Enter that found a severing (E3) or tracking.
+func (a *Active) enterSlow(i uint32) (Token, bool) {
+	if a.state.Load() != activeLive {
+		a.shards[i].n.Add(-1) // E3
 		a.settle()
 		return Token{}, false
 	}
-	t := Token{a: a, shard: i + 1}
-	if a.tr != nil {
-		t.id = a.tr.enter(1)
-	}
-	return t, true
+	return Token{a: a, shard: i + 1, id: a.tr.enter(2)}, true
 }
 
 // Exit ends the access t began. It must be called exactly once per
@@ -148,16 +151,31 @@ func (a *Active) Enter() (Token, bool) {
 // would drive a counter below zero. With tracking, every second Exit of one
 // Token panics.
 func (a *Active) Exit(t Token) {
+	if t.a != a || t.broken || a.tr != nil {
+		a.exitSlow(t)
+		return
+	}
+	if n := a.shards[t.shard-1].n.Add(-1); n < 0 || a.state.Load() != activeLive { // X1, X2
+		a.exitSettle(n)
+	}
+}
+
+func (a *Active) exitSlow(t Token) {
 	if t.a != a {
 		a.misuse("Exit of a Token it did not issue")
-	}
-	if a.tr != nil && !t.broken && !a.tr.remove(t.id) {
-		a.misuse("Exit of a Token that already exited")
 	}
 	if t.broken {
 		return
 	}
-	if a.shards[t.shard-1].n.Add(-1) < 0 { // X1
+	if !a.tr.remove(t.id) {
+		a.misuse("Exit of a Token that already exited")
+	}
+	a.exitSettle(a.shards[t.shard-1].n.Add(-1)) // X1
+}
+
+// exitSettle finishes an Exit whose X1 left n on its shard.
+func (a *Active) exitSettle(n int64) {
+	if n < 0 {
 		a.misuse("Exit without a matching Enter")
 	}
 	if a.state.Load() != activeLive { // X2
