@@ -64,7 +64,9 @@ type Tree struct {
 	root     *Node
 	ownersMu sync.Mutex
 	owners   map[*sever.Owner]*ownerNodes // nodes each owner backs, for its unload hook
-	cbs      sync.WaitGroup               // scheduled callbacks not yet returned
+	cbMu     sync.Mutex
+	cbs      int           // scheduled callbacks not yet returned
+	cbIdle   chan struct{} // closed when cbs drops to 0; nil until Flush waits
 }
 
 // New returns an empty tree. opts are passed to every primitive the tree
@@ -235,12 +237,30 @@ type DirEntry struct {
 // Flush waits until every callback scheduled with ScheduleCallback has
 // returned, or ctx is done.
 func (t *Tree) Flush(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { t.cbs.Wait(); close(done) }()
+	t.cbMu.Lock()
+	if t.cbs == 0 {
+		t.cbMu.Unlock()
+		return nil
+	}
+	if t.cbIdle == nil {
+		t.cbIdle = make(chan struct{})
+	}
+	idle := t.cbIdle
+	t.cbMu.Unlock()
 	select {
-	case <-done:
+	case <-idle:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+func (t *Tree) callbackDone() {
+	t.cbMu.Lock()
+	t.cbs--
+	if t.cbs == 0 && t.cbIdle != nil {
+		close(t.cbIdle)
+		t.cbIdle = nil
+	}
+	t.cbMu.Unlock()
 }

@@ -174,9 +174,11 @@ func (t *Tree) ScheduleCallback(n *Node, fn func()) error {
 	if o != nil && !o.TryGet(pin) {
 		return n.errorf(fmt.Errorf("callback not scheduled: owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
 	}
-	t.cbs.Add(1)
+	t.cbMu.Lock()
+	t.cbs++
+	t.cbMu.Unlock()
 	t.log.Go("kernfs callback for "+n.Path(), func() {
-		defer t.cbs.Done()
+		defer t.callbackDone()
 		if o == nil {
 			fn()
 			return
