@@ -1,0 +1,13 @@
+package fusefs
+
+// Watchers returns how many poll watchers are running: one per open file
+// whose poller the kernel asked to wake.
+func (m *Server) Watchers() int { return int(m.nwatch.Load()) }
+
+// Handles returns how many files opened through the mount are not yet
+// released.
+func (m *Server) Handles() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.handles)
+}
