@@ -1,0 +1,400 @@
+package chardev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/device"
+)
+
+// Cdev is a registered char device: a name under dev/, a number, the
+// driver's Ops, the Regions it maps, and the files open on it.
+//
+//	live ──Unregister──▶ severing ──in-flight calls drained──▶ severed
+//
+// live: Open succeeds and every File operation calls into Ops. severing:
+// the name has left dev/ and its number is free; no new operation or open
+// enters the device, the ones in flight finish. severed: the driver's
+// Release has run for every file that was still open, their pollers have
+// woken with EventErr|EventHup, the regions are severed (each freed when
+// its last mapping and open go), and nothing calls into Ops ever again.
+// Open files stay as shells; their operations return the chosen Gone
+// error until they are closed.
+//
+// Cost of an operation on a File: a read lock of the File, one Enter and
+// Exit of the device's sever.Active (an atomic add each, on the caller's
+// CPU shard), a load of the owner's state and a deferred recover. Nothing
+// is allocated.
+type Cdev struct {
+	reg     *Registry
+	dev     *device.Device
+	name    string // under dev/
+	obj     string // "chardev: /dev/<name>", in errors
+	owner   *sever.Owner
+	ops     Ops
+	regions []*sever.Region
+	log     *check.Log
+	opts    []sever.Option
+	a       *sever.Active
+	gone    error // what operations return once severing has begun
+	closed  error // what operations return after Close
+	sites   [siteCount]string
+
+	// Set by the registry under its lock.
+	devt        Devt
+	ownMajor    bool
+	unpublished bool
+
+	unsever func() // takes the severable off the device's removal path
+	unhook  func() // takes the unload hook off the owner
+
+	mu     sync.Mutex
+	opens  map[*File]struct{} // files whose Release is not yet claimed by the severer
+	nextID uint64
+
+	begin sync.Once
+	end   sync.Once
+	done  chan struct{} // closed when severed
+}
+
+// Register creates the char device cfg describes on dev, with the next
+// number (see Config.Major), and joins it to dev's removal path: it is
+// severed with dev's files (device.StageFiles) when the binding it was
+// registered in ends — registered from Probe, at unbind — or when dev is
+// unregistered. A driver that removes it earlier calls Cdev.Unregister.
+//
+// Register fails with an error wrapping sever.ErrInvalid for a bad name,
+// sever.ErrExist if the name is taken on dev's machine, and
+// sever.ErrNoDevice if dev is being removed or unbound or the owner is not
+// live.
+func Register(dev *device.Device, cfg Config) (*Cdev, error) {
+	if cfg.Name == "" || strings.ContainsRune(cfg.Name, '/') || cfg.Name == "." || cfg.Name == ".." {
+		return nil, &sever.ObjectError{Object: "chardev: /dev/" + cfg.Name, Err: fmt.Errorf("bad name: %w", sever.ErrInvalid)}
+	}
+	core := dev.Core()
+	obj := "chardev: /dev/" + cfg.Name
+	gone := cfg.Gone
+	if gone == nil {
+		gone = sever.ErrNoDevice
+	}
+	c := &Cdev{
+		reg:     RegistryOf(core),
+		dev:     dev,
+		name:    cfg.Name,
+		obj:     obj,
+		owner:   cfg.Owner,
+		ops:     cfg.Ops,
+		regions: slices.Clone(cfg.Regions),
+		log:     core.Log(),
+		opts:    core.Options(),
+		gone:    &sever.ObjectError{Object: obj, Err: gone},
+		closed:  &sever.ObjectError{Object: obj, Err: sever.ErrClosed},
+		opens:   make(map[*File]struct{}),
+		done:    make(chan struct{}),
+	}
+	if c.owner == nil {
+		c.owner = dev.Owner()
+	}
+	c.a = sever.NewActive(obj, c.opts...)
+	for i, s := range siteNames {
+		c.sites[i] = obj + ": " + s
+	}
+	if o := c.owner; o != nil {
+		unhook, err := o.OnUnload(obj, c.Unregister)
+		if err != nil {
+			return nil, &sever.ObjectError{Object: obj, Err: fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice)}
+		}
+		c.unhook = unhook
+	}
+	unsever, err := dev.AddSeverable(obj, device.StageFiles, c.Unregister)
+	if err != nil {
+		c.dropHooks()
+		return nil, &sever.ObjectError{Object: obj, Err: err}
+	}
+	c.unsever = unsever
+	if err := c.reg.publish(c, cfg.Major); err != nil {
+		c.dropHooks()
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Cdev) dropHooks() {
+	if c.unhook != nil {
+		c.unhook()
+	}
+	if c.unsever != nil {
+		c.unsever()
+	}
+}
+
+// Name returns the device's name under dev/ ("uio0").
+func (c *Cdev) Name() string { return c.name }
+
+// Path returns the device's path: "/dev/uio0".
+func (c *Cdev) Path() string { return "/dev/" + c.name }
+
+// String returns the device's path.
+func (c *Cdev) String() string { return c.Path() }
+
+// Devt returns the device's number. It stays the same after unregister,
+// when the number may already belong to another device.
+func (c *Cdev) Devt() Devt { return c.devt }
+
+// Device returns the device the char device was registered on.
+func (c *Cdev) Device() *device.Device { return c.dev }
+
+// Owner returns the owner of the device's Ops, or nil.
+func (c *Cdev) Owner() *sever.Owner { return c.owner }
+
+// Regions returns the mappable regions, by index.
+func (c *Cdev) Regions() []*sever.Region { return slices.Clone(c.regions) }
+
+// Err returns nil while the device is live and the Gone error from the
+// start of its unregistration.
+func (c *Cdev) Err() error {
+	if c.a.Err() != nil {
+		return c.gone
+	}
+	return nil
+}
+
+// Severing returns a channel closed when the device's unregistration
+// begins.
+func (c *Cdev) Severing() <-chan struct{} { return c.a.Severed() }
+
+// Unregistered returns a channel closed when the device is severed: no
+// callback runs now or later and every open's Release has run.
+func (c *Cdev) Unregistered() <-chan struct{} { return c.done }
+
+// Opens returns the number of files open on the device whose Release has
+// not run, for reports and tests.
+func (c *Cdev) Opens() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.opens)
+}
+
+// Open opens the device. flag carries the access mode (os.O_RDONLY,
+// os.O_WRONLY or os.O_RDWR), which Read and Write check, and
+// syscall.O_NONBLOCK, which makes Read and Write return an error wrapping
+// EAGAIN instead of waiting. Open calls Ops.Open, if any.
+//
+// A successful Open pins the owner until the open's Release has run,
+// holds each of the device's regions until the File's last reference is
+// gone, and, with a log, registers the Release as a check.Pending. Open
+// fails with the Gone error once unregistration has begun (or the owner is
+// unloading), and with Ops.Open's error.
+func (c *Cdev) Open(flag int) (*File, error) {
+	tok, ok := c.a.Enter()
+	if !ok {
+		return nil, c.gone
+	}
+	defer c.a.Exit(tok)
+	o := c.owner
+	if o != nil && o.State() != sever.OwnerLive {
+		return nil, c.gone
+	}
+	acc := flag & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
+	f := &File{
+		c:        c,
+		canRead:  acc == os.O_RDONLY || acc == os.O_RDWR,
+		canWrite: acc == os.O_WRONLY || acc == os.O_RDWR,
+		nonblock: flag&syscall.O_NONBLOCK != 0,
+	}
+	f.call.f = f
+	if o != nil && !o.TryGet(f) {
+		return nil, c.gone
+	}
+	held := 0
+	undo := func() {
+		for _, r := range c.regions[:held] {
+			r.Put()
+		}
+		if o != nil {
+			o.Put(f)
+		}
+	}
+	for _, r := range c.regions {
+		if err := r.Get(); err != nil {
+			undo()
+			return nil, c.wrap(err)
+		}
+		held++
+	}
+	if open := c.ops.Open; open != nil {
+		var priv any
+		var oerr error
+		if err := c.invoke(siteOpen, func() { priv, oerr = open(&f.call) }); err != nil {
+			oerr = err
+		}
+		if oerr != nil {
+			undo()
+			return nil, c.wrap(oerr)
+		}
+		f.private = priv
+	}
+	c.mu.Lock()
+	c.nextID++
+	f.id = c.nextID
+	c.mu.Unlock()
+	what := fmt.Sprintf("open %d", f.id)
+	f.q = sever.NewWaitQueue(c.obj+": "+what, c.opts...)
+	f.ref = sever.NewRef(c.obj+": "+what, f.free, c.opts...)
+	f.pending = c.log.Expect(c.obj, "Release of "+what)
+	f.ref.Get(tagOpenList)
+	c.mu.Lock()
+	c.opens[f] = struct{}{} // inside the access: the severer has not taken the list
+	c.mu.Unlock()
+	return f, nil
+}
+
+// Notify tells the device's pollers and waiting readers and writers that
+// its readiness may have changed: each open's Wait polls again, and each
+// blocked Read or Write retries. ev is recorded in the opens' wait queues
+// (see sever.WaitQueue). The driver calls it after the change, from
+// anywhere, including a callback; it calls no driver code and does nothing
+// once the device is severed.
+func (c *Cdev) Notify(ev sever.Events) {
+	c.mu.Lock()
+	for f := range c.opens {
+		f.q.Notify(ev)
+	}
+	c.mu.Unlock()
+}
+
+// Unregister removes the char device, in this order:
+//
+//  1. unpublish: the name leaves dev/ and the number is freed (a device
+//     plugged in again may take both), and no new operation or open enters;
+//  2. drain: wait for the operations in flight — only those, never for
+//     files to be closed, and never for a waiting Read, which waits
+//     outside the device;
+//  3. release: run Release once for every file still open (files closed
+//     before took their own) and drop its owner pin; wake its pollers and
+//     waiting readers with EventErr|EventHup;
+//  4. regions: sever each region; its Free runs now if nothing maps or
+//     holds it, else at the last Unmap or file free.
+//
+// When it returns nil, no callback into Ops is running or will ever run.
+// The device's removal path calls it (device.StageFiles); a driver may call
+// it earlier. It is idempotent: concurrent and later calls wait for the
+// same drain and return when the device is severed. If ctx ends while
+// operations are in flight it returns the drain's *sever.HoldersError
+// (recording check.SeverTimeout) and the device stays severing; a later
+// call finishes. Calling it from inside one of the device's own callbacks
+// deadlocks until ctx ends.
+func (c *Cdev) Unregister(ctx context.Context) error {
+	c.begin.Do(c.unpublish)                // 1
+	if err := c.a.Sever(ctx); err != nil { // 2
+		return err
+	}
+	c.end.Do(c.release) // 3, 4
+	return nil
+}
+
+// unpublish is step 1 of Unregister.
+func (c *Cdev) unpublish() { c.reg.unpublish(c) }
+
+// release is steps 3 and 4 of Unregister. Nothing is inside the device and
+// nothing can enter, so no Close is running a Release now or will: the
+// files left in opens are exactly those whose Release nobody has claimed.
+func (c *Cdev) release() {
+	c.mu.Lock()
+	files := make([]*File, 0, len(c.opens))
+	for f := range c.opens {
+		files = append(files, f)
+	}
+	c.opens = nil
+	c.mu.Unlock()
+	slices.SortFunc(files, func(a, b *File) int { return int(a.id) - int(b.id) })
+	for _, f := range files { // 3
+		f.release()
+		f.q.Sever()
+		f.ref.Put(tagOpenList) // the list's reference: the shell may be freed here
+	}
+	for _, r := range c.regions { // 4
+		r.Sever()
+	}
+	c.dropHooks()
+	close(c.done)
+}
+
+// unlink takes f off the open list and reports whether it was on it (and so
+// whether the caller now owns the list's reference).
+func (c *Cdev) unlink(f *File) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.opens[f]; !ok {
+		return false
+	}
+	delete(c.opens, f)
+	return true
+}
+
+// Sites of driver callbacks, for Owner.Call reports and DriverFaults.
+const (
+	siteOpen = iota
+	siteRead
+	siteWrite
+	siteIoctl
+	sitePoll
+	siteMmap
+	siteRelease
+	siteCount
+)
+
+var siteNames = [siteCount]string{"Open", "Read", "Write", "Ioctl", "Poll", "Mmap", "Release"}
+
+// invoke calls the driver's fn as the owner's code at site. A panic in fn
+// is recovered, recorded as check.DriverFault, and turned into an error
+// wrapping sever.ErrIO; a call into a gone owner is recorded by Owner.Call
+// and not made.
+func (c *Cdev) invoke(site int, fn func()) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			c.log.Record(check.Violation{
+				Class:  check.DriverFault,
+				Object: c.sites[site],
+				Detail: fmt.Sprint("panic: ", p),
+				Stack:  check.Stack(2),
+			})
+			err = &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("%s panicked: %w", siteNames[site], sever.ErrIO)}
+		}
+	}()
+	if c.owner == nil {
+		fn()
+		return nil
+	}
+	if !c.owner.Call(c.sites[site], fn) {
+		return c.gone
+	}
+	return nil
+}
+
+// wrap names the device in a driver's error, unless it already names an
+// object.
+func (c *Cdev) wrap(err error) error {
+	if err == nil {
+		return nil // before the errors.As, whose target would escape on this path too
+	}
+	return c.wrapErr(err)
+}
+
+func (c *Cdev) wrapErr(err error) error {
+	var oe *sever.ObjectError
+	if errors.As(err, &oe) {
+		return err
+	}
+	return &sever.ObjectError{Object: c.obj, Err: err}
+}
+
+func (c *Cdev) errNoDevice() error { return &sever.ObjectError{Object: c.obj, Err: sever.ErrNoDevice} }
