@@ -257,12 +257,14 @@ func (d *Device) Unregister(ctx context.Context) error {
 	d.mu.Lock()
 	d.removed = true
 	d.mu.Unlock()
-	close(d.done)
 
 	// The audit of seed 004 §3: "verifying reference count is 0 after
-	// unregistering", once the registration's own reference is put.
+	// unregistering", once the registration's own reference is put. The put
+	// comes before done is closed: the last put drops this device's pin on
+	// its parent, and a parent's Unregister waiting on done audits next.
 	d.ref.Put(nil)
 	errs = append(errs, d.ref.Audit(d.core.log, 0))
+	close(d.done)
 	return errors.Join(errs...)
 }
 
