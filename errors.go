@@ -33,6 +33,8 @@ var (
 	ErrTooLarge     error = &errnoError{syscall.EFBIG, "write too large"}
 	ErrNotSupported error = &errnoError{syscall.EOPNOTSUPP, "operation not supported"}
 	ErrWouldBlock   error = &errnoError{syscall.EAGAIN, "operation would block"}
+	ErrReadOnly     error = &errnoError{syscall.EROFS, "read-only"}
+	ErrNotTTY       error = &errnoError{syscall.ENOTTY, "inappropriate ioctl for device"} // unknown ioctl command
 )
 
 // Errno returns the errno err means: the syscall.Errno found by errors.As

@@ -239,7 +239,7 @@ func (f *File) Ioctl(cmd Cmd, arg []byte) (int, error) {
 	}
 	defer f.exit(tok)
 	if c.ops.Ioctl == nil {
-		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("ioctl %v: %w", cmd, syscall.ENOTTY)}
+		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("ioctl %v: %w", cmd, sever.ErrNotTTY)}
 	}
 	buf := make([]byte, len(arg))
 	if cmd.Writes() {

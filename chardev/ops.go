@@ -54,7 +54,7 @@ type Ops struct {
 	Read ReadFunc
 	// Write nil: writes fail with an error wrapping syscall.EINVAL.
 	Write WriteFunc
-	// Ioctl nil: every command fails with an error wrapping syscall.ENOTTY.
+	// Ioctl nil: every command fails with an error wrapping sever.ErrNotTTY (ENOTTY).
 	Ioctl IoctlFunc
 	// Poll nil: the device is always readable and writable
 	// (EventIn|EventOut), as Linux's DEFAULT_POLLMASK.
@@ -96,7 +96,7 @@ type WriteFunc func(c *Call, data []byte) (int, error)
 // caller's argument; for one that reads (IOR, IOWR) what the driver leaves
 // in it is copied back to the caller if it returns a nil error. arg is
 // valid only until it returns. The int is the ioctl's return value. An
-// unknown command should return an error wrapping syscall.ENOTTY. See Ops
+// unknown command should return an error wrapping sever.ErrNotTTY. See Ops
 // for the rest of the contract.
 type IoctlFunc func(c *Call, cmd Cmd, arg []byte) (int, error)
 
