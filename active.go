@@ -30,7 +30,7 @@ import (
 //	if !ok {
 //		return ErrNoDevice
 //	}
-//	defer a.Exit(t)
+//	defer a.Exit(&t)
 //
 // Each access has its own Token; accessors share nothing but their CPU's
 // counter shard, so one stuck accessor cannot hold a Sever for another's
@@ -145,32 +145,40 @@ func (a *Active) enterSlow(i uint32) (Token, bool) {
 	return Token{a: a, shard: i + 1, id: a.tr.enter(2)}, true
 }
 
-// Exit ends the access t began. It must be called exactly once per
-// successful Enter, with that Enter's Token, also after Break. Exit of a
-// zero Token, or of another Active's Token, panics; so does an Exit that
-// would drive a counter below zero. With tracking, every second Exit of one
-// Token panics.
-func (a *Active) Exit(t Token) {
+// Exit ends the access t began and clears t. It must be called exactly
+// once per successful Enter, with a pointer to that Enter's Token — also
+// after Break or SeverSelf, which mark the Token through the same pointer
+// (so write defer a.Exit(&t), never defer a.Exit on a copy). A second Exit
+// of the same Token panics, as does Exit of a zero Token or of another
+// Active's Token.
+func (a *Active) Exit(t *Token) {
 	if t.a != a || t.broken || a.tr != nil {
 		a.exitSlow(t)
 		return
 	}
-	if n := a.shards[t.shard-1].n.Add(-1); n < 0 || a.state.Load() != activeLive { // X1, X2
+	n := a.shards[t.shard-1].n.Add(-1) // X1
+	*t = Token{}
+	if n < 0 || a.state.Load() != activeLive { // X2
 		a.exitSettle(n)
 	}
 }
 
-func (a *Active) exitSlow(t Token) {
+func (a *Active) exitSlow(t *Token) {
 	if t.a != a {
+		if t.a == nil {
+			a.misuse("Exit of a Token that is not inside (never entered, or already exited)")
+		}
 		a.misuse("Exit of a Token it did not issue")
 	}
-	if t.broken {
+	tok := *t
+	*t = Token{}
+	if tok.broken {
 		return
 	}
-	if !a.tr.remove(t.id) {
+	if !a.tr.remove(tok.id) {
 		a.misuse("Exit of a Token that already exited")
 	}
-	a.exitSettle(a.shards[t.shard-1].n.Add(-1)) // X1
+	a.exitSettle(a.shards[tok.shard-1].n.Add(-1)) // X1
 }
 
 // exitSettle finishes an Exit whose X1 left n on its shard.
@@ -187,7 +195,7 @@ func (a *Active) exitSettle(n int64) {
 // may complete while the caller is still running. It is how code inside an
 // access removes the thing it is accessing (kernfs_break_active_protection):
 // the caller must not touch what the Sever protects after it severs. Exit(t)
-// is still required afterwards. Break of a broken Token panics.
+// is still required afterwards, with the same pointer. Break of a broken Token panics.
 func (a *Active) Break(t *Token) {
 	if t.a != a {
 		a.misuse("Break of a Token it did not issue")
@@ -281,7 +289,7 @@ func (a *Active) Do(fn func() error) error {
 	if !ok {
 		return a.gone
 	}
-	defer a.Exit(t)
+	defer a.Exit(&t)
 	return fn()
 }
 

@@ -44,7 +44,7 @@ func TestSeverDrainsInFlightAccess(t *testing.T) {
 	go func() {
 		time.Sleep(20 * time.Millisecond)
 		exited.Store(true)
-		a.Exit(tok)
+		a.Exit(&tok)
 	}()
 	if err := a.Sever(context.Background()); err != nil {
 		t.Fatal(err)
@@ -91,7 +91,7 @@ func TestSeverConcurrentCallersAllWaitForDrain(t *testing.T) {
 	<-a.Severed()
 	time.Sleep(10 * time.Millisecond)
 	exited.Store(true)
-	a.Exit(tok)
+	a.Exit(&tok)
 	wg.Wait()
 }
 
@@ -112,7 +112,7 @@ func TestSeverTimeoutNamesHolders(t *testing.T) {
 	if log.Count(check.SeverTimeout) != 1 {
 		t.Fatalf("log has %v, want one SeverTimeout", log.Violations())
 	}
-	a.Exit(tok)
+	a.Exit(&tok)
 	if err := a.Sever(context.Background()); err != nil {
 		t.Fatalf("a later Sever did not resume the drain: %v", err)
 	}
@@ -135,7 +135,7 @@ func TestSeverSelfDoesNotDeadlock(t *testing.T) {
 	if err != nil || !won {
 		t.Fatalf("SeverSelf from inside the only access = %v, %v; want true, nil", won, err)
 	}
-	a.Exit(tok)
+	a.Exit(&tok)
 	if _, ok := a.Enter(); ok {
 		t.Fatal("Enter succeeded after SeverSelf")
 	}
@@ -164,7 +164,7 @@ func TestSeverSelfExactlyOneWinner(t *testing.T) {
 				if won {
 					wins.Add(1)
 				}
-				a.Exit(tok)
+				a.Exit(&tok)
 			}()
 		}
 		close(start)
@@ -184,7 +184,7 @@ func TestBreakLetsOuterSeverComplete(t *testing.T) {
 	if err := a.Sever(context.Background()); err != nil {
 		t.Fatalf("Sever after Break did not complete: %v", err)
 	}
-	a.Exit(tok) // required, and must not drive the count below zero
+	a.Exit(&tok) // required, and must not drive the count below zero
 	if a.Inside() != 0 {
 		t.Fatalf("Inside = %d after Exit of a broken token", a.Inside())
 	}
@@ -193,21 +193,21 @@ func TestBreakLetsOuterSeverComplete(t *testing.T) {
 func TestActiveMisusePanics(t *testing.T) {
 	a := sever.NewActive("dev", sever.WithTracking())
 	b := sever.NewActive("other")
-	mustPanic(t, "Exit of zero Token", `"dev"`, func() { a.Exit(sever.Token{}) })
+	mustPanic(t, "Exit of zero Token", `"dev"`, func() { a.Exit(&sever.Token{}) })
 	tb, _ := b.Enter()
-	mustPanic(t, "Exit of another Active's Token", "did not issue", func() { a.Exit(tb) })
-	b.Exit(tb)
+	mustPanic(t, "Exit of another Active's Token", "did not issue", func() { a.Exit(&tb) })
+	b.Exit(&tb)
 	ta, _ := a.Enter()
-	a.Exit(ta)
-	mustPanic(t, "double Exit with tracking", "already exited", func() { a.Exit(ta) })
+	a.Exit(&ta)
+	mustPanic(t, "double Exit with tracking", "already exited", func() { a.Exit(&ta) })
 	tc, _ := a.Enter()
 	a.Break(&tc)
 	mustPanic(t, "double Break", "already broken", func() { a.Break(&tc) })
-	a.Exit(tc)
+	a.Exit(&tc)
 	untracked := sever.NewActive("untracked")
 	tu, _ := untracked.Enter()
-	untracked.Exit(tu)
-	mustPanic(t, "double Exit without tracking", "without a matching Enter", func() { untracked.Exit(tu) })
+	untracked.Exit(&tu)
+	mustPanic(t, "double Exit without tracking", "already exited", func() { untracked.Exit(&tu) })
 }
 
 func mustPanic(t *testing.T, what, want string, fn func()) {
@@ -261,7 +261,7 @@ func TestEnterExitAllocateNothing(t *testing.T) {
 	a := sever.NewActive("dev")
 	if n := testing.AllocsPerRun(1000, func() {
 		tok, _ := a.Enter()
-		a.Exit(tok)
+		a.Exit(&tok)
 	}); n != 0 {
 		t.Fatalf("Enter+Exit allocates %v times", n)
 	}
@@ -303,11 +303,11 @@ func TestStressNoAccessAfterSever(t *testing.T) {
 						inside.Add(-1)
 						a.SeverSelf(context.Background(), &tok)
 						severed.Store(true)
-						a.Exit(tok)
+						a.Exit(&tok)
 						return
 					}
 					inside.Add(-1)
-					a.Exit(tok)
+					a.Exit(&tok)
 				}
 			}()
 		}
@@ -332,4 +332,31 @@ func TestStressNoAccessAfterSever(t *testing.T) {
 			t.Fatalf("iteration %d: %d accesses counted after everyone exited", iter, a.Inside())
 		}
 	}
+}
+
+// TestDeferredExitSeesSeverSelf: the Token is marked broken through the
+// same pointer a deferred Exit uses, so a SeverSelf that gives up at its
+// deadline cannot make the deferred Exit take away another caller's count
+// (which would let a later Sever return with that caller still inside).
+func TestDeferredExitSeesSeverSelf(t *testing.T) {
+	a := sever.NewActive("dev/reset")
+	other, _ := a.Enter()
+	func() {
+		tok, _ := a.Enter()
+		defer a.Exit(&tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+		defer cancel()
+		if _, err := a.SeverSelf(ctx, &tok); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("SeverSelf with another access inside = %v", err)
+		}
+	}()
+	if n := a.Inside(); n != 1 {
+		t.Fatalf("Inside = %d after the self-remover's deferred Exit, want the other caller's 1", n)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if err := a.Sever(ctx); err == nil {
+		t.Fatal("Sever returned while another caller was still inside")
+	}
+	a.Exit(&other)
 }

@@ -19,7 +19,7 @@ func BenchmarkEnterExit(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				t, _ := a.Enter()
-				a.Exit(t)
+				a.Exit(&t)
 			}
 		})
 	})
@@ -58,7 +58,7 @@ func BenchmarkEnterExitSerial(b *testing.B) {
 		a := NewActive("bench")
 		for b.Loop() {
 			t, _ := a.Enter()
-			a.Exit(t)
+			a.Exit(&t)
 		}
 	})
 	b.Run("impl=atomic-pair", func(b *testing.B) {
@@ -114,7 +114,7 @@ func BenchmarkSever(b *testing.B) {
 						t, _ := a.Enter()
 						ready.Done()
 						<-a.Severed()
-						a.Exit(t)
+						a.Exit(&t)
 					}()
 				}
 				ready.Wait()

@@ -32,7 +32,7 @@ func ExampleActive_SeverSelf() {
 	a := sever.NewActive("zram0/reset")
 	tok, _ := a.Enter()
 	won, err := a.SeverSelf(context.Background(), &tok)
-	a.Exit(tok)
+	a.Exit(&tok)
 	fmt.Println(won, err)
 	// Output: true <nil>
 }

@@ -45,7 +45,7 @@ func (r *Revocable[T]) Access(fn func(T) error) error {
 	if !ok {
 		return r.a.gone
 	}
-	defer r.a.Exit(t)
+	defer r.a.Exit(&t)
 	return fn(r.v)
 }
 

@@ -451,7 +451,7 @@ func (q *Queue) dispatch(rq *Request) {
 		err = q.gone // queued when Kill began
 	} else {
 		err = q.call(rq)
-		q.active.Exit(t)
+		q.active.Exit(&t)
 	}
 	rq.err = err
 	rq.done <- struct{}{} // capacity 1, and only this Submit waits on it

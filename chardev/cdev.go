@@ -198,7 +198,7 @@ func (c *Cdev) Open(flag int) (*File, error) {
 	if !ok {
 		return nil, c.gone
 	}
-	defer c.a.Exit(tok)
+	defer c.a.Exit(&tok)
 	o := c.owner
 	if o != nil && o.State() != sever.OwnerLive {
 		return nil, c.gone

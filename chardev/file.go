@@ -107,7 +107,7 @@ func (f *File) enter() (sever.Token, error) {
 	// Deny from the moment the owner starts unloading: its hook is about
 	// to sever the device.
 	if o := c.owner; o != nil && o.State() != sever.OwnerLive {
-		c.a.Exit(tok)
+		c.a.Exit(&tok)
 		f.rw.RUnlock()
 		return sever.Token{}, c.gone
 	}
@@ -115,7 +115,7 @@ func (f *File) enter() (sever.Token, error) {
 }
 
 func (f *File) exit(tok sever.Token) {
-	f.c.a.Exit(tok)
+	f.c.a.Exit(&tok)
 	f.rw.RUnlock()
 }
 
@@ -368,7 +368,7 @@ func (f *File) Close() error {
 		// the list's reference until it has).
 		mine := c.unlink(f)
 		f.release()
-		c.a.Exit(tok)
+		c.a.Exit(&tok)
 		if mine {
 			f.ref.Put(tagOpenList)
 		}

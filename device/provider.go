@@ -161,7 +161,7 @@ func (p *Provider[T]) call(fn func(T) error) (err error) {
 }
 
 func (p *Provider[T]) exit(t sever.Token, err *error) {
-	p.a.Exit(t)
+	p.a.Exit(&t)
 	if r := recover(); r != nil {
 		p.dev.core.fault(p.name, "provider call", r)
 		*err = &sever.ObjectError{Object: p.name, Err: fmt.Errorf("provider panicked: %w", sever.ErrIO)}

@@ -42,7 +42,7 @@ func TestMain(m *testing.M) {
 func staleHelper(dir string) {
 	tr := kernfs.New()
 	tr.AddAttr(tr.Root(), kernfs.Attr{Name: "x", Show: func(_ *kernfs.Call, b []byte) ([]byte, error) { return append(b, "x\n"...), nil }})
-	if _, err := fusefs.Mount(dir, tr); err != nil {
+	if _, err := fusefs.Mount(dir, fusefs.Sources{Sys: tr}); err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
@@ -139,9 +139,9 @@ func (p *provider) unplug(t testing.TB) {
 	p.removed.Store(true)
 }
 
-// mount serves tr on a fresh directory and unmounts it at the end of the
+// mount serves src on a fresh directory and unmounts it at the end of the
 // test. It skips the test if this machine cannot mount FUSE.
-func mount(t testing.TB, tr *kernfs.Tree, opts ...fusefs.Option) *fusefs.Server {
+func mount(t testing.TB, src fusefs.Sources, opts ...fusefs.Option) *fusefs.Server {
 	t.Helper()
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		t.Skipf("no FUSE here: %v", err)
@@ -150,7 +150,7 @@ func mount(t testing.TB, tr *kernfs.Tree, opts ...fusefs.Option) *fusefs.Server 
 		t.Skipf("no fusermount3 here (install fuse3): %v", err)
 	}
 	dir := t.TempDir()
-	s, err := fusefs.Mount(dir, tr, append([]fusefs.Option{fusefs.Logf(t.Logf)}, opts...)...)
+	s, err := fusefs.Mount(dir, src, append([]fusefs.Option{fusefs.Logf(t.Logf)}, opts...)...)
 	if err != nil {
 		msg := strings.ToLower(err.Error())
 		if errors.Is(err, os.ErrPermission) || strings.Contains(msg, "permission denied") || strings.Contains(msg, "not permitted") {
@@ -181,21 +181,34 @@ func run(t testing.TB, name string, args ...string) (string, string, error) {
 // pyScript is a user process driven line by line: it holds named file
 // descriptors across commands, so the test can remove a node between a
 // process's open and its read. Each command prints one JSON string: "ok",
-// "ok:<data>", an errno name, or poll's revents as a number.
+// "ok:<data>", an errno name, or poll's revents as a number. read is
+// pread at 0 (an attribute's fresh content), rd a plain read (a char
+// device's next bytes). SIGUSR1 makes a system call it is blocked in fail
+// with EINTR, and the process goes on.
 const pyScript = `
-import errno, json, os, select, sys
+import errno, json, os, select, signal, sys
 fds = {}
 def say(x): print(json.dumps(x), flush=True)
+def interrupted(*_): raise InterruptedError(errno.EINTR, "interrupted by SIGUSR1")
+signal.signal(signal.SIGUSR1, interrupted)
 for line in sys.stdin:
-    cmd = line.rstrip("\n").split(" ", 3)
+    line = line.rstrip("\n")
+    cmd = line.split(" ", 3)
     try:
         if cmd[0] == "open":
-            fl = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR}[cmd[3]]
+            fl = {"r": os.O_RDONLY, "w": os.O_WRONLY, "rw": os.O_RDWR,
+                  "rn": os.O_RDONLY | os.O_NONBLOCK}[cmd[3]]
             fds[cmd[1]] = os.open(cmd[2], fl); say("ok")
         elif cmd[0] == "read":
             say("ok:" + os.pread(fds[cmd[1]], 4096, 0).decode())
+        elif cmd[0] == "rd":
+            say("ok:" + os.read(fds[cmd[1]], 4096).decode())
         elif cmd[0] == "write":
-            os.write(fds[cmd[1]], cmd[2].encode()); say("ok")
+            os.write(fds[cmd[1]], line.split(" ", 2)[2].encode()); say("ok")
+        elif cmd[0] == "nonblock":
+            os.set_blocking(fds[cmd[1]], False); say("ok")
+        elif cmd[0] == "stat":
+            say("ok:%o" % os.stat(cmd[1]).st_mode)
         elif cmd[0] == "poll":
             p = select.poll(); p.register(fds[cmd[1]], int(cmd[2], 0))
             r = p.poll(int(cmd[3]))
@@ -279,6 +292,25 @@ func (p *pyproc) reply(within time.Duration) string {
 		p.t.Fatalf("python did not answer within %v", within)
 	}
 	return ""
+}
+
+// signal sends the process sig.
+func (p *pyproc) signal(sig os.Signal) {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(sig); err != nil {
+		p.t.Fatalf("python: signal %v: %v", sig, err)
+	}
+}
+
+// quiet asserts the process says nothing for d: the command it was sent
+// is still blocked.
+func (p *pyproc) quiet(what string, d time.Duration) {
+	p.t.Helper()
+	select {
+	case l := <-p.lines:
+		p.t.Fatalf("%s returned %s; want it blocked", what, l)
+	case <-time.After(d):
+	}
 }
 
 // do sends a command and returns its answer.

@@ -73,9 +73,10 @@ const (
 type Call struct {
 	f      *File
 	node   *Node
-	tok    sever.Token // the operation's access to node.active
-	inOp   bool        // inside Show, Store, Read or Write (RemoveSelf allowed)
-	broken bool        // RemoveSelf broke tok's protection
+	ctx    context.Context // the operation's; nil means context.Background()
+	tok    sever.Token     // the operation's access to node.active
+	inOp   bool            // inside Show, Store, Read or Write (RemoveSelf allowed)
+	broken bool            // RemoveSelf broke tok's protection
 }
 
 // Node returns the node the callback runs for.
@@ -83,6 +84,20 @@ func (c *Call) Node() *Node { return c.node }
 
 // Path returns the node's path.
 func (c *Call) Path() string { return c.node.Path() }
+
+// Context returns the context of the operation the callback runs for: the
+// one given to ReadAtContext or WriteAtContext — on a FUSE mount, the
+// request's, cancelled when the reading or writing process is interrupted
+// by a signal — and context.Background() for every other operation and
+// for Open. A Show, Store, Read or Write that blocks should return when it
+// is done, with an error wrapping ctx.Err(); the operation returns that
+// error (a process on the mount sees EINTR).
+func (c *Call) Context() context.Context {
+	if c.ctx == nil {
+		return context.Background()
+	}
+	return c.ctx
+}
 
 // Private returns what the attribute's Open returned for this open file,
 // or nil.
@@ -195,7 +210,7 @@ func (t *Tree) OpenNode(n *Node, flag int) (*File, error) {
 	if !ok {
 		return nil, n.errorf(sever.ErrNotExist)
 	}
-	defer n.active.Exit(tok)
+	defer n.active.Exit(&tok)
 	if !n.Visible() {
 		return nil, n.errorf(sever.ErrNotExist)
 	}
@@ -320,7 +335,7 @@ func (f *File) enter() error {
 	// Deny from the moment a remover claims the node, before its drain,
 	// and from the moment the owner starts unloading.
 	if nodeState(n.state.Load()) != stateLive || n.owner != nil && n.owner.State() != sever.OwnerLive {
-		n.active.Exit(tok)
+		n.active.Exit(&tok)
 		return n.errGone
 	}
 	f.call = Call{f: f, node: n, tok: tok, inOp: true}
@@ -329,7 +344,8 @@ func (f *File) enter() error {
 
 func (f *File) exit() {
 	f.call.inOp = false
-	f.node.active.Exit(f.call.tok)
+	f.call.ctx = nil // keep no request's context past its operation
+	f.node.active.Exit(&f.call.tok)
 }
 
 // invoke calls the provider's fn as the owner's code at site. With a log, a
@@ -364,7 +380,7 @@ func (f *File) invoke(site int, fn func()) (err error) {
 func (f *File) Read(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := f.readAt(p, f.off)
+	n, err := f.readAt(nil, p, f.off)
 	f.off += int64(n)
 	return n, err
 }
@@ -373,14 +389,31 @@ func (f *File) Read(p []byte) (int, error) {
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.readAt(p, off)
+	return f.readAt(nil, p, off)
 }
 
-func (f *File) readAt(p []byte, off int64) (int, error) {
+// ReadAtContext is ReadAt with a context for the provider: Show or Read
+// finds ctx in Call.Context and should return early when it is done. If
+// ctx is done before the operation begins — also while it waited for
+// another operation on this File — it returns an error wrapping ctx's
+// error without calling the provider.
+func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, f.node.errorf(err)
+	}
+	return f.readAt(ctx, p, off)
+}
+
+// readAt reads at off with ctx (nil: context.Background()) in the Call.
+// f.mu is held.
+func (f *File) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.enter(); err != nil {
 		return 0, err
 	}
 	defer f.exit()
+	f.call.ctx = ctx
 	if !f.canRead {
 		return 0, f.node.errorf(fmt.Errorf("not open for reading: %w", sever.ErrPermission))
 	}
@@ -454,7 +487,7 @@ func (f *File) readBin(p []byte, off int64) (int, error) {
 func (f *File) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := f.writeAt(p, f.off)
+	n, err := f.writeAt(nil, p, f.off)
 	f.off += int64(n)
 	return n, err
 }
@@ -464,14 +497,30 @@ func (f *File) Write(p []byte) (int, error) {
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.writeAt(p, off)
+	return f.writeAt(nil, p, off)
 }
 
-func (f *File) writeAt(p []byte, off int64) (int, error) {
+// WriteAtContext is WriteAt with a context for the provider, as
+// ReadAtContext: Parse, Store or Write finds ctx in Call.Context, and a
+// ctx done before the operation begins fails it without calling the
+// provider.
+func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := ctx.Err(); err != nil {
+		return 0, f.node.errorf(err)
+	}
+	return f.writeAt(ctx, p, off)
+}
+
+// writeAt writes at off with ctx (nil: context.Background()) in the Call.
+// f.mu is held.
+func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.enter(); err != nil {
 		return 0, err
 	}
 	defer f.exit()
+	f.call.ctx = ctx
 	n := f.node
 	if !f.canWrt {
 		return 0, n.errorf(fmt.Errorf("not open for writing: %w", sever.ErrPermission))
@@ -648,7 +697,7 @@ func (f *File) Close() error {
 		// the Release (it holds the list's reference until it has).
 		mine := n.unlink(f)
 		f.release()
-		n.active.Exit(tok)
+		n.active.Exit(&tok)
 		if mine {
 			f.ref.Put(tagOpenList)
 		}

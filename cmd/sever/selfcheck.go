@@ -173,7 +173,7 @@ func selfRemoveCheck(ctx context.Context, log *check.Log) (int, string) {
 				if won, _ := a.SeverSelf(ctx, &toks[i]); won {
 					wins.Add(1)
 				}
-				a.Exit(toks[i])
+				a.Exit(&toks[i])
 			}()
 		}
 		wg.Wait()

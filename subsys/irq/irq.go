@@ -266,7 +266,7 @@ func (r *Request) run() bool {
 	if !ok {
 		return false
 	}
-	defer r.a.Exit(t)
+	defer r.a.Exit(&t)
 	defer func() {
 		if p := recover(); p != nil {
 			r.ds.d.core.Log().Record(faultOf(r.a.Name(), p))
