@@ -6,7 +6,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/sever-dev/sever/fusefs"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -40,10 +42,20 @@ func loopNs(b *testing.B, file string, n int) float64 {
 
 // BenchmarkOpenReadClose compares a process's open/read/close of an
 // attribute through the mount with the same on a tmpfs file. Each of the
-// b.N cycles calls the provider's Open, Show and Release; the kernel
-// caches nothing (zero entry and attribute validity), so every open also
-// looks up each path component.
+// b.N cycles calls the provider's Open, Show and Release. With entries
+// cached (the default) the kernel resolves sys/devices/dev0/value from its
+// dentry cache; with EntryTimeout(0) every open also looks up each path
+// component.
 func BenchmarkOpenReadClose(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		entry time.Duration
+	}{{"entries=cached", fusefs.DefaultEntryTimeout}, {"entries=uncached", 0}} {
+		b.Run(c.name, func(b *testing.B) { benchOpenReadClose(b, fusefs.EntryTimeout(c.entry)) })
+	}
+}
+
+func benchOpenReadClose(b *testing.B, opts ...fusefs.Option) {
 	// A plain tree, without a check.Log: the log's per-open bookkeeping
 	// (a stack per Release expected) is not what is measured here.
 	tr := kernfs.New()
@@ -52,7 +64,7 @@ func BenchmarkOpenReadClose(b *testing.B) {
 	tr.AddAttr(dir, kernfs.Attr{Name: "value", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
 		return append(buf, "1\n"...), nil
 	}})
-	s := mount(b, tr)
+	s := mount(b, fusefs.Sources{Sys: tr}, opts...)
 	shm := "/dev/shm"
 	if _, err := os.Stat(shm); err != nil {
 		shm = b.TempDir()
@@ -66,7 +78,7 @@ func BenchmarkOpenReadClose(b *testing.B) {
 	defer os.Remove(f.Name())
 
 	b.ResetTimer()
-	fuse := loopNs(b, path(s, "devices/dev0/value"), b.N)
+	fuse := loopNs(b, path(s, "sys/devices/dev0/value"), b.N)
 	tmpfs := loopNs(b, f.Name(), b.N)
 	b.StopTimer()
 	b.ReportMetric(fuse, "fuse-ns/cycle")

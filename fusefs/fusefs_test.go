@@ -2,6 +2,8 @@ package fusefs_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sever-dev/sever/fusefs"
+	"github.com/sever-dev/sever/kernfs"
 )
 
 const (
@@ -23,8 +26,8 @@ const (
 // the removed path fails with ENOENT.
 func TestReadOfSeveredFileIsENODEVAndRemovedPathIsENOENT(t *testing.T) {
 	p := newProvider(t)
-	s := mount(t, p.tr)
-	value := path(s, "devices/dev0/value")
+	s := mount(t, fusefs.Sources{Sys: p.tr})
+	value := path(s, "sys/devices/dev0/value")
 
 	out, errOut, err := run(t, "cat", value)
 	if err != nil || out != "1\n" {
@@ -51,13 +54,13 @@ func TestReadOfSeveredFileIsENODEVAndRemovedPathIsENOENT(t *testing.T) {
 	if _, errOut, err := run(t, "cat", value); err == nil || !strings.Contains(errOut, "No such file or directory") {
 		t.Errorf("cat of the removed path: err %v, stderr %q; want failure with \"No such file or directory\"", err, errOut)
 	}
-	if _, err := os.Lstat(path(s, "devices/dev0")); !os.IsNotExist(err) {
+	if _, err := os.Lstat(path(s, "sys/devices/dev0")); !os.IsNotExist(err) {
 		t.Errorf("stat of the removed directory: %v, want ENOENT", err)
 	}
-	if out, _, err := run(t, "ls", "-A", path(s, "devices")); err != nil || out != "" {
+	if out, _, err := run(t, "ls", "-A", path(s, "sys/devices")); err != nil || out != "" {
 		t.Errorf("ls devices after unplug = %q, %v; want it empty", out, err)
 	}
-	if _, errOut, err := run(t, "stat", path(s, "class/dev0/value")); err == nil || !strings.Contains(errOut, "No such file or directory") {
+	if _, errOut, err := run(t, "stat", path(s, "sys/class/dev0/value")); err == nil || !strings.Contains(errOut, "No such file or directory") {
 		t.Errorf("stat through the dangling symlink: err %v, stderr %q; want ENOENT", err, errOut)
 	}
 	// Each open was released exactly once: cat's by its close, the
@@ -73,8 +76,8 @@ func TestReadOfSeveredFileIsENODEVAndRemovedPathIsENOENT(t *testing.T) {
 // POLLERR|POLLHUP when the device is unplugged.
 func TestPollWakesOnNotifyAndOnUnplug(t *testing.T) {
 	p := newProvider(t)
-	s := mount(t, p.tr)
-	value := path(s, "devices/dev0/value")
+	s := mount(t, fusefs.Sources{Sys: p.tr})
+	value := path(s, "sys/devices/dev0/value")
 
 	py := startPy(t)
 	if r := py.do("open v " + value + " r"); r != "ok" {
@@ -116,8 +119,8 @@ func TestPollWakesOnNotifyAndOnUnplug(t *testing.T) {
 // refused at open, even for root.
 func TestWriteRejectedByParserIsEINVAL(t *testing.T) {
 	p := newProvider(t)
-	s := mount(t, p.tr)
-	value := path(s, "devices/dev0/value")
+	s := mount(t, fusefs.Sources{Sys: p.tr})
+	value := path(s, "sys/devices/dev0/value")
 	py := startPy(t)
 	if r := py.do("open v " + value + " w"); r != "ok" {
 		t.Fatalf("open for writing: %s", r)
@@ -143,7 +146,7 @@ func TestWriteRejectedByParserIsEINVAL(t *testing.T) {
 	if out, _, err := run(t, "cat", value); err != nil || out != "7\n" {
 		t.Errorf("cat value after echo 7 = %q, %v; want \"7\\n\"", out, err)
 	}
-	_, errOut, err := run(t, "sh", "-c", "echo 1 > "+path(s, "devices/dev0/ro"))
+	_, errOut, err := run(t, "sh", "-c", "echo 1 > "+path(s, "sys/devices/dev0/ro"))
 	if err == nil || !strings.Contains(errOut, "Permission denied") {
 		t.Errorf("echo 1 > ro: err %v, stderr %q; want failure with \"Permission denied\"", err, errOut)
 	}
@@ -154,11 +157,11 @@ func TestWriteRejectedByParserIsEINVAL(t *testing.T) {
 // open; the process's descriptors are dead afterwards.
 func TestCloseWithFilesHeldOpenReleasesEach(t *testing.T) {
 	p := newProvider(t)
-	s := mount(t, p.tr)
+	s := mount(t, fusefs.Sources{Sys: p.tr})
 
 	py := startPy(t)
 	for _, f := range []string{"value", "secret", "ro", "blob"} {
-		if r := py.do("open " + f + " " + path(s, "devices/dev0/"+f) + " r"); r != "ok" {
+		if r := py.do("open " + f + " " + path(s, "sys/devices/dev0/"+f) + " r"); r != "ok" {
 			t.Fatalf("open %s: %s", f, r)
 		}
 	}
@@ -202,35 +205,35 @@ func TestCloseWithFilesHeldOpenReleasesEach(t *testing.T) {
 // Mode bits, file types and symlink targets are what kernfs has.
 func TestStatShowsModeBits(t *testing.T) {
 	p := newProvider(t)
-	s := mount(t, p.tr)
+	s := mount(t, fusefs.Sources{Sys: p.tr})
 	for _, c := range []struct{ rel, want string }{
 		{"devices", "755 directory"},
 		{"devices/dev0", "755 directory"},
 		{"devices/dev0/value", "644 regular file 4096"},
 		{"devices/dev0/secret", "600 regular file 4096"},
 		{"devices/dev0/ro", "444 regular file 4096"},
-		{"devices/dev0/blob", "400 regular empty file 0"},
+		{"devices/dev0/blob", "400 regular file 8"},
 		{"class/dev0", "777 symbolic link 15"},
 	} {
 		format := "%a %F %s"
 		if strings.HasSuffix(c.want, "directory") {
 			format = "%a %F"
 		}
-		out, errOut, err := run(t, "stat", "-c", format, path(s, c.rel))
+		out, errOut, err := run(t, "stat", "-c", format, path(s, "sys/"+c.rel))
 		if got := strings.TrimSpace(out); err != nil || got != c.want {
 			t.Errorf("stat %s = %q, %v (%s); want %q", c.rel, got, err, errOut, c.want)
 		}
 	}
-	if out, _, err := run(t, "readlink", path(s, "class/dev0")); err != nil || out != "../devices/dev0\n" {
+	if out, _, err := run(t, "readlink", path(s, "sys/class/dev0")); err != nil || out != "../devices/dev0\n" {
 		t.Errorf("readlink class/dev0 = %q, %v; want \"../devices/dev0\"", out, err)
 	}
-	if out, _, err := run(t, "ls", path(s, "devices/dev0")); err != nil || out != "blob\nro\nsecret\nvalue\n" {
+	if out, _, err := run(t, "ls", path(s, "sys/devices/dev0")); err != nil || out != "blob\nro\nsecret\nvalue\n" {
 		t.Errorf("ls devices/dev0 = %q, %v", out, err)
 	}
-	if out, _, err := run(t, "cat", path(s, "class/dev0/value")); err != nil || out != "1\n" {
+	if out, _, err := run(t, "cat", path(s, "sys/class/dev0/value")); err != nil || out != "1\n" {
 		t.Errorf("cat through the symlink = %q, %v", out, err)
 	}
-	if _, errOut, err := run(t, "chmod", "666", path(s, "devices/dev0/value")); err == nil {
+	if _, errOut, err := run(t, "chmod", "666", path(s, "sys/devices/dev0/value")); err == nil {
 		t.Errorf("chmod of an attribute succeeded; want EPERM (%s)", errOut)
 	}
 }
@@ -271,7 +274,7 @@ func TestMountRecoversStaleMount(t *testing.T) {
 
 	var logged []string
 	p := newProvider(t)
-	s, err := fusefs.Mount(dir, p.tr, fusefs.Logf(func(f string, a ...any) { logged = append(logged, f) }))
+	s, err := fusefs.Mount(dir, fusefs.Sources{Sys: p.tr}, fusefs.Logf(func(f string, a ...any) { logged = append(logged, f) }))
 	if err != nil {
 		t.Fatalf("Mount over a stale mount: %v", err)
 	}
@@ -279,7 +282,7 @@ func TestMountRecoversStaleMount(t *testing.T) {
 	if len(logged) == 0 || !strings.Contains(logged[0], "stale") {
 		t.Errorf("Mount did not say it removed a stale mount: %q", logged)
 	}
-	if out, _, err := run(t, "cat", path(s, "devices/dev0/value")); err != nil || out != "1\n" {
+	if out, _, err := run(t, "cat", path(s, "sys/devices/dev0/value")); err != nil || out != "1\n" {
 		t.Errorf("cat on the new mount = %q, %v", out, err)
 	}
 }
@@ -296,4 +299,148 @@ func errorsIs(err error, target syscall.Errno) bool {
 		err = u.Unwrap()
 	}
 	return false
+}
+
+// Entries are cached — a second stat of a path sends no lookup — and yet a
+// removed node's path, and every path below it, fails with ENOENT at once:
+// the removal invalidates the entries the kernel holds. A node added
+// again under the same name is found at once (nothing negative cached).
+func TestRemovedPathIsENOENTAtOnceThoughEntriesAreCached(t *testing.T) {
+	p := newProvider(t)
+	s := mount(t, fusefs.Sources{Sys: p.tr}, fusefs.EntryTimeout(time.Hour))
+	value, dev := path(s, "sys/devices/dev0/value"), path(s, "sys/devices/dev0")
+	py := startPy(t)
+	for _, f := range []string{value, dev, path(s, "sys/class/dev0")} {
+		if r := py.do("stat " + f); !strings.HasPrefix(r, "ok:") {
+			t.Fatalf("stat %s: %s", f, r)
+		}
+	}
+	lookups := s.Lookups()
+	if r := py.do("stat " + value); !strings.HasPrefix(r, "ok:") {
+		t.Fatalf("stat again: %s", r)
+	}
+	if n := s.Lookups() - lookups; n != 0 {
+		t.Errorf("a second stat sent %d lookups; want every entry cached", n)
+	}
+	// A process keeps its cwd in the directory: its dentry stays in use.
+	sh := exec.Command("sh", "-c", "cd "+dev+" && echo in && read x")
+	stdin, _ := sh.StdinPipe()
+	stdout, _ := sh.StdoutPipe()
+	if err := sh.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { stdin.Close(); sh.Wait() }()
+	if b := make([]byte, 3); func() bool { n, _ := io.ReadFull(stdout, b); return n < 3 }() {
+		t.Fatal("the shell did not enter the directory")
+	}
+
+	p.unplug(t)
+	for _, f := range []string{value, dev, path(s, "sys/class/dev0/value")} {
+		if r := py.do("stat " + f); r != "ENOENT" {
+			t.Errorf("stat %s right after the removal: %s, want ENOENT", f, r)
+		}
+	}
+	if r := py.do("stat " + path(s, "sys/class/dev0")); r != "ENOENT" {
+		t.Errorf("stat through the dangling link: %s, want ENOENT", r)
+	}
+
+	// The name comes back with a new node.
+	m := func(n *kernfs.Node, err error) *kernfs.Node {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	devs, err := p.tr.Lookup("/devices")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again := m(p.tr.AddDir(devs, kernfs.Dir{Name: "dev0"}))
+	m(p.tr.AddAttr(again, kernfs.Attr{Name: "value", Show: func(_ *kernfs.Call, b []byte) ([]byte, error) { return append(b, "new\n"...), nil }}))
+	if out, _, err := run(t, "cat", value); err != nil || out != "new\n" {
+		t.Errorf("cat of the re-added value = %q, %v; want \"new\\n\"", out, err)
+	}
+	if err := p.tr.Remove(context.Background(), again); err != nil {
+		t.Fatal(err)
+	}
+	if r := py.do("stat " + value); r != "ENOENT" {
+		t.Errorf("stat of the removed re-added value: %s, want ENOENT", r)
+	}
+}
+
+// A process blocked in a read whose Show blocks is not stuck: a signal
+// reaches the Show as its Call's context cancelled (FUSE INTERRUPT), the
+// read fails with EINTR, the process goes on; a process killed there dies
+// at once rather than hanging in the kernel.
+func TestSignalInterruptsReadBlockedInShow(t *testing.T) {
+	tr := kernfs.New()
+	entered := make(chan struct{}, 1)
+	ended := make(chan error, 1)
+	if _, err := tr.AddAttr(tr.Root(), kernfs.Attr{Name: "wait", Show: func(c *kernfs.Call, b []byte) ([]byte, error) {
+		entered <- struct{}{}
+		select {
+		case <-c.Context().Done():
+			ended <- c.Context().Err()
+			return nil, c.Context().Err()
+		case <-time.After(20 * time.Second):
+			ended <- nil
+			return append(b, "late\n"...), nil
+		}
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	s := mount(t, fusefs.Sources{Sys: tr})
+	wait := path(s, "sys/wait")
+	await := func(what string, c <-chan struct{}) {
+		t.Helper()
+		select {
+		case <-c:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("timed out waiting until %s", what)
+		}
+	}
+	showEnded := func() error {
+		t.Helper()
+		select {
+		case err := <-ended:
+			return err
+		case <-time.After(10 * time.Second):
+			t.Fatal("the Show did not return after the signal")
+		}
+		return nil
+	}
+
+	py := startPy(t)
+	if r := py.do("open w " + wait + " r"); r != "ok" {
+		t.Fatalf("open: %s", r)
+	}
+	py.send("read w")
+	await("the Show runs", entered)
+	py.signal(syscall.SIGUSR1)
+	if r := py.reply(10 * time.Second); r != "EINTR" {
+		t.Errorf("read interrupted by a signal: %s, want EINTR", r)
+	}
+	if err := showEnded(); !errors.Is(err, context.Canceled) {
+		t.Errorf("the Show's context ended with %v, want context.Canceled", err)
+	}
+
+	killed := startPy(t)
+	if r := killed.do("open w " + wait + " r"); r != "ok" {
+		t.Fatalf("open: %s", r)
+	}
+	killed.send("read w")
+	await("the second Show runs", entered)
+	start := time.Now()
+	killed.cmd.Process.Kill()
+	exited := make(chan struct{})
+	go func() { killed.cmd.Wait(); close(exited) }()
+	await("the killed process exits", exited)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the killed process took %v to exit", d)
+	}
+	if err := showEnded(); !errors.Is(err, context.Canceled) {
+		t.Errorf("the killed reader's Show ended with %v, want context.Canceled", err)
+	}
+	eventually(t, "the killed process's file is released", func() bool { return s.Handles() == 1 })
 }

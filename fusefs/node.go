@@ -12,21 +12,79 @@ import (
 	"github.com/sever-dev/sever/kernfs"
 )
 
-// root is the file system: the tree's root directory.
+// root is the file system.
 type root struct{ m *Server }
 
-func (r root) Root() (bfs.Node, error) { return node{r.m, r.m.tree.Root()}, nil }
+func (r root) Root() (bfs.Node, error) { return top(r), nil }
+
+// top is the mount's root directory: sys/ and dev/, those of the two
+// whose source was given to Mount.
+type top struct{ m *Server }
+
+var (
+	_ bfs.Node                = top{}
+	_ bfs.NodeRequestLookuper = top{}
+	_ bfs.HandleReadDirAller  = top{}
+	_ bfs.NodeSetattrer       = top{}
+)
+
+func (t top) Attr(ctx context.Context, a *fuse.Attr) error {
+	a.Valid = attrValid
+	a.Mode = os.ModeDir | 0o755
+	a.Uid, a.Gid = t.m.uid, t.m.gid
+	return nil
+}
+
+func (t top) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (bfs.Node, error) {
+	resp.EntryValid = attrValid // sys/ and dev/ stay as long as the mount
+	switch {
+	case req.Name == "sys" && t.m.src.Sys != nil:
+		return node{t.m, t.m.src.Sys.Root()}, nil
+	case req.Name == "dev" && t.m.src.Dev != nil:
+		return devDir(t), nil
+	}
+	return nil, syscall.ENOENT
+}
+
+func (t top) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
+	var out []fuse.Dirent
+	if t.m.src.Dev != nil {
+		out = append(out, fuse.Dirent{Name: "dev", Type: fuse.DT_Dir})
+	}
+	if t.m.src.Sys != nil {
+		out = append(out, fuse.Dirent{Name: "sys", Type: fuse.DT_Dir})
+	}
+	return out, nil
+}
+
+func (t top) Setattr(ctx context.Context, req *fuse.SetattrRequest, resp *fuse.SetattrResponse) error {
+	return setattrDir(req)
+}
+
+// setattrDir answers a setattr of a directory the mount made: times are
+// accepted without effect, anything else refused as kernfs refuses it.
+func setattrDir(req *fuse.SetattrRequest) error {
+	if req.Valid.Mode() || req.Valid.Uid() || req.Valid.Gid() {
+		return syscall.EPERM
+	}
+	if req.Valid.Size() {
+		return fuse.Errno(syscall.EISDIR)
+	}
+	return nil
+}
 
 // node is one kernfs node as the FUSE server sees it. It is a comparable
 // value, so the same kernfs node always maps to the same FUSE node ID
 // without a table of our own; the server forgets it when the kernel does.
 //
-// The kernel caches no directory entry: entries are returned with zero
-// validity, so every path walk asks Lookup again and a removed node stops
-// resolving at once (kernfs has no removal notification that would let
-// the mount invalidate cached entries instead). Attributes are cached for
-// attrValid: a kernfs node's mode, kind and size never change, and the
-// same kernfs node is always the same FUSE node, so they cannot go stale.
+// The kernel caches directory entries for the mount's entry validity
+// (EntryTimeout): the tree's OnRemove hook invalidates a node's entry as
+// soon as the node stops resolving, so a removed path fails with ENOENT at
+// once. Negative entries are not cached (Lookup's ENOENT is an error
+// reply, which the kernel keeps with zero validity), so a node added or
+// activated is found at once too. Attributes are cached for attrValid: a
+// kernfs node's mode, kind and size never change, and the same kernfs
+// node is always the same FUSE node, so they cannot go stale.
 type node struct {
 	m *Server
 	n *kernfs.Node
@@ -47,9 +105,9 @@ var (
 	_ bfs.HandleReadDirAller  = node{}
 )
 
-// Attr reports the node's mode bits as kernfs has them. A text attribute
-// is a page long, as in sysfs; a binary attribute's size is not exposed by
-// kernfs and is reported as 0 (reads go to the attribute regardless, with
+// Attr reports the node's mode bits and size as kernfs has them: a text
+// attribute is a page long, as in sysfs, a binary attribute as long as it
+// declared (0 if it did not; reads go to the attribute regardless, with
 // direct I/O). Attributes of a removed node still answer, as fstat on an
 // unlinked file does.
 func (x node) Attr(ctx context.Context, a *fuse.Attr) error {
@@ -57,10 +115,10 @@ func (x node) Attr(ctx context.Context, a *fuse.Attr) error {
 	a.Mode = x.n.Mode()
 	a.Uid, a.Gid = x.m.uid, x.m.gid
 	switch x.n.Kind() {
-	case kernfs.KindAttr:
-		a.Size = kernfs.PageSize
+	case kernfs.KindAttr, kernfs.KindBin:
+		a.Size = uint64(x.n.Size())
 	case kernfs.KindSymlink:
-		if target, err := x.m.tree.Readlink(x.n); err == nil {
+		if target, err := x.m.src.Sys.Readlink(x.n); err == nil {
 			a.Size = uint64(len(target))
 		}
 	}
@@ -71,7 +129,8 @@ func (x node) Attr(ctx context.Context, a *fuse.Attr) error {
 // or the child is being removed, and for a child of the same name that
 // replaced the one the kernel knew under another directory node.
 func (x node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.LookupResponse) (bfs.Node, error) {
-	resp.EntryValid = 0
+	x.m.nlookup.Add(1)
+	resp.EntryValid = x.m.cfg.entryValid
 	if x.n.Kind() != kernfs.KindDir {
 		return nil, fuse.Errno(syscall.ENOTDIR)
 	}
@@ -82,7 +141,7 @@ func (x node) Lookup(ctx context.Context, req *fuse.LookupRequest, resp *fuse.Lo
 	if p != "/" {
 		p += "/"
 	}
-	c, err := x.m.tree.Lookup(p + req.Name)
+	c, err := x.m.src.Sys.Lookup(p + req.Name)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -107,16 +166,7 @@ func (x node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenRe
 		}
 		return x, nil
 	}
-	var flag int
-	switch {
-	case req.Flags.IsReadWrite():
-		flag = os.O_RDWR
-	case req.Flags.IsWriteOnly():
-		flag = os.O_WRONLY
-	default:
-		flag = os.O_RDONLY
-	}
-	f, err := x.m.tree.OpenNode(x.n, flag)
+	f, err := x.m.src.Sys.OpenNode(x.n, accessMode(req.Flags))
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -129,9 +179,20 @@ func (x node) Open(ctx context.Context, req *fuse.OpenRequest, resp *fuse.OpenRe
 	return h, nil
 }
 
+// accessMode is the os.O_RDONLY, os.O_WRONLY or os.O_RDWR of an open.
+func accessMode(fl fuse.OpenFlags) int {
+	switch {
+	case fl.IsReadWrite():
+		return os.O_RDWR
+	case fl.IsWriteOnly():
+		return os.O_WRONLY
+	}
+	return os.O_RDONLY
+}
+
 // ReadDirAll lists a directory from kernfs.Readdir.
 func (x node) ReadDirAll(ctx context.Context) ([]fuse.Dirent, error) {
-	ents, err := x.m.tree.Readdir(x.n)
+	ents, err := x.m.src.Sys.Readdir(x.n)
 	if err != nil {
 		return nil, errno(err)
 	}
@@ -154,7 +215,7 @@ func direntType(k kernfs.Kind) fuse.DirentType {
 
 // Readlink returns a symlink's target relative to its directory.
 func (x node) Readlink(ctx context.Context, req *fuse.ReadlinkRequest) (string, error) {
-	s, err := x.m.tree.Readlink(x.n)
+	s, err := x.m.src.Sys.Readlink(x.n)
 	if err != nil {
 		return "", errno(err)
 	}

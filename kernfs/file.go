@@ -380,7 +380,7 @@ func (f *File) invoke(site int, fn func()) (err error) {
 func (f *File) Read(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := f.readAt(nil, p, f.off)
+	n, err := f.readAt(context.Background(), p, f.off)
 	f.off += int64(n)
 	return n, err
 }
@@ -389,7 +389,7 @@ func (f *File) Read(p []byte) (int, error) {
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.readAt(nil, p, off)
+	return f.readAt(context.Background(), p, off)
 }
 
 // ReadAtContext is ReadAt with a context for the provider: Show or Read
@@ -406,7 +406,7 @@ func (f *File) ReadAtContext(ctx context.Context, p []byte, off int64) (int, err
 	return f.readAt(ctx, p, off)
 }
 
-// readAt reads at off with ctx (nil: context.Background()) in the Call.
+// readAt reads at off with ctx in the Call.
 // f.mu is held.
 func (f *File) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.enter(); err != nil {
@@ -487,7 +487,7 @@ func (f *File) readBin(p []byte, off int64) (int, error) {
 func (f *File) Write(p []byte) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	n, err := f.writeAt(nil, p, f.off)
+	n, err := f.writeAt(context.Background(), p, f.off)
 	f.off += int64(n)
 	return n, err
 }
@@ -497,7 +497,7 @@ func (f *File) Write(p []byte) (int, error) {
 func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.writeAt(nil, p, off)
+	return f.writeAt(context.Background(), p, off)
 }
 
 // WriteAtContext is WriteAt with a context for the provider, as
@@ -513,7 +513,7 @@ func (f *File) WriteAtContext(ctx context.Context, p []byte, off int64) (int, er
 	return f.writeAt(ctx, p, off)
 }
 
-// writeAt writes at off with ctx (nil: context.Background()) in the Call.
+// writeAt writes at off with ctx in the Call.
 // f.mu is held.
 func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 	if err := f.enter(); err != nil {

@@ -35,6 +35,11 @@
 //	defer f.Close()
 //	n, err := f.Read(buf) // after unplug: errors.Is(err, syscall.ENODEV)
 //
+// Whoever caches the tree's names — a FUSE mount whose kernel keeps
+// directory entries — learns of removals through Tree.OnRemove; a reader
+// that can be interrupted passes its context with File.ReadAtContext, and
+// the provider finds it in Call.Context.
+//
 // Nothing in the package is global: a Tree is one simulated machine's sysfs.
 package kernfs
 
@@ -67,6 +72,8 @@ type Tree struct {
 	cbMu     sync.Mutex
 	cbs      int           // scheduled callbacks not yet returned
 	cbIdle   chan struct{} // closed when cbs drops to 0; nil until Flush waits
+	hooksMu  sync.Mutex
+	hooks    []*removeHook // OnRemove's; replaced, never changed in place
 }
 
 // New returns an empty tree. opts are passed to every primitive the tree

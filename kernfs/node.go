@@ -124,6 +124,20 @@ func (n *Node) Kind() Kind { return n.kind }
 // otherwise.
 func (n *Node) Mode() fs.FileMode { return n.mode }
 
+// Size returns the size a stat of the node reports, as sysfs has it: a
+// binary attribute's BinAttr.Size (0 when the attribute did not say),
+// PageSize for a text attribute, 0 for a directory or symlink. It never
+// changes and stays valid after the node is removed.
+func (n *Node) Size() int64 {
+	switch n.kind {
+	case KindBin:
+		return n.bin.Size
+	case KindAttr:
+		return PageSize
+	}
+	return 0
+}
+
 // Owner returns the owner of the code behind the node's callbacks, or nil.
 func (n *Node) Owner() *sever.Owner { return n.owner }
 

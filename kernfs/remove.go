@@ -12,7 +12,8 @@ import (
 // of any of those nodes is running or will ever run again:
 //
 //  1. claim: top-down, every node is marked removing — Lookup, Readdir and
-//     Open stop seeing it and no new operation starts on it;
+//     Open stop seeing it and no new operation starts on it — and the
+//     OnRemove hooks are told of each;
 //  2. drain: bottom-up, each node's active reference is severed, waiting
 //     for the operations in flight on it — only those, never for open
 //     files;
@@ -42,8 +43,11 @@ func (t *Tree) Remove(ctx context.Context, n *Node) error {
 
 // remove runs the steps of Remove and reports whether this call claimed n.
 func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
-	var nodes []*Node
-	won = claim(n, &nodes)
+	var nodes, claimed []*Node
+	won = claim(n, &nodes, &claimed)
+	// The claimed nodes no longer resolve: tell the OnRemove hooks now,
+	// before the drain, which may wait long.
+	t.notifyRemoved(claimed)
 	for i := len(nodes) - 1; i >= 0; i-- { // reverse pre-order: children before parents
 		if err := t.sever(ctx, nodes[i]); err != nil {
 			return won, err
@@ -53,11 +57,11 @@ func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
 }
 
 // claim marks n and its subtree removing, pre-order, appending to out every
-// node not yet removed, and reports whether this call moved n itself out of
-// hidden or live — the KERNFS_SUICIDAL arbitration among removers. A
-// directory is claimed under its lock, so no child is added after its
-// snapshot.
-func claim(n *Node, out *[]*Node) (won bool) {
+// node not yet removed and to claimed every node this call moved out of
+// hidden or live, and reports whether n itself is one of those — the
+// KERNFS_SUICIDAL arbitration among removers. A directory is claimed under
+// its lock, so no child is added after its snapshot.
+func claim(n *Node, out, claimed *[]*Node) (won bool) {
 	var kids []*Node
 	if n.kind == KindDir {
 		n.mu.Lock()
@@ -72,12 +76,15 @@ func claim(n *Node, out *[]*Node) (won bool) {
 	} else {
 		won = markRemoving(n)
 	}
+	if won {
+		*claimed = append(*claimed, n)
+	}
 	if nodeState(n.state.Load()) == stateRemoved {
 		return won
 	}
 	*out = append(*out, n)
 	for _, c := range kids {
-		claim(c, out)
+		claim(c, out, claimed)
 	}
 	return won
 }
