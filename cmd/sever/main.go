@@ -1,15 +1,13 @@
 // Command sever runs sever's demonstrations.
 //
-//	sever demo    check the lifetime primitives and print the verdicts
+//	sever demo    run every seed scenario, correct and naive, on simulated
+//	              machines and print the checker's verdicts
 //
-// Until the simulated machine and the seed scenarios land, demo runs a
-// self-check of the core primitives: each check is written once correctly
-// (the checker must stay clean) and, where the seeds describe a bug, once
-// naively (the checker must catch it).
+// Run 'sever demo --help' for its flags. The older self-check of the core
+// primitives is still there, unlisted, as 'sever selfcheck'.
 package main
 
 import (
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -27,6 +25,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return demo(args[1:], stdout, stderr)
+	case "selfcheck":
+		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
+		return selfCheck(stdout, verbose)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
@@ -40,38 +41,10 @@ func usage(w io.Writer) {
 	fmt.Fprint(w, `usage: sever <command> [flags]
 
 commands:
-  demo    run the lifetime checks and print a verdict table (exit 0 only
+  demo    run every seed scenario in both variants on fresh simulated
+          machines and print a verdict table and a timeline (exit 0 only
           when every correct variant is clean and every naive one is caught)
 
 Run 'sever <command> --help' for a command's flags.
 `)
-}
-
-func demo(args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	verbose := fs.Bool("v", false, "print every violation the checker recorded, with its stack")
-	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), `usage: sever demo [-v]
-
-Runs each check on fresh primitives with its own violation log and prints
-one row per check: the check, the variant (correct or naive), the operations
-it ran, the violations recorded by class, and the verdict. A correct variant
-passes when its log is clean; a naive variant passes when the checker caught
-the bug it plants. Exits 0 only when every row passes.
-
-This is the self-check of the core primitives; the seed scenarios on a
-simulated machine replace it as they land.
-
-flags:
-`)
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	return selfCheck(stdout, *verbose)
 }

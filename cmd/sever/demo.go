@@ -1,0 +1,332 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/scenario"
+	"github.com/sever-dev/sever/sim"
+)
+
+const demoHelp = `usage: sever demo [flags]
+
+Plays every seed scenario (shared/seeds) on fresh simulated machines, each
+in two variants:
+
+  correct  the drivers written against sever's API; the checker must
+           record nothing and every consumer must see the contract
+  naive    one driver written the way the seed says the bug happened;
+           the checker must record the class of failure the seed describes
+
+Each variant runs --runs times, each run with its own seed choosing where
+the unplug, rmmod or rmdir lands among the consumers' operations and how
+goroutines interleave. The table has one row per scenario and variant: the
+scenario, its seed document, the variant, the runs, the operations run,
+the violations recorded by class (summed over the runs) and the verdict.
+A timeline of lifetime events follows for one scenario (--timeline).
+
+Exits 0 only when every run of every correct variant is clean and every
+run of every naive variant is caught; 1 otherwise; 2 for bad flags.
+
+flags:
+`
+
+type demoFlags struct {
+	scenarios string
+	variant   string
+	runs      int
+	seed      int64
+	trace     string
+	timeline  string
+	verbose   bool
+	tracking  bool
+	parallel  int
+}
+
+func demo(args []string, stdout, stderr io.Writer) int {
+	var f demoFlags
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&f.scenarios, "scenario", "", "run only these scenarios: NAME[,NAME...] (default: all; see the table for names)")
+	fs.StringVar(&f.variant, "variant", "both", "which variants to run: correct, naive or both")
+	fs.IntVar(&f.runs, "runs", 25, "randomized runs per scenario and variant (seeds --seed, --seed+1, ...)")
+	fs.Int64Var(&f.seed, "seed", 1, "the first run's seed; a failing run is replayed with --seed SEED --runs 1")
+	fs.StringVar(&f.trace, "trace", "", "write the full event trace of the first run of each selected scenario and variant to `FILE` as JSON lines (\"-\": stdout)")
+	fs.StringVar(&f.timeline, "timeline", "", "print the timeline of lifetime events of this scenario's first runs (default: the first scenario run; \"none\": no timeline)")
+	fs.BoolVar(&f.verbose, "v", false, "print every violation of each row's first run, with where it happened")
+	fs.BoolVar(&f.tracking, "tracking", false, "record who took every reference and access, so violations name holders with stacks (slower)")
+	fs.IntVar(&f.parallel, "parallel", runtime.GOMAXPROCS(0), "runs played at once")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), demoHelp)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "sever demo: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	scs, err := selectScenarios(f.scenarios)
+	if err != nil {
+		fmt.Fprintln(stderr, "sever demo:", err)
+		return 2
+	}
+	var variants []scenario.Variant
+	switch f.variant {
+	case "both":
+		variants = scenario.Variants()
+	case "correct":
+		variants = []scenario.Variant{scenario.Correct}
+	case "naive":
+		variants = []scenario.Variant{scenario.Naive}
+	default:
+		fmt.Fprintf(stderr, "sever demo: --variant %q: want correct, naive or both\n", f.variant)
+		return 2
+	}
+	if f.runs < 1 || f.parallel < 1 {
+		fmt.Fprintln(stderr, "sever demo: --runs and --parallel must be at least 1")
+		return 2
+	}
+	timeline := f.timeline
+	if timeline == "" {
+		timeline = scs[0].Name
+	}
+	if timeline != "none" && !slices.ContainsFunc(scs, func(s scenario.Scenario) bool { return s.Name == timeline }) {
+		fmt.Fprintf(stderr, "sever demo: --timeline %q is not among the scenarios run\n", timeline)
+		return 2
+	}
+	var opts []sim.Option
+	if f.tracking {
+		opts = append(opts, sim.WithTracking())
+	}
+
+	rows := playAll(scs, variants, f, opts, stderr)
+
+	fmt.Fprintf(stdout, "sever demo: %d scenarios × %d variants × %d runs on fresh simulated machines\n\n", len(scs), len(variants), f.runs)
+	failed := printTable(stdout, rows)
+	if f.verbose {
+		printViolations(stdout, rows, false)
+	}
+	printViolations(stdout, rows, true)
+	if timeline != "none" {
+		for _, r := range rows {
+			if r.sc.Name == timeline {
+				printTimeline(stdout, r.first)
+			}
+		}
+	}
+	if f.trace != "" {
+		if err := writeTrace(f.trace, stdout, rows); err != nil {
+			fmt.Fprintln(stderr, "sever demo:", err)
+			return 1
+		}
+	}
+	fmt.Fprintln(stdout)
+	if failed > 0 {
+		fmt.Fprintf(stdout, "FAIL: %d of %d rows failed (replay a run with --scenario NAME --variant V --seed SEED --runs 1 -v)\n", failed, len(rows))
+		return 1
+	}
+	fmt.Fprintf(stdout, "ok: every correct variant clean and every naive variant caught, over %d runs each\n", f.runs)
+	return 0
+}
+
+func selectScenarios(list string) ([]scenario.Scenario, error) {
+	all := scenario.All()
+	if list == "" {
+		return all, nil
+	}
+	var out []scenario.Scenario
+	for _, name := range strings.Split(list, ",") {
+		sc, ok := scenario.Find(strings.TrimSpace(name))
+		if !ok {
+			var names []string
+			for _, s := range all {
+				names = append(names, s.Name)
+			}
+			return nil, fmt.Errorf("no scenario %q (have: %s)", name, strings.Join(names, ", "))
+		}
+		out = append(out, sc)
+	}
+	return out, nil
+}
+
+// row is one scenario and variant over all its runs.
+type row struct {
+	sc      scenario.Scenario
+	variant scenario.Variant
+	first   scenario.Result // the run with the first seed
+	runs    int
+	passed  int
+	ops     int64
+	summary map[check.Class]int
+	failing []scenario.Result // up to three failing runs
+	elapsed time.Duration
+}
+
+func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, opts []sim.Option, progress io.Writer) []*row {
+	type job struct {
+		r    *row
+		seed int64
+	}
+	var rows []*row
+	var jobs []job
+	for _, sc := range scs {
+		for _, v := range variants {
+			r := &row{sc: sc, variant: v, summary: map[check.Class]int{}}
+			rows = append(rows, r)
+			for i := range f.runs {
+				jobs = append(jobs, job{r, f.seed + int64(i)})
+			}
+		}
+	}
+	ch := make(chan job)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	done, step := 0, max(len(jobs)/10, 1)
+	start := time.Now()
+	for range f.parallel {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range ch {
+				res := scenario.Execute(context.Background(), j.r.sc, j.r.variant, j.seed, opts...)
+				mu.Lock()
+				r := j.r
+				r.runs++
+				r.ops += res.Ops
+				r.elapsed += res.Elapsed
+				for c, n := range res.Summary {
+					r.summary[c] += n
+				}
+				if res.Pass() {
+					r.passed++
+				} else if len(r.failing) < 3 {
+					r.failing = append(r.failing, res)
+				}
+				if j.seed == f.seed {
+					r.first = res
+				} else {
+					res.Events = nil // keep only the first run's trace
+				}
+				done++
+				if time.Since(start) > 2*time.Second && (done%step == 0 || done == len(jobs)) {
+					fmt.Fprintf(progress, "sever demo: %d/%d runs (%s)\n", done, len(jobs), time.Since(start).Round(10*time.Millisecond))
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, j := range jobs {
+		ch <- j
+	}
+	close(ch)
+	wg.Wait()
+	return rows
+}
+
+func printTable(w io.Writer, rows []*row) (failed int) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SCENARIO\tSEED DOCUMENT\tVARIANT\tRUNS\tOPS\tVIOLATIONS BY CLASS\tVERDICT")
+	for _, r := range rows {
+		verdict := "clean"
+		if r.variant == scenario.Naive {
+			verdict = "caught (" + r.sc.Catches.String() + ")"
+		}
+		if r.passed != r.runs {
+			verdict = fmt.Sprintf("FAIL (%d of %d runs)", r.runs-r.passed, r.runs)
+			failed++
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.sc.Name, r.sc.Doc, r.variant, r.runs, r.ops, scenario.ClassList(r.summary), verdict)
+	}
+	tw.Flush()
+	return failed
+}
+
+// printViolations prints the violations of each row's first run (all
+// rows), or of the failing runs (failing true).
+func printViolations(w io.Writer, rows []*row, failing bool) {
+	for _, r := range rows {
+		results := []scenario.Result{r.first}
+		if failing {
+			results = r.failing
+		}
+		for _, res := range results {
+			if failing {
+				fmt.Fprintf(w, "\n%s, %s, seed %d: %s\n", r.sc.Name, r.variant, res.Seed, res.Verdict())
+				for _, f := range res.Failures {
+					fmt.Fprintf(w, "  promise broken: %s\n", f)
+				}
+				if res.Err != nil {
+					fmt.Fprintf(w, "  error: %v\n", res.Err)
+				}
+			} else if len(res.Violations) > 0 {
+				fmt.Fprintf(w, "\n%s, %s, seed %d:\n", r.sc.Name, r.variant, res.Seed)
+			}
+			for _, v := range res.Violations {
+				fmt.Fprintf(w, "  %s\n", v)
+				if v.Cause != "" {
+					fmt.Fprintf(w, "    cause: %s\n", firstLines(v.Cause, 3))
+				}
+				fmt.Fprintf(w, "    at: %s\n", firstLines(v.Stack, 3))
+			}
+		}
+	}
+}
+
+func firstLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = append(lines[:n], "…")
+	}
+	return strings.Join(lines, "\n        ")
+}
+
+// printTimeline prints a run's lifetime events, one a line, with times.
+func printTimeline(w io.Writer, res scenario.Result) {
+	fmt.Fprintf(w, "\ntimeline: %s, %s variant, seed %d — %s\n", res.Scenario.Name, res.Variant, res.Seed, res.Scenario.Title)
+	if res.Variant == scenario.Naive {
+		fmt.Fprintf(w, "  (planted: %s)\n", res.Scenario.Bug)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	for _, e := range res.Events {
+		fmt.Fprintf(tw, "  %8.3fms\t%s\t%s\t%s\n", float64(e.T.Microseconds())/1000, e.Kind, e.Object, e.Detail)
+	}
+	tw.Flush()
+}
+
+func writeTrace(path string, stdout io.Writer, rows []*row) error {
+	w := stdout
+	if path != "-" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		w = f
+	}
+	for _, r := range rows {
+		if err := sim.WriteJSON(w, r.first.Events); err != nil {
+			return err
+		}
+	}
+	if path != "-" {
+		fmt.Fprintf(stdout, "\ntrace: %s\n", path)
+	}
+	return nil
+}

@@ -1,0 +1,41 @@
+package cp2112_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/sim"
+	"github.com/sever-dev/sever/sim/cp2112"
+	"github.com/sever-dev/sever/subsys/gpio"
+	"github.com/sever-dev/sever/subsys/usb"
+)
+
+// A process watches a line through dev/gpiochip0; the board is unplugged
+// under it and its read fails with ENODEV.
+func Example() {
+	ctx := context.Background()
+	m := sim.New("example")
+	mod, _ := m.Insmod("cp2112", nil)
+	cp2112.Register(ctx, m, mod, 0)
+	host, _ := usb.NewHost(ctx, m.Core(), "usb1", 1)
+	hw := cp2112.NewHardware("cp2112-0")
+	cp2112.Plug(ctx, m, host.Port(1), hw)
+
+	f, _ := cp2112.RequestLineEvents(m.Dev(), "gpiochip0", 5, gpio.EdgeRising)
+	hw.SetInput(5, true)
+	ev, _ := cp2112.ReadLineEvent(ctx, f)
+	fmt.Println("event on line", ev.Line, "rising", ev.Rising)
+
+	host.Port(1).Unplug(ctx)
+	_, err := cp2112.ReadLineEvent(ctx, f)
+	fmt.Println("after unplug:", errors.Is(err, sever.ErrNoDevice))
+	f.Close()
+	vs, _ := m.Quiesce(ctx)
+	fmt.Println("violations:", len(vs))
+	// Output:
+	// event on line 5 rising true
+	// after unplug: true
+	// violations: 0
+}

@@ -1,0 +1,366 @@
+// Package sim is the simulated machine the seed scenarios run on: one value
+// that holds its own driver core (buses, device tree, sysfs, dev/
+// namespace), its modules, its violation log and its trace. Several
+// machines run side by side in one process and share nothing.
+//
+// The simulated hardware and drivers live in sub-packages (sim/cp2112,
+// sim/gpiokeys, sim/psi, sim/scsi), each built on the subsystems the way a
+// driver author would build on them; each driver's code belongs to a module
+// (a sever.Owner) named after the seed's module. A driver's naive variant —
+// the bug its seed describes — is a separate, documented option of its
+// package, so the checker can be shown catching it.
+//
+// A machine's life:
+//
+//	m := sim.New("m0")
+//	scsiMod, _ := m.Insmod("scsi_mod", nil)
+//	... plug hardware, open files, unplug, rmmod ...
+//	vs, err := m.Quiesce(ctx) // unplug and unload everything, audit, return the violations
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/kernfs"
+)
+
+// Option configures a Machine.
+type Option func(*config)
+
+type config struct {
+	tracking bool
+}
+
+// WithTracking makes every reference and access record who took it, so
+// audits and stuck removals name their holders with stacks. It slows the
+// machine down.
+func WithTracking() Option { return func(c *config) { c.tracking = true } }
+
+// Machine is one simulated computer. Everything it holds — devices, sysfs,
+// char devices, modules, the violation log, the trace — is its own.
+//
+// A Machine is safe for concurrent use. Its life ends with Quiesce, after
+// which it must not be used except to read its log and trace.
+type Machine struct {
+	name  string
+	log   *check.Log
+	core  *device.Core
+	trace *Trace
+
+	mu       sync.Mutex
+	mods     []*module // in insertion order
+	platform *device.Bus
+	teardown []hook
+	audits   []hook
+	quiesced bool
+}
+
+type module struct {
+	name  string
+	owner *sever.Owner
+	deps  []*module
+}
+
+type hook struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+type machineKey struct{}
+
+// New returns a fresh machine named name with an empty device tree, no
+// modules and a clean log. Every violation the log records is also written
+// to the machine's trace.
+func New(name string, opts ...Option) *Machine {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	m := &Machine{name: name, log: new(check.Log), trace: newTrace(name)}
+	var sopts []sever.Option
+	if cfg.tracking {
+		sopts = append(sopts, sever.WithTracking())
+	}
+	m.core = device.NewCore(name, m.log, sopts...)
+	device.Local(m.core, machineKey{}, func() *Machine { return m })
+	m.log.Observe(func(v check.Violation) {
+		m.trace.Record(KindViolation, v.Object, v.Class.String()+": "+v.Detail)
+	})
+	return m
+}
+
+// Of returns the machine whose driver core is c, or nil if c was not made
+// by New. Driver callbacks, which receive devices, use it to reach their
+// machine's trace.
+func Of(c *device.Core) *Machine {
+	return device.Local(c, machineKey{}, func() *Machine { return nil })
+}
+
+// Name returns the machine's name.
+func (m *Machine) Name() string { return m.name }
+
+// Log returns the machine's violation log.
+func (m *Machine) Log() *check.Log { return m.log }
+
+// Core returns the machine's driver core.
+func (m *Machine) Core() *device.Core { return m.core }
+
+// Sysfs returns the machine's attribute tree.
+func (m *Machine) Sysfs() *kernfs.Tree { return m.core.Sysfs() }
+
+// Dev returns the machine's dev/ namespace.
+func (m *Machine) Dev() *chardev.Registry { return chardev.RegistryOf(m.core) }
+
+// Trace returns the machine's trace.
+func (m *Machine) Trace() *Trace { return m.trace }
+
+// Record records an event in the machine's trace; see Trace.Record.
+func (m *Machine) Record(kind Kind, object, detail string) { m.trace.Record(kind, object, detail) }
+
+// Options returns the sever options of the machine's primitives (its log,
+// and tracking if asked for), for drivers that make their own.
+func (m *Machine) Options() []sever.Option { return m.core.Options() }
+
+// Platform returns the machine's platform bus, where devices that are not
+// discovered (a gpio-keys node of a devicetree) are registered. It is made
+// on first use.
+func (m *Machine) Platform() *device.Bus {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.platform == nil {
+		b, err := m.core.NewBus(device.BusConfig{Name: "platform"})
+		if err != nil {
+			b = m.core.Bus("platform")
+		}
+		m.platform = b
+	}
+	return m.platform
+}
+
+// Insmod inserts the module name: a live sever.Owner whose exit function is
+// exit (nil: none) and which pins each of deps, by name, until it is
+// unloaded — as a module's use of another's symbols does. It fails with an
+// error wrapping sever.ErrExist if a module of that name is loaded, and
+// sever.ErrNotExist if a dependency is not.
+func (m *Machine) Insmod(name string, exit func(), deps ...string) (*sever.Owner, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if md := m.findLocked(name); md != nil && md.owner.State() != sever.OwnerGone {
+		return nil, &sever.ObjectError{Object: "module " + name, Err: sever.ErrExist}
+	}
+	md := &module{name: name}
+	tag := "module " + name
+	for _, dn := range deps {
+		d := m.findLocked(dn)
+		if d == nil || !d.owner.TryGet(tag) {
+			for _, got := range md.deps {
+				got.owner.Put(tag)
+			}
+			return nil, &sever.ObjectError{Object: "module " + name, Err: fmt.Errorf("needs %s: %w", dn, sever.ErrNotExist)}
+		}
+		md.deps = append(md.deps, d)
+	}
+	md.owner = sever.NewOwner(name, func() {
+		if exit != nil {
+			exit()
+		}
+		for _, d := range md.deps {
+			d.owner.Put(tag)
+		}
+		m.trace.Record(KindUnloaded, "module "+name, "exit ran")
+	}, m.core.Options()...)
+	m.mods = append(m.mods, md)
+	m.trace.Record(KindLoaded, "module "+name, strings.Join(deps, ","))
+	return md.owner, nil
+}
+
+func (m *Machine) findLocked(name string) *module {
+	for i := len(m.mods) - 1; i >= 0; i-- {
+		if m.mods[i].name == name {
+			return m.mods[i]
+		}
+	}
+	return nil
+}
+
+// Module returns the most recently inserted module named name, or nil.
+func (m *Machine) Module(name string) *sever.Owner {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if md := m.findLocked(name); md != nil {
+		return md.owner
+	}
+	return nil
+}
+
+// Modules returns the names of the modules inserted, in insertion order,
+// with their states.
+func (m *Machine) Modules() map[string]sever.OwnerState {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[string]sever.OwnerState, len(m.mods))
+	for _, md := range m.mods {
+		out[md.name] = md.owner.State()
+	}
+	return out
+}
+
+// Rmmod unloads module name the way rmmod does: it refuses with an error
+// wrapping sever.ErrBusy while a loaded module depends on it, and otherwise
+// takes it down with sever.UnloadForce — its drivers are unbound and its
+// nodes and char devices severed first, calls in flight drain, and it waits
+// for pins held by deferred work of its own (never for a user to close a
+// file). It fails with sever.ErrNotExist for a module not loaded.
+func (m *Machine) Rmmod(ctx context.Context, name string) error {
+	m.mu.Lock()
+	md := m.findLocked(name)
+	if md == nil || md.owner.State() == sever.OwnerGone {
+		m.mu.Unlock()
+		return &sever.ObjectError{Object: "module " + name, Err: sever.ErrNotExist}
+	}
+	var users []string
+	for _, o := range m.mods {
+		if o.owner.State() != sever.OwnerGone && slices.Contains(o.deps, md) {
+			users = append(users, o.name)
+		}
+	}
+	m.mu.Unlock()
+	if len(users) > 0 {
+		return &sever.ObjectError{Object: "module " + name, Err: fmt.Errorf("in use by %s: %w", strings.Join(users, ","), sever.ErrBusy)}
+	}
+	m.trace.Record(KindSevered, "module "+name, "rmmod: unbinding its drivers, severing its nodes")
+	err := md.owner.Unload(ctx, sever.UnloadForce)
+	m.trace.Record(KindDrained, "module "+name, errText(err, "unloaded"))
+	return err
+}
+
+func errText(err error, ok string) string {
+	if err != nil {
+		return err.Error()
+	}
+	return ok
+}
+
+// OnQuiesce registers fn to run at the start of Quiesce, newest first,
+// before devices are unregistered and modules unloaded: the operator's
+// clean-up that is not a device (a cgroup to rmdir).
+func (m *Machine) OnQuiesce(name string, fn func(ctx context.Context) error) {
+	m.mu.Lock()
+	m.teardown = append(m.teardown, hook{name, fn})
+	m.mu.Unlock()
+}
+
+// AddAudit registers fn to run at Quiesce after everything is unplugged and
+// unloaded: it records in the machine's log whatever its package left
+// behind that should be gone. Its error is returned by Quiesce.
+func (m *Machine) AddAudit(name string, fn func(ctx context.Context) error) {
+	m.mu.Lock()
+	m.audits = append(m.audits, hook{name, fn})
+	m.mu.Unlock()
+}
+
+// Quiesce ends the machine's life and returns every violation its log
+// recorded, in order, and the errors of the teardown itself. In order:
+//
+//  1. the OnQuiesce functions run, newest first;
+//  2. every root device is unregistered (every USB device unplugged, every
+//     platform device removed) through the one removal path;
+//  3. every loaded module is unloaded, newest first, as Rmmod does;
+//  4. deferred sysfs callbacks are waited for;
+//  5. the audit: a device directory under /devices, an entry under /irq or
+//     a name under dev/ left now is recorded as
+//     check.ReferenceAfterUnregister (an orphan that outlived its
+//     provider), and the AddAudit functions run;
+//  6. the log's own quiesce: goroutines the framework started must have
+//     returned (check.GoroutineLeft), every expected release must have run
+//     (check.ReleaseNeverRun).
+//
+// A second Quiesce returns the violations again and does nothing else.
+func (m *Machine) Quiesce(ctx context.Context) ([]check.Violation, error) {
+	m.mu.Lock()
+	if m.quiesced {
+		m.mu.Unlock()
+		return m.log.Violations(), nil
+	}
+	m.quiesced = true
+	teardown := slices.Clone(m.teardown)
+	m.mu.Unlock()
+	m.trace.Record(KindStep, "machine", "quiesce: remove what is left, unplug every device, unload every module, audit")
+
+	var errs []error
+	for i := len(teardown) - 1; i >= 0; i-- {
+		if err := teardown[i].fn(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", teardown[i].name, err))
+		}
+	}
+	if err := m.core.Shutdown(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("shutdown: %w", err))
+	}
+	m.mu.Lock()
+	mods := slices.Clone(m.mods)
+	m.mu.Unlock()
+	for i := len(mods) - 1; i >= 0; i-- {
+		if mods[i].owner.State() == sever.OwnerGone {
+			continue
+		}
+		if err := m.Rmmod(ctx, mods[i].name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := m.Sysfs().Flush(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("flush: %w", err))
+	}
+	m.auditOrphans()
+	m.mu.Lock()
+	audits := slices.Clone(m.audits)
+	m.mu.Unlock()
+	for _, a := range audits {
+		if err := a.fn(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", a.name, err))
+		}
+	}
+	return m.log.Quiesce(ctx), errors.Join(errs...)
+}
+
+// auditOrphans records what outlived every provider: seed 004's
+// "verifying reference count is 0 after unregistering" applied to the
+// machine's namespaces, and seed 000's leaked /proc/irq entry.
+func (m *Machine) auditOrphans() {
+	t := m.Sysfs()
+	for _, dir := range []string{"/devices", "/irq"} {
+		n, err := t.Lookup(dir)
+		if err != nil {
+			continue
+		}
+		ents, err := t.Readdir(n)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			detail := "node left after every device was unregistered and every module unloaded"
+			if dir == "/irq" {
+				detail = "IRQ entry left after its domain was removed"
+				if sub, err := t.Readdir(e.Node); err == nil {
+					var names []string
+					for _, s := range sub {
+						names = append(names, s.Name)
+					}
+					detail += " (entries: " + strings.Join(names, ", ") + ")"
+				}
+			}
+			m.log.Record(check.Violation{Class: check.ReferenceAfterUnregister, Object: e.Node.Path(), Detail: detail, Stack: "machine audit at quiesce"})
+		}
+	}
+	for _, name := range m.Dev().Names() {
+		m.log.Record(check.Violation{Class: check.ReferenceAfterUnregister, Object: "/dev/" + name, Detail: "char device left after every device was unregistered", Stack: "machine audit at quiesce"})
+	}
+}
