@@ -238,9 +238,11 @@ func (o *Owner) removeHook(id uint64) {
 //
 // If ctx is done while pins remain, Unload returns a *HoldersError wrapping
 // ctx's error (recording check.SeverTimeout) and the owner stays going: it
-// can never be pinned again, and a later Unload resumes the wait. A hook's
-// error is returned after the remaining hooks have run, with the owner left
-// going. Unload while another Unload is running its hooks returns an error
+// can never be pinned again, and a later Unload resumes the wait. A hook
+// error wrapping a context error (its drain did not finish) is returned
+// after the remaining hooks have run, with the owner left going; any other
+// hook error (an audit's finding after a complete removal) is returned after
+// the unload has completed. Unload while another Unload is running its hooks returns an error
 // wrapping ErrBusy; Unload of a gone owner, one wrapping ErrNotExist.
 func (o *Owner) Unload(ctx context.Context, p Policy) error {
 	for {
@@ -284,7 +286,11 @@ func (o *Owner) finish(ctx context.Context, first bool) error {
 			}
 		}
 		close(o.hooked)
-		if hookErr != nil {
+		// A hook that could not finish severing (its drain missed the
+		// deadline) means the owner's code may still be running: stay
+		// going. Any other hook error — an audit's finding after a
+		// complete removal — is returned after the unload completes.
+		if hookErr != nil && isContextErr(hookErr) {
 			return hookErr
 		}
 	}
@@ -311,7 +317,7 @@ func (o *Owner) finish(ctx context.Context, first bool) error {
 		o.exit()
 	}
 	close(o.goneCh)
-	return nil
+	return hookErr
 }
 
 // Call runs fn, the owner's code at site (a function name, for reports),

@@ -163,3 +163,21 @@ func TestOwnerMisusePanics(t *testing.T) {
 	o2.Unload(context.Background(), sever.UnloadTry)
 	mustPanic(t, "Get after unload", "Get after unload", func() { o2.Get(nil) })
 }
+
+func TestUnloadHookErrorsOnlyStopForUnfinishedDrains(t *testing.T) {
+	exited := false
+	o := sever.NewOwner("libata", func() { exited = true })
+	o.OnUnload("audit finding", func(context.Context) error { return sever.ErrBusy })
+	if err := o.Unload(context.Background(), sever.UnloadForce); !errors.Is(err, sever.ErrBusy) || !exited || o.State() != sever.OwnerGone {
+		t.Fatalf("unload with an audit finding = %v, exited %v, state %v; want the finding returned and the unload complete", err, exited, o.State())
+	}
+	exited = false
+	o2 := sever.NewOwner("ahci", func() { exited = true })
+	o2.OnUnload("stuck drain", func(context.Context) error { return context.DeadlineExceeded })
+	if err := o2.Unload(context.Background(), sever.UnloadForce); !errors.Is(err, context.DeadlineExceeded) || exited || o2.State() != sever.OwnerGoing {
+		t.Fatalf("unload with an unfinished drain = %v, exited %v, state %v; want it to stay going without exit", err, exited, o2.State())
+	}
+	if err := o2.Unload(context.Background(), sever.UnloadForce); err != nil || !exited {
+		t.Fatalf("resumed unload = %v, exited %v", err, exited)
+	}
+}
