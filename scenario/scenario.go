@@ -45,7 +45,9 @@ import (
 // here.
 var table = []func() []Scenario{
 	seed000,
+	seed001,
 	seed002,
+	seed003,
 	seed004,
 }
 
