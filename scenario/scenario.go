@@ -101,6 +101,10 @@ type Scenario struct {
 	Bug string
 	// Catches is the class of violation the naive variant must produce.
 	Catches check.Class
+	// Tracking runs the naive variant on a machine that records who takes
+	// every reference and access, for a bug whose verdict must name its
+	// holders (a deadlock found by a deadline).
+	Tracking bool
 	// Run plays the scenario on r.M. It returns an error only when it could
 	// not play (a set-up step failed); a broken promise is r.Failf.
 	Run func(r *Run) error
@@ -152,6 +156,9 @@ const RunTimeout = 20 * time.Second
 func Execute(ctx context.Context, sc Scenario, v Variant, seed int64, opts ...sim.Option) Result {
 	ctx, cancel := context.WithTimeout(ctx, RunTimeout)
 	defer cancel()
+	if sc.Tracking && v == Naive {
+		opts = append(opts[:len(opts):len(opts)], sim.WithTracking())
+	}
 	m := sim.New(fmt.Sprintf("%s/%s/%d", sc.Name, v, seed), opts...)
 	r := &Run{M: m, Variant: v, Rand: rand.New(rand.NewSource(seed)), ctx: ctx}
 	start := time.Now()

@@ -44,13 +44,14 @@ import (
 // Store in flight uses it — check.UseAfterFree.
 func seed001() []Scenario {
 	return []Scenario{{
-		Name:    "zram-rmmod",
-		Seed:    "001",
-		Doc:     "001_79e803d573e9355f.txt",
-		Title:   "rmmod zram (try, then force) while a process writes comp_algorithm",
-		Bug:     "zram's exit deletes its disks under zram_index_mutex, which the attribute's Store takes",
-		Catches: check.SeverTimeout,
-		Run:     runZramRmmod,
+		Name:     "zram-rmmod",
+		Seed:     "001",
+		Doc:      "001_79e803d573e9355f.txt",
+		Title:    "rmmod zram (try, then force) while a process writes comp_algorithm",
+		Bug:      "zram's exit deletes its disks under zram_index_mutex, which the attribute's Store takes",
+		Catches:  check.SeverTimeout,
+		Tracking: true, // the verdict names the stuck write's stack
+		Run:      runZramRmmod,
 	}, {
 		Name:    "zram-remove",
 		Seed:    "001",
