@@ -57,7 +57,8 @@ type Machine struct {
 	trace *Trace
 
 	mu       sync.Mutex
-	mods     []*module // in insertion order
+	modDir   *kernfs.Node // /module
+	mods     []*module    // in insertion order
 	platform *device.Bus
 	teardown []hook
 	audits   []hook
@@ -68,6 +69,7 @@ type module struct {
 	name  string
 	owner *sever.Owner
 	deps  []*module
+	dir   *kernfs.Node // /module/<name>; nil if it could not be made
 }
 
 type hook struct {
@@ -91,6 +93,7 @@ func New(name string, opts ...Option) *Machine {
 		sopts = append(sopts, sever.WithTracking())
 	}
 	m.core = device.NewCore(name, m.log, sopts...)
+	m.modDir, _ = m.Sysfs().AddDir(m.Sysfs().Root(), kernfs.Dir{Name: "module"})
 	device.Local(m.core, machineKey{}, func() *Machine { return m })
 	m.log.Observe(func(v check.Violation) {
 		m.trace.Record(KindViolation, v.Object, v.Class.String()+": "+v.Detail)
@@ -179,6 +182,7 @@ func (m *Machine) Insmod(name string, exit func(), deps ...string) (*sever.Owner
 		m.trace.Record(KindUnloaded, "module "+name, "exit ran")
 	}, m.core.Options()...)
 	m.mods = append(m.mods, md)
+	m.addModuleDirLocked(md)
 	m.trace.Record(KindLoaded, "module "+name, strings.Join(deps, ","))
 	return md.owner, nil
 }
@@ -219,11 +223,50 @@ func (m *Machine) Modules() map[string]sever.OwnerState {
 // takes it down with sever.UnloadForce — its drivers are unbound and its
 // nodes and char devices severed first, calls in flight drain, and it waits
 // for pins held by deferred work of its own (never for a user to close a
-// file). It fails with sever.ErrNotExist for a module not loaded.
+// file). It fails with sever.ErrNotExist for a module not loaded. Once the
+// module is gone its /module/<name> directory is removed. Rmmod is Unload
+// with sever.UnloadForce.
 func (m *Machine) Rmmod(ctx context.Context, name string) error {
+	return m.Unload(ctx, name, sever.UnloadForce)
+}
+
+// Unload unloads module name under policy p and then removes its
+// /module/<name> directory. Whatever the policy, it refuses with an error
+// wrapping sever.ErrBusy, and changes nothing, while a loaded module
+// depends on it (its symbols are in use). With sever.UnloadTry it also
+// refuses, changing nothing, while any pin on the module is held — a bound
+// device, an open file of its code, a call in flight, deferred work: the
+// "try" of seed 001, which a user cannot turn into a hang. With
+// sever.UnloadForce it is what Rmmod does. It fails with an error wrapping
+// sever.ErrNotExist for a module not loaded, and with sever.Owner.Unload's
+// error otherwise (ctx's, if it ends while calls are still in flight).
+//
+// It must not be called from a callback of the module's own /module
+// directory; writing that directory's unload attribute is the way to
+// unload from there.
+func (m *Machine) Unload(ctx context.Context, name string, p sever.Policy) error {
 	m.mu.Lock()
 	md := m.findLocked(name)
-	if md == nil || md.owner.State() == sever.OwnerGone {
+	m.mu.Unlock()
+	if md == nil {
+		return &sever.ObjectError{Object: "module " + name, Err: sever.ErrNotExist}
+	}
+	if err := m.unload(ctx, md, p); err != nil {
+		return err
+	}
+	if md.dir != nil {
+		if err := m.Sysfs().Remove(ctx, md.dir); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unload is Unload of md but for the removal of the module's directory.
+func (m *Machine) unload(ctx context.Context, md *module, p sever.Policy) error {
+	name := md.name
+	m.mu.Lock()
+	if md.owner.State() == sever.OwnerGone {
 		m.mu.Unlock()
 		return &sever.ObjectError{Object: "module " + name, Err: sever.ErrNotExist}
 	}
@@ -237,10 +280,67 @@ func (m *Machine) Rmmod(ctx context.Context, name string) error {
 	if len(users) > 0 {
 		return &sever.ObjectError{Object: "module " + name, Err: fmt.Errorf("in use by %s: %w", strings.Join(users, ","), sever.ErrBusy)}
 	}
+	if p == sever.UnloadTry {
+		if err := md.owner.Unload(ctx, sever.UnloadTry); err != nil {
+			m.trace.Record(KindStep, "module "+name, "rmmod (try): "+err.Error())
+			return err
+		}
+		m.trace.Record(KindStep, "module "+name, "rmmod (try): it had no users; unloaded")
+		return nil
+	}
 	m.trace.Record(KindSevered, "module "+name, "rmmod: unbinding its drivers, severing its nodes")
 	err := md.owner.Unload(ctx, sever.UnloadForce)
 	m.trace.Record(KindDrained, "module "+name, errText(err, "unloaded"))
 	return err
+}
+
+// addModuleDirLocked makes /module/<name> for md, as sysfs has it for a
+// loaded module:
+//
+//	refcnt     read: the pins held on the module now (sever.Owner.Pins):
+//	           dependent modules, bound devices, open files of its code,
+//	           calls in flight, deferred work
+//	initstate  read: live, going or gone
+//	unload     write "try" or "force": Unload with sever.UnloadTry or
+//	           sever.UnloadForce, then the directory goes; anything else
+//	           is EINVAL, a refused try (or a module others depend on)
+//	           EBUSY
+//
+// The files are built-in code (no owner), so an open of them pins nothing
+// and the module's own unload never waits for them; the unload attribute
+// removes its own directory with Call.RemoveSelf, so a write to it cannot
+// deadlock on itself.
+func (m *Machine) addModuleDirLocked(md *module) {
+	if m.modDir == nil {
+		return
+	}
+	t := m.Sysfs()
+	dir, err := t.AddDir(m.modDir, kernfs.Dir{Name: md.name, Hidden: true})
+	if err != nil {
+		return // a directory of an earlier instance that failed to unload
+	}
+	o := md.owner
+	t.AddAttr(dir, kernfs.Attr{Name: "refcnt", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
+		return fmt.Appendf(buf, "%d\n", o.Pins()), nil
+	}})
+	t.AddAttr(dir, kernfs.Attr{Name: "initstate", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
+		return append(append(buf, o.State().String()...), '\n'), nil
+	}})
+	t.AddAttr(dir, kernfs.Attr{Name: "unload", Parse: kernfs.Enum("try", "force"), Store: func(c *kernfs.Call, v any) error {
+		p := sever.UnloadTry
+		if v.(string) == "force" {
+			p = sever.UnloadForce
+		}
+		m.trace.Record(KindStep, c.Path(), "write "+v.(string))
+		if err := m.unload(c.Context(), md, p); err != nil {
+			return err
+		}
+		// The module is gone: its directory goes, this file's with it.
+		_, err := c.RemoveSelf(context.Background(), dir)
+		return err
+	}})
+	md.dir = dir
+	t.Activate(dir)
 }
 
 func errText(err error, ok string) string {

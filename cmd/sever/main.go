@@ -2,6 +2,8 @@
 //
 //	sever demo    run every seed scenario, correct and naive, on simulated
 //	              machines and print the checker's verdicts
+//	sever mount   serve the standard simulated machine's sys/ and dev/ at a
+//	              directory through FUSE, for real processes
 //
 // Run 'sever demo --help' for its flags. The older self-check of the core
 // primitives is still there, unlisted, as 'sever selfcheck'.
@@ -25,6 +27,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "demo":
 		return demo(args[1:], stdout, stderr)
+	case "mount":
+		return mountCmd(args[1:], stdout, stderr)
 	case "selfcheck":
 		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
 		return selfCheck(stdout, verbose)
@@ -44,6 +48,8 @@ commands:
   demo    run every seed scenario in both variants on fresh simulated
           machines and print a verdict table and a timeline (exit 0 only
           when every correct variant is clean and every naive one is caught)
+  mount   boot the standard simulated machine and serve its sys/ and dev/
+          at a directory through FUSE until SIGINT or SIGTERM
 
 Run 'sever <command> --help' for a command's flags.
 `)

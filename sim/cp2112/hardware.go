@@ -66,6 +66,22 @@ func (hw *Hardware) SetInput(line int, high bool) {
 	}
 }
 
+// Input returns the level of GPIO line as the board sees it now (false
+// for a line out of range).
+func (hw *Hardware) Input(line int) bool {
+	if line < 0 || line >= Lines {
+		return false
+	}
+	return hw.get(line)
+}
+
+// Temperature returns what the sensor reads, in millidegrees Celsius.
+func (hw *Hardware) Temperature() int {
+	hw.mu.Lock()
+	defer hw.mu.Unlock()
+	return hw.tempMC
+}
+
 // SetTemperature sets what the sensor reads, in millidegrees Celsius.
 func (hw *Hardware) SetTemperature(milliC int) {
 	hw.mu.Lock()
