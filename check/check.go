@@ -214,10 +214,10 @@ func (l *Log) Quiesce(ctx context.Context) []Violation {
 	sort.Slice(gs, func(i, j int) bool { return gs[i].seq < gs[j].seq })
 	sort.Slice(ps, func(i, j int) bool { return ps[i].seq < ps[j].seq })
 	for _, g := range gs {
-		l.Record(Violation{Class: GoroutineLeft, Object: g.name, Detail: "still running at quiesce", Stack: "-", Cause: g.started})
+		l.Record(Violation{Class: GoroutineLeft, Object: g.name, Detail: "still running at quiesce", Stack: "-", Cause: FormatStack(g.started)})
 	}
 	for _, p := range ps {
-		l.Record(Violation{Class: ReleaseNeverRun, Object: p.object, Detail: p.what + " never ran", Stack: "-", Cause: p.created})
+		l.Record(Violation{Class: ReleaseNeverRun, Object: p.object, Detail: p.what + " never ran", Stack: "-", Cause: FormatStack(p.created)})
 	}
 	return l.Violations()
 }

@@ -1,9 +1,19 @@
 package check
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 )
+
+// callers records the stack skip frames above its caller as
+// program counters; FormatStack turns them into text only when a violation
+// is reported, so the bookkeeping of every open stays cheap.
+func callers(skip int) []uintptr {
+	var pcs [16]uintptr
+	n := runtime.Callers(skip+2, pcs[:])
+	return append([]uintptr(nil), pcs[:n]...)
+}
 
 // Pending is a release that must run exactly once before the log quiesces:
 // the per-open Release of a file, the Free of a mapped region.
@@ -11,7 +21,7 @@ type Pending struct {
 	log     *Log
 	object  string
 	what    string
-	created string
+	created []uintptr // where Expect was called
 	seq     uint64
 	done    atomic.Bool
 }
@@ -24,7 +34,7 @@ func (l *Log) Expect(object, what string) *Pending {
 	if l == nil {
 		return p
 	}
-	p.created = Stack(1)
+	p.created = callers(1)
 	l.mu.Lock()
 	l.seq++
 	p.seq = l.seq
@@ -56,7 +66,7 @@ func (p *Pending) Ran() bool { return p != nil && p.done.Load() }
 
 type goroutine struct {
 	name    string
-	started string
+	started []uintptr // where Go was called
 	seq     uint64
 	done    chan struct{}
 }
@@ -69,7 +79,7 @@ func (l *Log) Go(name string, fn func()) {
 		go fn()
 		return
 	}
-	g := &goroutine{name: name, started: Stack(1), done: make(chan struct{})}
+	g := &goroutine{name: name, started: callers(1), done: make(chan struct{})}
 	l.mu.Lock()
 	l.seq++
 	g.seq = l.seq
