@@ -110,8 +110,16 @@ type Device struct {
 	children []*Device
 	res      []*Resource
 	sev      []*severable
+	severing []*severable // taken from sev by a removal path, not yet severed
 	drvdata  any
 	done     chan struct{} // closed when removed
+	failed   bool          // Register failed: there is nothing to unregister
+
+	// ready is closed when Register returns. The device is in its parent's
+	// list before that, so a parent's removal can find it half-made;
+	// Unregister waits for ready, so it never races Register's own steps
+	// (nor its undoing of them on failure).
+	ready chan struct{}
 
 	links devLinks // guarded by core.links.mu
 	node  *devNode // the device's directory; set by sysfs
@@ -149,7 +157,9 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		groups:     cfg.Groups,
 		owner:      cfg.Owner,
 		done:       make(chan struct{}),
+		ready:      make(chan struct{}),
 	}
+	defer close(d.ready)
 	if p := cfg.Parent; p != nil {
 		if p.core != c {
 			return nil, &sever.ObjectError{Object: "device: " + cfg.Name, Err: fmt.Errorf("parent on another machine: %w", sever.ErrInvalid)}
@@ -191,6 +201,9 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		d.res = append(d.res, d.newResource("release", cfg.Release, nil))
 	}
 	if err := c.sys.addDevice(d); err != nil {
+		d.mu.Lock()
+		d.failed = true
+		d.mu.Unlock()
 		for _, r := range d.res { // the creator keeps its cleanup
 			r.pending.Done()
 		}

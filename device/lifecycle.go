@@ -27,8 +27,11 @@ func (d *Device) attach(ctx context.Context) {
 	}
 }
 
-// Bind binds drv to d, as writing d's name to the driver's bind file does.
-// It returns Probe's error; sever.ErrBusy if d is already bound;
+// Bind binds drv to d, as writing d's name to the driver's bind file does
+// — except that the bind file refuses, with an error wrapping
+// sever.ErrNoDevice, a driver that does not match d (bind_store's
+// driver_match_device), while Bind lets its caller pair any driver of the
+// bus with d. It returns Probe's error; sever.ErrBusy if d is already bound;
 // sever.ErrNoDevice if d or drv is going away or drv's owner is unloading;
 // ErrProbeDeferred if a managed supplier is not bound yet.
 func (d *Device) Bind(ctx context.Context, drv *Driver) error {
@@ -216,8 +219,20 @@ func (d *Device) teardown(ctx context.Context, b *binding, probed bool) error {
 // own Probe or Remove, nor from one of its attribute callbacks (use the
 // attribute's self-removal).
 func (d *Device) Unregister(ctx context.Context) error {
+	// A device still being registered is not removed half-made: wait for
+	// its Register to return (a parent's removal finds its children before
+	// their Register has finished). One whose Register failed is gone.
+	select {
+	case <-d.ready:
+	case <-ctx.Done():
+		return &sever.ObjectError{Object: d.path, Err: ctx.Err()}
+	}
 	// 1.
 	d.mu.Lock()
+	if d.failed {
+		d.mu.Unlock()
+		return nil
+	}
 	if d.removing {
 		d.mu.Unlock()
 		select {
@@ -252,7 +267,6 @@ func (d *Device) Unregister(ctx context.Context) error {
 		b.mu.Unlock()
 	}
 	d.core.sys.removeDevice(d)
-	d.unlinkFromTree()
 	d.core.uevent(d, ActionRemove, nil)
 	d.mu.Lock()
 	d.removed = true
@@ -264,6 +278,11 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// its parent, and a parent's Unregister waiting on done audits next.
 	d.ref.Put(nil)
 	errs = append(errs, d.ref.Audit(d.core.log, 0))
+	// Leave the parent's list only now: a parent's removal that finds the
+	// device there waits for done; one that does not find it must find its
+	// pin already dropped (found by sever stress: unlinking first let the
+	// parent audit in between and report the child's pin as a leak).
+	d.unlinkFromTree()
 	close(d.done)
 	return errors.Join(errs...)
 }

@@ -68,7 +68,9 @@ func NewProvider[T any](d *Device, name string, v T) (*Provider[T], error) {
 	if err != nil {
 		return nil, err
 	}
+	p.mu.Lock() // Revoke may already be running (the device unplugged meanwhile)
 	p.unsever = rm
+	p.mu.Unlock()
 	return p, nil
 }
 
@@ -118,13 +120,14 @@ func (p *Provider[T]) Revoke(ctx context.Context) error {
 	p.once.Do(func() {
 		var zero T
 		p.v = zero
-		if p.unsever != nil {
-			p.unsever()
-		}
 		p.mu.Lock()
+		unsever := p.unsever
 		fns := p.onRevoke
 		p.onRevoke = nil
 		p.mu.Unlock()
+		if unsever != nil {
+			unsever()
+		}
 		for _, fn := range fns {
 			fn()
 		}

@@ -39,6 +39,7 @@ type severable struct {
 	stage Stage
 	fn    SeverFunc
 	scope *binding
+	done  chan struct{} // closed when fn has returned; made when it is taken
 }
 
 // anyScope selects every scope in severScope.
@@ -70,26 +71,52 @@ func (d *Device) AddSeverable(name string, stage Stage, fn SeverFunc) (remove fu
 }
 
 // severScope severs, newest first, the severables of stage in scope (nil:
-// the device's own; anyScope: all), each exactly once.
+// the device's own; anyScope: all), each exactly once, and returns when
+// every one of them is severed — also those another removal path took
+// first and is still severing: an Unregister and a driver's unbind run
+// concurrently on one device, and the unbind must not go on to Remove
+// while a char device of its binding is still being severed by the
+// Unregister (found by sever stress: a Release ran after Remove).
 func (d *Device) severScope(ctx context.Context, scope *binding, stage Stage) error {
 	var errs []error
+	in := func(x *severable) bool { return x.stage == stage && (scope == anyScope || x.scope == scope) }
 	for {
 		d.mu.Lock()
 		var s *severable
 		for i := len(d.sev) - 1; i >= 0; i-- {
-			x := d.sev[i]
-			if x.stage == stage && (scope == anyScope || x.scope == scope) {
+			if x := d.sev[i]; in(x) {
 				s = x
 				d.sev = slices.Delete(d.sev, i, i+1)
+				s.done = make(chan struct{})
+				d.severing = append(d.severing, s)
 				break
+			}
+		}
+		var others []*severable
+		if s == nil {
+			for _, x := range d.severing {
+				if in(x) {
+					others = append(others, x)
+				}
 			}
 		}
 		d.mu.Unlock()
 		if s == nil {
+			for _, x := range others {
+				select {
+				case <-x.done:
+				case <-ctx.Done():
+					errs = append(errs, &sever.ObjectError{Object: d.path + ": " + x.name, Err: ctx.Err()})
+				}
+			}
 			return errors.Join(errs...)
 		}
 		if err := s.fn(ctx); err != nil {
 			errs = append(errs, &sever.ObjectError{Object: d.path + ": " + s.name, Err: err})
 		}
+		d.mu.Lock()
+		d.severing = slices.DeleteFunc(d.severing, func(x *severable) bool { return x == s })
+		d.mu.Unlock()
+		close(s.done)
 	}
 }

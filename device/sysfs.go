@@ -131,6 +131,13 @@ func (s *sysfs) addDriver(b *Bus, drv *Driver) {
 				name := v.(string)
 				for _, d := range b.Devices() {
 					if d.name == name {
+						// bind_store: only a driver that matches the
+						// device (found by sever stress: writing
+						// ahci.0 to stressdrv's bind ran a probe
+						// on a device it cannot drive).
+						if !b.match(d, drv) {
+							return fmt.Errorf("driver %s does not match %s: %w", drv.Name, d.path, sever.ErrNoDevice)
+						}
 						return d.Bind(context.Background(), drv)
 					}
 				}
@@ -314,7 +321,14 @@ func (s *sysfs) activateDriver(d *Device, b *binding) {
 		}
 		nodes, _ := s.addGroup(d, dir, g, b.drv.Owner, false)
 		for _, n := range nodes {
-			s.severWithBinding(d, n)
+			// A node that cannot join the binding's removal path (an
+			// Unregister has begun) must not stay: an unbind before
+			// the Unregister reaches the directory would leave it live
+			// with the driver gone (found by sever stress, seed 20: a
+			// Store ran on a driver attribute after Remove).
+			if err := s.severWithBinding(d, n); err != nil {
+				s.t.Remove(context.Background(), n)
+			}
 		}
 	}
 	if bn := s.busNodes(d.bus); bn != nil {
@@ -323,7 +337,9 @@ func (s *sysfs) activateDriver(d *Device, b *binding) {
 		s.c.mu.Unlock()
 		if target != nil {
 			if l, err := s.t.AddSymlink(dir, "driver", target, nil); err == nil {
-				s.severWithBinding(d, l)
+				if err := s.severWithBinding(d, l); err != nil {
+					s.t.Remove(context.Background(), l)
+				}
 			}
 		}
 	}

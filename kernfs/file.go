@@ -645,6 +645,13 @@ func (f *File) Wait(ctx context.Context) (sever.Events, error) {
 		return 0, f.node.errorf(sever.ErrClosed)
 	}
 	defer f.ref.Put(tagWait)
+	// Poll reports the hang-up from the moment the node is claimed for
+	// removal; the queue is severed only after the drain. Do not sleep
+	// through what Poll already says (found by sever stress: a Wait after
+	// Poll had reported EventErr|EventHup slept until its deadline).
+	if f.node.Removed() {
+		return sever.EventErr | sever.EventHup, f.node.errGone
+	}
 	ev, _, err := f.q.Wait(ctx, f.seen.Load())
 	switch {
 	case f.closed.Load():

@@ -342,6 +342,12 @@ func (c *Chip) Edge(offset int, rising bool) error {
 	c.mu.Unlock()
 	now := time.Now()
 	for _, r := range hit {
+		// The request may be closed since the snapshot, and its queue
+		// freed at its last reference: hold one while queueing and
+		// notifying (found by sever stress, seed 21: Notify after Free).
+		if !r.ref.TryGet(c) {
+			continue
+		}
 		r.mu.Lock()
 		r.seq++
 		if len(r.events) < r.max {
@@ -351,6 +357,7 @@ func (c *Chip) Edge(offset int, rising bool) error {
 		}
 		r.mu.Unlock()
 		r.q.Notify(sever.EventIn)
+		r.ref.Put(c)
 	}
 	return nil
 }
