@@ -87,6 +87,7 @@ type Queue struct {
 	idle       chan struct{} // while the gate is closed: closed once no request is admitted; nil while open
 	idleClosed bool
 	stopOnce   sync.Once
+	finishing  sync.Once // a Kill past its deadline hands the rest to a goroutine
 }
 
 const (
@@ -340,8 +341,9 @@ func (q *Queue) Unfreeze() {
 //
 // If ctx is done first — a driver call that does not return — Kill returns
 // an error wrapping ctx.Err() naming the queue, records check.SeverTimeout
-// in the log given WithLog, and the queue stays dying; a later Kill waits
-// again. Kill may be called any number of times, concurrently, and races
+// in the log given WithLog, and the queue stays dying; the rest of the kill
+// goes on in the background, so the workers exit once the stuck call
+// returns, and a later Kill waits again. Kill may be called any number of times, concurrently, and races
 // freely with Freeze and Unfreeze; every call waits for the same drain. It
 // must not be called from inside the driver's QueueRq, which it would wait
 // for.
@@ -352,11 +354,13 @@ func (q *Queue) Kill(ctx context.Context) error {
 	// running. This comes before the drain so that requests still queued
 	// are failed with ErrNoDevice rather than run.
 	if err := q.active.Sever(ctx); err != nil {
+		q.finishLater()
 		return err
 	}
 	// 3. Drain: the workers fail every queued request; wait until no
 	// admitted request is left. Only then is nobody about to send on reqs.
 	if err := q.drain(ctx); err != nil {
+		q.finishLater()
 		return err
 	}
 	// 4. Stop the workers.
@@ -365,6 +369,21 @@ func (q *Queue) Kill(ctx context.Context) error {
 	}
 	q.killed.Store(true)
 	return nil
+}
+
+// finishLater completes a Kill that missed its deadline on a goroutine of
+// its own (accounted for by the log), so the workers exit once the stuck
+// driver call returns even if no later Kill comes. If the call never
+// returns, Quiesce reports that goroutine as left behind.
+func (q *Queue) finishLater() {
+	q.finishing.Do(func() {
+		q.log.Go(q.obj+" kill (after its deadline)", func() {
+			ctx := context.Background()
+			if q.active.Sever(ctx) == nil && q.drain(ctx) == nil && q.stopWorkers(ctx) == nil {
+				q.killed.Store(true)
+			}
+		})
+	})
 }
 
 // refuse begins dying, once: it closes the gate for good and wakes every

@@ -66,10 +66,11 @@ type Machine struct {
 }
 
 type module struct {
-	name  string
-	owner *sever.Owner
-	deps  []*module
-	dir   *kernfs.Node // /module/<name>; nil if it could not be made
+	name      string
+	owner     *sever.Owner
+	deps      []*module
+	dir       *kernfs.Node // /module/<name>; nil if it could not be made
+	unloading int          // Unloads between their dependency check and their end; guarded by Machine.mu
 }
 
 type hook struct {
@@ -164,7 +165,10 @@ func (m *Machine) Insmod(name string, exit func(), deps ...string) (*sever.Owner
 	tag := "module " + name
 	for _, dn := range deps {
 		d := m.findLocked(dn)
-		if d == nil || !d.owner.TryGet(tag) {
+		// A dependency being unloaded is refused like a missing one: an
+		// Unload has checked that nothing depends on it and must not find
+		// a new dependent's pin to wait for.
+		if d == nil || d.unloading > 0 || !d.owner.TryGet(tag) {
 			for _, got := range md.deps {
 				got.owner.Put(tag)
 			}
@@ -276,10 +280,17 @@ func (m *Machine) unload(ctx context.Context, md *module, p sever.Policy) error 
 			users = append(users, o.name)
 		}
 	}
-	m.mu.Unlock()
 	if len(users) > 0 {
+		m.mu.Unlock()
 		return &sever.ObjectError{Object: "module " + name, Err: fmt.Errorf("in use by %s: %w", strings.Join(users, ","), sever.ErrBusy)}
 	}
+	md.unloading++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		md.unloading--
+		m.mu.Unlock()
+	}()
 	if p == sever.UnloadTry {
 		if err := md.owner.Unload(ctx, sever.UnloadTry); err != nil {
 			m.trace.Record(KindStep, "module "+name, "rmmod (try): "+err.Error())
