@@ -13,6 +13,7 @@ import (
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/internal/mutation"
 )
 
 // Cdev is a registered char device: a name under dev/, a number, the
@@ -53,6 +54,9 @@ type Cdev struct {
 	ownMajor    bool
 	unpublished bool
 
+	// Set by Register, read by release, which may run as soon as the hook
+	// or the severable is in place (an unplug during the driver's Probe):
+	// guarded by mu.
 	unsever func() // takes the severable off the device's removal path
 	unhook  func() // takes the unload hook off the owner
 
@@ -112,14 +116,18 @@ func Register(dev *device.Device, cfg Config) (*Cdev, error) {
 		if err != nil {
 			return nil, &sever.ObjectError{Object: obj, Err: fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice)}
 		}
+		c.mu.Lock()
 		c.unhook = unhook
+		c.mu.Unlock()
 	}
 	unsever, err := dev.AddSeverable(obj, device.StageFiles, c.Unregister)
 	if err != nil {
 		c.dropHooks()
 		return nil, &sever.ObjectError{Object: obj, Err: err}
 	}
+	c.mu.Lock()
 	c.unsever = unsever
+	c.mu.Unlock()
 	if err := c.reg.publish(c, cfg.Major); err != nil {
 		c.dropHooks()
 		return nil, err
@@ -128,11 +136,14 @@ func Register(dev *device.Device, cfg Config) (*Cdev, error) {
 }
 
 func (c *Cdev) dropHooks() {
-	if c.unhook != nil {
-		c.unhook()
+	c.mu.Lock()
+	unhook, unsever := c.unhook, c.unsever
+	c.mu.Unlock()
+	if unhook != nil {
+		unhook()
 	}
-	if c.unsever != nil {
-		c.unsever()
+	if unsever != nil {
+		unsever()
 	}
 }
 
@@ -318,6 +329,9 @@ func (c *Cdev) release() {
 	slices.SortFunc(files, func(a, b *File) int { return int(a.id) - int(b.id) })
 	for _, f := range files { // 3
 		f.release()
+		if mutation.FreeWaitQueueEarly { // a planted bug: see package internal/mutation
+			f.q.Free()
+		}
 		f.q.Sever()
 		f.ref.Put(tagOpenList) // the list's reference: the shell may be freed here
 	}

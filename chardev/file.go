@@ -10,6 +10,7 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/internal/mutation"
 )
 
 // File is an open char device: a shell the framework owns. It holds the
@@ -80,6 +81,9 @@ func (f *File) release() {
 	c := f.c
 	if rel := c.ops.Release; rel != nil {
 		c.invoke(siteRelease, func() { rel(&f.call) })
+		if mutation.ReleaseTwice { // a planted bug: see package internal/mutation
+			c.invoke(siteRelease, func() { rel(&f.call) })
+		}
 	}
 	f.pending.Done()
 	if c.owner != nil {

@@ -76,6 +76,7 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/internal/mutation"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -392,6 +393,9 @@ func (m *Server) requestContext(ctx context.Context) (context.Context, func()) {
 // forget is the tree's OnRemove hook: the node no longer resolves, so the
 // kernel must forget its entry.
 func (m *Server) forget(n *kernfs.Node) {
+	if mutation.SkipInvalidation { // a planted bug: see package internal/mutation
+		return
+	}
 	if p := n.Parent(); p != nil {
 		m.invalidate(node{m, p}, n.Name())
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/mutation"
 )
 
 // Remove removes n and everything below it, and returns when no callback
@@ -178,6 +179,9 @@ func (t *Tree) ScheduleCallback(n *Node, fn func()) error {
 	t.mine(n)
 	o := n.owner
 	pin := &struct{ n *Node }{n} // the pin's tag
+	if mutation.ForgetOwnerPin { // a planted bug: see package internal/mutation
+		o = nil
+	}
 	if o != nil && !o.TryGet(pin) {
 		return n.errorf(fmt.Errorf("callback not scheduled: owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
 	}
@@ -187,6 +191,10 @@ func (t *Tree) ScheduleCallback(n *Node, fn func()) error {
 	t.log.Go("kernfs callback for "+n.Path(), func() {
 		defer t.callbackDone()
 		if o == nil {
+			if n.owner != nil { // only with the planted bug: the call is still checked
+				n.owner.Call("kernfs: "+n.Path()+": scheduled callback", fn)
+				return
+			}
 			fn()
 			return
 		}

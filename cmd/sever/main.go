@@ -4,6 +4,8 @@
 //	              machines and print the checker's verdicts
 //	sever mount   serve the standard simulated machine's sys/ and dev/ at a
 //	              directory through FUSE, for real processes
+//	sever stress  run random operations and injected faults from many
+//	              goroutines and check every invariant
 //
 // Run 'sever demo --help' for its flags. The older self-check of the core
 // primitives is still there, unlisted, as 'sever selfcheck'.
@@ -29,6 +31,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return demo(args[1:], stdout, stderr)
 	case "mount":
 		return mountCmd(args[1:], stdout, stderr)
+	case "stress":
+		return stressCmd(args[1:], stdout, stderr)
 	case "selfcheck":
 		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
 		return selfCheck(stdout, verbose)
@@ -50,6 +54,10 @@ commands:
           when every correct variant is clean and every naive one is caught)
   mount   boot the standard simulated machine and serve its sys/ and dev/
           at a directory through FUSE until SIGINT or SIGTERM
+  stress  run a random mix of plugs, unplugs, unloads, file and device
+          operations and injected driver faults from many goroutines on
+          simulated machines, checking every invariant (exit 0 only when
+          nothing is found); replayable by seed
 
 Run 'sever <command> --help' for a command's flags.
 `)

@@ -1,0 +1,90 @@
+package stress
+
+import (
+	"bytes"
+	"context"
+	"testing"
+	"time"
+)
+
+// report logs res and fails t if it found anything.
+func report(t *testing.T, res *Result) {
+	t.Helper()
+	var b bytes.Buffer
+	res.WriteReport(&b)
+	if !res.OK() {
+		t.Fatalf("the stress run found something:\n%s", b.String())
+	}
+	t.Logf("\n%s", b.String())
+}
+
+func TestStressSmoke(t *testing.T) {
+	report(t, Run(context.Background(), Config{Seed: 1, Goroutines: 4, Ops: 20000, RoundOps: 10000}))
+}
+
+// TestStressMillionOps is CI's bounded stress: a million operations from
+// eight goroutines, failing on any finding. Under -race on two cores it
+// takes about half a minute.
+func TestStressMillionOps(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a million operations; run without -short")
+	}
+	report(t, Run(context.Background(), Config{Seed: 1, Goroutines: 8, Ops: 1_000_000}))
+}
+
+// TestSerialReplayIsDeterministic: a round replayed serialized runs the
+// same operations with the same outcomes every time.
+func TestSerialReplayIsDeterministic(t *testing.T) {
+	cfg := Config{Seed: 3, Goroutines: 4, RoundOps: 4000, Replay: true, Round: 2, Serial: true, FaultRate: -1}
+	a := Run(context.Background(), cfg)
+	b := Run(context.Background(), cfg)
+	report(t, a)
+	report(t, b)
+	for k := range a.Counts { // durations differ; outcomes must not
+		a.Counts[k].Max, b.Counts[k].Max = 0, 0
+	}
+	if a.Counts != b.Counts {
+		t.Errorf("two serial replays of one round differ:\n%v\n%v", a.Counts, b.Counts)
+	}
+}
+
+// TestGeneratorIsAFunctionOfSeedRoundWorker: the choice sequence depends
+// on nothing else, and Decode reads back what EncodeOps wrote.
+func TestGeneratorIsAFunctionOfSeedRoundWorker(t *testing.T) {
+	g1, g2, g3 := newGenerator(9, 4, 2, 0.1), newGenerator(9, 4, 2, 0.1), newGenerator(9, 4, 3, 0.1)
+	var a, b, c []Op
+	for range 1000 {
+		a, b, c = append(a, g1.next()), append(b, g2.next()), append(c, g3.next())
+	}
+	if !equalOps(a, b) {
+		t.Fatal("same (seed, round, worker), different operations")
+	}
+	if equalOps(a, c) {
+		t.Fatal("two workers drew the same operations")
+	}
+	if !equalOps(Decode(EncodeOps(a)), a) {
+		t.Fatal("Decode(EncodeOps(ops)) != ops")
+	}
+}
+
+func equalOps(a, b []Op) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// TestWatchdogTimesAreBounded keeps the hang limit above the deadline: a
+// removal past its deadline is a SeverTimeout, recorded before the
+// watchdog would call the run stuck.
+func TestWatchdogTimesAreBounded(t *testing.T) {
+	c := Config{}.withDefaults()
+	if c.hangAfter() <= c.Deadline || c.hangAfter() > 2*time.Minute {
+		t.Fatalf("hang limit %v for deadline %v", c.hangAfter(), c.Deadline)
+	}
+}
