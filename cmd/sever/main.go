@@ -12,6 +12,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -61,4 +62,20 @@ commands:
 
 Run 'sever <command> --help' for a command's flags.
 `)
+}
+
+// parseFlags parses a command's flags. It returns -1 when the command should
+// go on, and otherwise the exit code: 0 after printing the help that -h or
+// --help asked for (to stdout), 2 after a parse error (already reported on
+// fs's output).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) int {
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return 0
+		}
+		return 2
+	}
+	return -1
 }

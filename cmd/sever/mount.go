@@ -95,13 +95,8 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		fmt.Fprint(fs.Output(), mountHelp)
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return 0
-		}
-		return 2
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
 	}
 	if fs.NArg() != 1 {
 		fmt.Fprintln(stderr, "sever mount: want exactly one directory")
