@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/device"
@@ -165,7 +166,10 @@ func (r *AdapterRef) Put() error { return r.h.Close() }
 
 // Client is a device at one address on an adapter's bus.
 type Client struct {
-	dev  *device.Device
+	// dev is set when Register returns, after the client driver's Probe
+	// (which runs inside Register) may already have handed the client to
+	// other goroutines: atomic, so they read nil or the device, never a race.
+	dev  atomic.Pointer[device.Device]
 	addr uint16
 	ref  *AdapterRef
 }
@@ -186,7 +190,7 @@ func (a *Adapter) NewClient(ctx context.Context, name, compatible string, addr u
 		ref.Put()
 		return nil, err
 	}
-	cl.dev = dev
+	cl.dev.Store(dev)
 	return cl, nil
 }
 
@@ -197,7 +201,9 @@ func ClientOf(d *device.Device) *Client {
 }
 
 // Device returns the client's device.
-func (c *Client) Device() *device.Device { return c.dev }
+// It is nil until NewClient has returned: a client driver's Probe uses the
+// device it was given (ClientOf maps it back to the client).
+func (c *Client) Device() *device.Device { return c.dev.Load() }
 
 // Addr returns the client's address.
 func (c *Client) Addr() uint16 { return c.addr }
@@ -211,7 +217,14 @@ func (c *Client) Transfer(ctx context.Context, msgs []Msg) (int, error) {
 	}
 	n, err := c.ref.Transfer(ctx, msgs)
 	if errors.Is(err, sever.ErrClosed) { // the client's reference went with it
-		err = &sever.ObjectError{Object: c.dev.Path(), Err: sever.ErrNoDevice}
+		err = &sever.ObjectError{Object: c.path(), Err: sever.ErrNoDevice}
 	}
 	return n, err
+}
+
+func (c *Client) path() string {
+	if d := c.dev.Load(); d != nil {
+		return d.Path()
+	}
+	return fmt.Sprintf("i2c client 0x%02x", c.addr)
 }

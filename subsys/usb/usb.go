@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/device"
@@ -90,7 +91,10 @@ type Port struct {
 
 // Device is a plugged-in USB device: the hardware, as its driver reaches it.
 type Device struct {
-	dev  *device.Device
+	// dev is set when Register returns, after the driver's Probe (which
+	// runs inside Register) may already have handed u to other goroutines:
+	// atomic, so they read nil or the device, never a race.
+	dev  atomic.Pointer[device.Device]
 	desc Descriptor
 	ctx  context.Context // canceled at unplug: the wire is cut
 	cut  context.CancelFunc
@@ -106,7 +110,7 @@ func FromDevice(d *device.Device) *Device {
 func (u *Device) Descriptor() Descriptor { return u.desc }
 
 // Device returns the device's node in the driver core.
-func (u *Device) Device() *device.Device { return u.dev }
+func (u *Device) Device() *device.Device { return u.dev.Load() }
 
 // IO performs one transfer with the hardware: fn runs with a context that
 // is canceled the moment the device is unplugged. Once unplugged, IO
@@ -133,7 +137,7 @@ func (u *Device) IO(ctx context.Context, fn func(ctx context.Context) error) err
 func (u *Device) Connected() bool { return u.ctx.Err() == nil }
 
 func (u *Device) errGone() error {
-	return &sever.ObjectError{Object: u.dev.Path(), Err: fmt.Errorf("unplugged: %w", sever.ErrNoDevice)}
+	return &sever.ObjectError{Object: u.path(), Err: fmt.Errorf("unplugged: %w", sever.ErrNoDevice)}
 }
 
 // Plug connects a device with desc to the port: it is enumerated as
@@ -161,7 +165,7 @@ func (p *Port) Plug(ctx context.Context, desc Descriptor) (*Device, error) {
 		u.cut()
 		return nil, err
 	}
-	u.dev = dev
+	u.dev.Store(dev)
 	p.d = u
 	return u, nil
 }
@@ -189,5 +193,12 @@ func (p *Port) Unplug(ctx context.Context) error {
 		return nil
 	}
 	u.cut()
-	return u.dev.Unregister(ctx)
+	return u.dev.Load().Unregister(ctx)
+}
+
+func (u *Device) path() string {
+	if d := u.dev.Load(); d != nil {
+		return d.Path()
+	}
+	return fmt.Sprintf("usb device %04x:%04x", u.desc.Vendor, u.desc.Product)
 }
