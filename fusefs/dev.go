@@ -2,7 +2,6 @@ package fusefs
 
 import (
 	"context"
-	"os"
 	"syscall"
 
 	"bazil.org/fuse"
@@ -27,12 +26,7 @@ var (
 	_ bfs.NodeSetattrer       = devDir{}
 )
 
-func (d devDir) Attr(ctx context.Context, a *fuse.Attr) error {
-	a.Valid = attrValid
-	a.Mode = os.ModeDir | 0o755
-	a.Uid, a.Gid = d.m.uid, d.m.gid
-	return nil
-}
+func (d devDir) Attr(ctx context.Context, a *fuse.Attr) error { return d.m.syntheticDirAttr(a) }
 
 // Lookup finds a live char device. Its entry is cached for the mount's
 // entry validity, and invalidated as soon as the device's unregistration

@@ -28,10 +28,15 @@ var (
 	_ bfs.NodeSetattrer       = top{}
 )
 
-func (t top) Attr(ctx context.Context, a *fuse.Attr) error {
+func (t top) Attr(ctx context.Context, a *fuse.Attr) error { return t.m.syntheticDirAttr(a) }
+
+// syntheticDirAttr describes a directory the mount makes itself (the root,
+// dev/): mode 0755, owned by the serving user, unchanging for the mount's
+// life.
+func (m *Server) syntheticDirAttr(a *fuse.Attr) error {
 	a.Valid = attrValid
 	a.Mode = os.ModeDir | 0o755
-	a.Uid, a.Gid = t.m.uid, t.m.gid
+	a.Uid, a.Gid = m.uid, m.gid
 	return nil
 }
 
