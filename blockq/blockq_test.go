@@ -440,11 +440,7 @@ func TestSubmitterWaitingForRoomHonoursContext(t *testing.T) {
 		}
 		close(d.hold)
 		synctest.Wait()
-		for _, ch := range []<-chan error{a, b} {
-			if err := result(t, ch, "Submit"); err != nil {
-				t.Errorf("Submit: %v", err)
-			}
-		}
+		succeeded(t, a, b)
 		kill(t, q, d)
 	})
 }
@@ -497,11 +493,7 @@ func TestFreezePastDeadlineUndoesItself(t *testing.T) {
 		}
 		close(d.hold)
 		synctest.Wait()
-		for _, ch := range []<-chan error{a, b} {
-			if err := result(t, ch, "Submit"); err != nil {
-				t.Errorf("Submit: %v", err)
-			}
-		}
+		succeeded(t, a, b)
 		kill(t, q, d)
 	})
 }
@@ -745,4 +737,14 @@ func TestCheckerCatchesKillThatDoesNotDrain(t *testing.T) {
 			t.Errorf("CallbackAfterSever violations %q; want %q", details, want)
 		}
 	})
+}
+
+// succeeded checks that every Submit behind chs returned nil.
+func succeeded(t *testing.T, chs ...<-chan error) {
+	t.Helper()
+	for _, ch := range chs {
+		if err := result(t, ch, "Submit"); err != nil {
+			t.Errorf("Submit: %v", err)
+		}
+	}
 }
