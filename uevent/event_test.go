@@ -28,8 +28,8 @@ func TestParseRefusesWhatIsNotAUevent(t *testing.T) {
 	for _, msg := range []string{
 		"",
 		"libudev\x00\xfe\xed\xca\xfe",
-		"add@/devices/x\x00DEVPATH=/devices/x\x00",                      // no ACTION
-		"add@/devices/x\x00ACTION=add\x00",                              // no DEVPATH
+		"add@/devices/x\x00DEVPATH=/devices/x\x00",                       // no ACTION
+		"add@/devices/x\x00ACTION=add\x00",                               // no DEVPATH
 		"add@/devices/x\x00ACTION=add\x00DEVPATH=/devices/x\x00SEQNUM=z", // bad SEQNUM
 	} {
 		if _, err := Parse([]byte(msg)); !errors.Is(err, syscall.EINVAL) {

@@ -1,0 +1,261 @@
+package hostdev_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/hostdev"
+)
+
+func openSlave(t *testing.T) (*os.File, *hostdev.File) {
+	t.Helper()
+	m, slave := newPty(t)
+	f, err := hostdev.Open(slave, os.O_RDWR|syscall.O_NOCTTY)
+	if err != nil {
+		m.Close()
+		t.Fatalf("open %s: %v", slave, err)
+	}
+	return m, f
+}
+
+func TestReadReturnsWhatTheDeviceSends(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	defer f.Close()
+	m.Write([]byte("hello"))
+	buf := make([]byte, 16)
+	n, err := f.Read(buf)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("Read = %q, %v; want the bytes the master wrote", buf[:n], err)
+	}
+	if _, err := f.Write([]byte("back")); err != nil {
+		t.Fatalf("Write: %v", err)
+	}
+	n, _ = m.Read(buf)
+	if string(buf[:n]) != "back" {
+		t.Fatalf("the master read %q, want what the handle wrote", buf[:n])
+	}
+}
+
+func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
+	m, f := openSlave(t)
+	defer f.Close()
+	type result struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, err := f.Read(make([]byte, 16))
+		done <- result{err, time.Now()}
+	}()
+	time.Sleep(20 * time.Millisecond) // let it block
+	hungUp := time.Now()
+	m.Close() // the adapter is pulled
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, syscall.ENODEV) {
+			t.Fatalf("a Read blocked when the device went returned %v, want ENODEV", r.err)
+		}
+		if d := r.at.Sub(hungUp); d > 100*time.Millisecond {
+			t.Fatalf("the blocked Read woke %v after the hang-up, want within 100 ms", d)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a Read blocked when the device went is still blocked after 1 s")
+	}
+	select {
+	case <-f.Gone():
+	default:
+		t.Fatal("the kernel's EIO did not sever the handle")
+	}
+}
+
+func TestEveryCallAfterTheDeviceWentReturnsENODEVAtOnce(t *testing.T) {
+	m, f := openSlave(t)
+	defer f.Close()
+	m.Close()
+	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("first Read after hang-up: %v, want ENODEV", err)
+	}
+	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Read: %v, want ENODEV", err)
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Write: %v, want ENODEV", err)
+	}
+	if err := f.Control(func(uintptr) error { t.Error("Control ran fn on a severed handle"); return nil }); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Control: %v, want ENODEV", err)
+	}
+	if ev, err := f.Poll(context.Background(), sever.EventIn); ev != sever.EventErr|sever.EventHup || !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Poll: %v, %v; want ERR|HUP and ENODEV", ev, err)
+	}
+	if err := f.SetReadDeadline(time.Now().Add(time.Hour)); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("SetReadDeadline: %v, want ENODEV (the sever's wake-up cannot be lifted)", err)
+	}
+	if err := f.Err(); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Err: %v, want ENODEV", err)
+	}
+}
+
+func TestPollBlockedAtHangupWakesWithErrHup(t *testing.T) {
+	m, f := openSlave(t)
+	defer f.Close()
+	type result struct {
+		ev  sever.Events
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ev, err := f.Poll(context.Background(), sever.EventIn)
+		done <- result{ev, err}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	m.Close()
+	select {
+	case r := <-done:
+		if r.ev != sever.EventErr|sever.EventHup || !errors.Is(r.err, syscall.ENODEV) {
+			t.Fatalf("a Poll blocked at hang-up returned %v, %v; want ERR|HUP and ENODEV", r.ev, r.err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a Poll blocked when the device went is still blocked after 1 s")
+	}
+}
+
+func TestPollReportsReadiness(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	defer f.Close()
+	if ev, err := f.Poll(context.Background(), sever.EventOut); ev != sever.EventOut || err != nil {
+		t.Fatalf("Poll(OUT) on an idle tty = %v, %v; want OUT", ev, err)
+	}
+	m.Write([]byte("x"))
+	if ev, err := f.Poll(context.Background(), sever.EventIn); ev != sever.EventIn || err != nil {
+		t.Fatalf("Poll(IN) with a byte waiting = %v, %v; want IN", ev, err)
+	}
+}
+
+func TestPollHonorsContext(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	defer f.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	ev, err := f.Poll(ctx, sever.EventIn)
+	if ev != 0 || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Poll with nothing to read and a 20 ms context = %v, %v; want 0, deadline exceeded", ev, err)
+	}
+	if f.Err() != nil {
+		t.Fatalf("a cancelled Poll severed the handle: %v", f.Err())
+	}
+}
+
+func TestPollRefusesBadMask(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	defer f.Close()
+	for _, want := range []sever.Events{0, sever.EventErr, sever.EventIn | 0x100} {
+		if _, err := f.Poll(context.Background(), want); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("Poll(%v) = %v, want EINVAL", want, err)
+		}
+	}
+	if f.Err() != nil {
+		t.Fatalf("a refused Poll changed the handle: %v", f.Err())
+	}
+}
+
+func TestCloseWakesBlockedCallsFromAnotherGoroutine(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	readErr := make(chan error, 1)
+	pollErr := make(chan error, 1)
+	go func() { _, err := f.Read(make([]byte, 1)); readErr <- err }()
+	go func() { _, err := f.Poll(context.Background(), sever.EventIn); pollErr <- err }()
+	time.Sleep(20 * time.Millisecond)
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	for name, c := range map[string]chan error{"Close": closed, "Read": readErr, "Poll": pollErr} {
+		select {
+		case err := <-c:
+			if name == "Close" && err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if name != "Close" && !errors.Is(err, syscall.EBADF) {
+				t.Errorf("%s woken by Close returned %v, want EBADF", name, err)
+			}
+		case <-time.After(time.Second):
+			t.Fatalf("%s still blocked 1 s after Close", name)
+		}
+	}
+	if err := f.Close(); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("second Close = %v, want EBADF", err)
+	}
+}
+
+func TestCloseFromOnGoneReturns(t *testing.T) {
+	m, f := openSlave(t)
+	closed := make(chan error, 1)
+	f.OnGone(func() { closed <- f.Close() })
+	m.Close()
+	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, syscall.EBADF) && !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("Read at hang-up: %v", err)
+	}
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close from the handle's own OnGone callback: %v", err)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("Close called from the handle's own OnGone callback did not return")
+	}
+}
+
+func TestOnGoneDoesNotRunForClose(t *testing.T) {
+	m, f := openSlave(t)
+	defer m.Close()
+	ran := false
+	f.OnGone(func() { ran = true })
+	f.Close()
+	if ran {
+		t.Fatal("OnGone ran for a Close, not for the device's going")
+	}
+}
+
+func TestDescriptorClosedExactlyOnce(t *testing.T) {
+	before := fdCount(t)
+	m, f := openSlave(t)
+	m.Close()
+	f.Read(make([]byte, 1)) // severs, closes the slave's descriptor and the eventfd
+	if n := fdCount(t); n != before {
+		t.Fatalf("%d descriptors open after the sever, %d before the pty: the sever did not close what the handle held", n, before)
+	}
+	// A descriptor opened now may get the number the handle had; a second
+	// close by the handle would close it.
+	other, err := os.Open("/dev/null")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	f.Close()
+	if _, err := other.Stat(); err != nil {
+		t.Fatalf("Close of the severed handle closed a descriptor it no longer owned: %v", err)
+	}
+	if n := fdCount(t); n != before+1 {
+		t.Fatalf("%d descriptors open, want %d", n, before+1)
+	}
+}
+
+func TestNewFileRefusesRegularFile(t *testing.T) {
+	p := t.TempDir() + "/plain"
+	os.WriteFile(p, nil, 0o600)
+	if _, err := hostdev.Open(p, os.O_RDONLY); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("Open of a regular file = %v, want EINVAL", err)
+	}
+	if _, err := hostdev.NewFile(-1, "bad"); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("NewFile(-1) = %v, want EINVAL", err)
+	}
+}
