@@ -1,0 +1,260 @@
+package hostdev_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"runtime"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/hostdev"
+)
+
+func newHost(t testing.TB, subsystems ...string) (*hostdev.Host, *device.Core) {
+	t.Helper()
+	core := device.NewCore("host", nil)
+	h, err := hostdev.New(context.Background(), hostdev.Config{Core: core, Subsystems: subsystems})
+	if err != nil {
+		t.Skipf("cannot watch the host's devices here: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := h.Close(context.Background()); err != nil {
+			t.Errorf("Host.Close: %v", err)
+		}
+		core.Shutdown(context.Background())
+	})
+	return h, core
+}
+
+func wait(t testing.TB, h *hostdev.Host, k hostdev.Key) *hostdev.Device {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	d, err := h.Wait(ctx, k)
+	if err != nil {
+		t.Fatalf("waiting for %v: %v", k, err)
+	}
+	return d
+}
+
+func byName(name string) hostdev.Key {
+	return hostdev.Key{Subsystem: "net", Props: map[string]string{"INTERFACE": name}}
+}
+
+func TestHostMirrorsDevicesPresentAtStart(t *testing.T) {
+	h, core := newHost(t, "net")
+	d, err := h.Find(hostdev.Key{Devpath: "/devices/virtual/net/lo"})
+	if err != nil {
+		t.Fatalf("the loopback interface, present at New, is not found: %v", err)
+	}
+	if d.Device().Bus() != h.Bus() || d.Subsystem() != "net" {
+		t.Fatalf("lo mirrored as %v on bus %v", d, d.Device().Bus())
+	}
+	f, err := core.Sysfs().Open(d.Device().Path()+"/INTERFACE", os.O_RDONLY)
+	if err != nil {
+		t.Fatalf("the mirrored device has no INTERFACE attribute: %v", err)
+	}
+	defer f.Close()
+	b, _ := io.ReadAll(f)
+	if string(b) != "lo\n" {
+		t.Fatalf("INTERFACE reads %q, want \"lo\\n\"", b)
+	}
+	for _, d := range h.Devices() {
+		if d.Subsystem() != "net" {
+			t.Fatalf("%v mirrored by a Host told to mirror net only", d)
+		}
+	}
+}
+
+func TestHostRefusesBadInput(t *testing.T) {
+	if _, err := hostdev.New(context.Background(), hostdev.Config{}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("New without Core = %v, want EINVAL", err)
+	}
+	h, _ := newHost(t, "net")
+	if _, err := h.Find(hostdev.Key{}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("Find of an empty Key = %v, want EINVAL", err)
+	}
+	if _, err := h.Find(hostdev.Key{Attrs: map[string]string{"../x": "1"}}); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("Find of a Key with attribute ../x = %v, want EINVAL", err)
+	}
+	if _, err := h.Find(hostdev.Key{Devpath: "/devices/none"}); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Find of an absent device = %v, want ENOENT", err)
+	}
+}
+
+func TestTapRemovalSeversBlockedReadThroughTheDriverCore(t *testing.T) {
+	needTun(t)
+	h, _ := newHost(t, "net")
+	name := tapName("r", 0)
+	createTap(t, name)
+	d := wait(t, h, byName(name))
+	f, err := h.Open(d, attachTap)
+	if err != nil {
+		t.Fatalf("Open %v: %v", d, err)
+	}
+	defer f.Close()
+	type result struct {
+		err error
+		at  time.Time
+	}
+	done := make(chan result, 1)
+	go func() {
+		_, err := f.Read(make([]byte, 2048))
+		done <- result{err, time.Now()}
+	}()
+	time.Sleep(20 * time.Millisecond)
+	gone := time.Now()
+	deleteLink(t, d.Prop("IFINDEX"))
+	select {
+	case r := <-done:
+		if !errors.Is(r.err, syscall.ENODEV) {
+			t.Fatalf("a Read blocked when the tap went returned %v, want ENODEV", r.err)
+		}
+		if dt := r.at.Sub(gone); dt > 100*time.Millisecond {
+			t.Fatalf("the blocked Read woke %v after the tap was deleted, want within 100 ms", dt)
+		}
+	case <-time.After(time.Second):
+		t.Fatal("a Read blocked when the tap went is still blocked after 1 s")
+	}
+	select {
+	case <-d.Gone():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the remove uevent did not unregister the mirrored device")
+	}
+	if _, err := h.Find(byName(name)); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Find after removal = %v, want ENOENT", err)
+	}
+	for _, x := range h.Bus().Devices() {
+		if x == d.Device() {
+			t.Fatal("the removed tap is still on the Host's bus")
+		}
+	}
+}
+
+func TestReplugUnderNewNameIsFoundByStableKey(t *testing.T) {
+	needTun(t)
+	h, _ := newHost(t, "net")
+	mac := [6]byte{0x02, 0x5e, 0x7e, byte(os.Getpid() >> 16), byte(os.Getpid() >> 8), byte(os.Getpid())}
+	key := hostdev.Key{Subsystem: "net", Attrs: map[string]string{"address": "02:5e:7e:" +
+		hex2(mac[3]) + ":" + hex2(mac[4]) + ":" + hex2(mac[5])}}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+
+	first, second := tapName("a", 0), tapName("b", 0)
+	createTap(t, first)
+	setMAC(t, first, mac)
+	old, err := h.OpenKey(ctx, key, attachTap)
+	if err != nil {
+		t.Fatalf("OpenKey %v with %s present: %v", key, first, err)
+	}
+	defer old.Close()
+	d1 := wait(t, h, byName(first))
+	deleteLink(t, d1.Prop("IFINDEX")) // unplugged
+	<-d1.Gone()
+
+	createTap(t, second) // plugged again, under another name
+	setMAC(t, second, mac)
+	fresh, err := h.OpenKey(ctx, key, attachTap)
+	if err != nil {
+		t.Fatalf("OpenKey %v after the re-plug as %s: %v", key, second, err)
+	}
+	defer fresh.Close()
+	d2, err := h.Find(key)
+	if err != nil || d2.Prop("INTERFACE") != second {
+		t.Fatalf("the key finds %v, %v; want the device re-plugged as %s", d2, err, second)
+	}
+	if err := fresh.Control(func(uintptr) error { return nil }); err != nil {
+		t.Fatalf("the fresh handle does not work: %v", err)
+	}
+	if _, err := old.Write(make([]byte, 60)); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("the old handle's Write = %v, want ENODEV: it must stay a shell", err)
+	}
+	deleteLink(t, d2.Prop("IFINDEX"))
+	<-d2.Gone()
+}
+
+func hex2(b byte) string {
+	const digits = "0123456789abcdef"
+	return string([]byte{digits[b>>4], digits[b&15]})
+}
+
+func TestHostCloseSeversHandles(t *testing.T) {
+	needTun(t)
+	core := device.NewCore("host", nil)
+	defer core.Shutdown(context.Background())
+	h, err := hostdev.New(context.Background(), hostdev.Config{Core: core, Subsystems: []string{"net"}})
+	if err != nil {
+		t.Skipf("cannot watch the host's devices here: %v", err)
+	}
+	name := tapName("c", 0)
+	createTap(t, name)
+	d := wait(t, h, byName(name))
+	defer deleteLink(t, d.Prop("IFINDEX"))
+	f, err := h.Open(d, attachTap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := h.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Err(); !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("after Host.Close the handle's Err is %v, want ENODEV", err)
+	}
+	if _, err := h.Wait(context.Background(), byName(name)); !errors.Is(err, syscall.EBADF) {
+		t.Fatalf("Wait on a closed Host = %v, want EBADF", err)
+	}
+}
+
+func TestThousandTapCyclesLeaveNothingBehind(t *testing.T) {
+	needTun(t)
+	cycles := 1000
+	if testing.Short() {
+		cycles = 50
+	}
+	h, _ := newHost(t, "net")
+	devsBefore, busBefore := len(h.Devices()), len(h.Bus().Devices())
+	fdsBefore, gBefore := fdCount(t), runtime.NumGoroutine()
+	for i := range cycles {
+		name := tapName("x", i)
+		createTap(t, name)
+		d := wait(t, h, byName(name))
+		f, err := h.Open(d, attachTap)
+		if err != nil {
+			t.Fatalf("cycle %d: Open %s: %v", i, name, err)
+		}
+		deleteLink(t, d.Prop("IFINDEX"))
+		select {
+		case <-f.Gone():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("cycle %d: the handle on %s did not sever when it was deleted", i, name)
+		}
+		if _, err := f.Write(make([]byte, 60)); !errors.Is(err, syscall.ENODEV) {
+			t.Fatalf("cycle %d: Write on the severed handle = %v, want ENODEV", i, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatalf("cycle %d: Close: %v", i, err)
+		}
+		<-d.Gone()
+	}
+	if n := len(h.Devices()); n != devsBefore {
+		t.Errorf("the Host knows %d devices after the cycles, %d before", n, devsBefore)
+	}
+	if n := len(h.Bus().Devices()); n != busBefore {
+		t.Errorf("the bus has %d devices after the cycles, %d before", n, busBefore)
+	}
+	if n := fdCount(t); n != fdsBefore {
+		t.Errorf("%d descriptors open after %d cycles, %d before", n, cycles, fdsBefore)
+	}
+	deadline := time.Now().Add(time.Second)
+	for runtime.NumGoroutine() > gBefore && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > gBefore {
+		t.Errorf("%d goroutines after %d cycles, %d before", n, cycles, gBefore)
+	}
+}
