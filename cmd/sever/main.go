@@ -6,6 +6,7 @@
 //	              directory through FUSE, for real processes
 //	sever stress  run random operations and injected faults from many
 //	              goroutines and check every invariant
+//	sever watch   print the host's device events (uevents) as JSON lines
 //
 // Run 'sever demo --help' for its flags. The older self-check of the core
 // primitives is still there, unlisted, as 'sever selfcheck'.
@@ -34,6 +35,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return mountCmd(args[1:], stdout, stderr)
 	case "stress":
 		return stressCmd(args[1:], stdout, stderr)
+	case "watch":
+		return watchCmd(args[1:], stdout, stderr)
 	case "selfcheck":
 		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
 		return selfCheck(stdout, verbose)
@@ -59,6 +62,7 @@ commands:
           operations and injected driver faults from many goroutines on
           simulated machines, checking every invariant (exit 0 only when
           nothing is found); replayable by seed
+  watch   print the host's real device events as JSON lines until SIGINT
 
 Run 'sever <command> --help' for a command's flags.
 `)

@@ -1,0 +1,74 @@
+package hostdev_test
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/sever-dev/sever/hostdev"
+)
+
+// plugSerial plugs in a "USB serial adapter": a pseudo-terminal pair whose
+// slave is the port a program opens and whose master is the adapter's far
+// end. Closing the master is a real hang-up of the port, as pulling the
+// adapter is.
+func plugSerial() (far *os.File, port string) {
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		panic(err)
+	}
+	unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0)
+	n, _ := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	return m, fmt.Sprintf("/dev/pts/%d", n)
+}
+
+// A serial reader that survives the adapter being pulled and plugged back
+// in under another name. The reader opens whatever port the adapter is on
+// now — a real program asks a Host with OpenKey and a Key holding the
+// adapter's serial number — and reads until the port goes: then its Read
+// returns ENODEV (not a hang, not an empty read), it closes the shell and
+// opens the port again.
+func Example_serialReader() {
+	ports := make(chan string) // where the adapter is now
+	lines := make(chan string) // what the reader read, for the far end to pace itself
+	done := make(chan struct{})
+
+	go func() { // the reader
+		defer close(done)
+		for port := range ports {
+			f, err := hostdev.Open(port, os.O_RDWR|syscall.O_NOCTTY)
+			if err != nil {
+				fmt.Println("open:", err)
+				return
+			}
+			buf := make([]byte, 64)
+			for {
+				n, err := f.Read(buf)
+				if errors.Is(err, syscall.ENODEV) {
+					fmt.Println("adapter gone; waiting for it to come back")
+					break
+				}
+				lines <- string(buf[:n])
+			}
+			f.Close()
+		}
+	}()
+
+	for _, msg := range []string{"hello\n", "again\n"} { // the adapter, plugged twice
+		far, port := plugSerial()
+		ports <- port
+		far.Write([]byte(msg))
+		fmt.Printf("read %q\n", <-lines)
+		far.Close() // pulled
+	}
+	close(ports)
+	<-done
+	// Output:
+	// read "hello\n"
+	// adapter gone; waiting for it to come back
+	// read "again\n"
+	// adapter gone; waiting for it to come back
+}
