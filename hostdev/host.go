@@ -314,13 +314,13 @@ type OpenFunc func(d *Device) (fd int, err error)
 
 // DevNode returns an OpenFunc that opens the device's node, /dev/<DEVNAME>,
 // with flag (as for os.OpenFile; O_NONBLOCK and O_CLOEXEC are added). A
-// device without DEVNAME fails to open with an error wrapping
-// sever.ErrNotExist.
+// device without DEVNAME (a network interface) fails to open with an error
+// wrapping sever.ErrInvalid.
 func DevNode(flag int) OpenFunc {
 	return func(d *Device) (int, error) {
 		name := d.Devname()
 		if name == "" {
-			return -1, fmt.Errorf("hostdev: %s has no device node: %w", d.Devpath(), sever.ErrNotExist)
+			return -1, fmt.Errorf("hostdev: %s has no device node: %w", d.Devpath(), sever.ErrInvalid)
 		}
 		fd, err := unix.Open("/dev/"+name, flag|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 		if err != nil {
@@ -367,7 +367,11 @@ func (h *Host) Open(d *Device, open OpenFunc) (*File, error) {
 
 // OpenKey waits for a device matching k (see Wait) and opens it (see
 // Open). A consumer whose device went calls it again to get a fresh handle
-// on the device when it comes back, under whatever name.
+// on the device when it comes back, under whatever name. If the open fails
+// because the device is going (ENOENT, ENODEV, ENXIO, EIO, EBADFD) — its
+// handle severed on the kernel's word before its remove uevent arrived —
+// OpenKey waits for the removal and then for the next matching device;
+// if ctx ends first it returns that open error.
 func (h *Host) OpenKey(ctx context.Context, k Key, open OpenFunc) (*File, error) {
 	for {
 		d, err := h.Wait(ctx, k)
@@ -375,10 +379,17 @@ func (h *Host) OpenKey(ctx context.Context, k Key, open OpenFunc) (*File, error)
 			return nil, err
 		}
 		f, err := h.Open(d, open)
-		if errors.Is(err, sever.ErrNoDevice) {
-			continue // it went between Wait and Open: wait for the next
+		if err == nil || !goneErrno(err) && !errors.Is(err, unix.ENOENT) {
+			return f, err
 		}
-		return f, err
+		// Gone between Wait and Open: its node was removed, or the kernel
+		// refused it, before its remove uevent reached us. Wait for that,
+		// then for the next device matching k.
+		select {
+		case <-d.Gone():
+		case <-ctx.Done():
+			return nil, err
+		}
 	}
 }
 

@@ -258,3 +258,49 @@ func TestThousandTapCyclesLeaveNothingBehind(t *testing.T) {
 		t.Errorf("%d goroutines after %d cycles, %d before", n, cycles, gBefore)
 	}
 }
+
+func TestOpenKeyWaitsOutADeviceGoingAndOpensTheNext(t *testing.T) {
+	needTun(t)
+	h, _ := newHost(t, "net")
+	name := tapName("k", 0)
+	createTap(t, name)
+	first := wait(t, h, byName(name))
+	calls := 0
+	replugged := make(chan struct{})
+	open := func(d *hostdev.Device) (int, error) {
+		calls++
+		if calls == 1 {
+			// The device goes between Wait and Open; the open fails as
+			// the kernel would fail it. It comes back under the same key.
+			deleteLink(t, d.Prop("IFINDEX"))
+			go func() {
+				<-first.Gone()
+				createTap(t, name)
+				close(replugged)
+			}()
+			return -1, syscall.ENOENT
+		}
+		return attachTap(d)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	f, err := h.OpenKey(ctx, byName(name), open)
+	<-replugged
+	if err != nil {
+		t.Fatalf("OpenKey after the device went mid-open: %v, want a handle on the re-plugged one", err)
+	}
+	defer f.Close()
+	d, _ := h.Find(byName(name))
+	if d == first || calls != 2 {
+		t.Fatalf("OpenKey opened %v after %d opens; want the new device, on the second open", d, calls)
+	}
+	deleteLink(t, d.Prop("IFINDEX"))
+	<-d.Gone()
+}
+
+func TestDevNodeOfAnInterfaceIsInvalid(t *testing.T) {
+	h, _ := newHost(t, "net")
+	if _, err := h.OpenKey(context.Background(), hostdev.Key{Devpath: "/devices/virtual/net/lo"}, hostdev.DevNode(os.O_RDWR)); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("OpenKey of lo with DevNode = %v, want EINVAL at once", err)
+	}
+}

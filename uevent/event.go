@@ -7,7 +7,6 @@ package uevent
 import (
 	"bytes"
 	"fmt"
-	"maps"
 	"strconv"
 	"strings"
 
@@ -109,10 +108,4 @@ func (e *Event) fill() error {
 		e.Seqnum = n
 	}
 	return nil
-}
-
-// clone returns e with its own Props.
-func (e Event) clone() Event {
-	e.Props = maps.Clone(e.Props)
-	return e
 }
