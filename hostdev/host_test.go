@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"runtime"
 	"syscall"
 	"testing"
@@ -302,5 +303,38 @@ func TestDevNodeOfAnInterfaceIsInvalid(t *testing.T) {
 	h, _ := newHost(t, "net")
 	if _, err := h.OpenKey(context.Background(), hostdev.Key{Devpath: "/devices/virtual/net/lo"}, hostdev.DevNode(os.O_RDWR)); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("OpenKey of lo with DevNode = %v, want EINVAL at once", err)
+	}
+}
+
+func TestVethPairComesAndGoesOnTheBus(t *testing.T) {
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Skip("needs ip from iproute2 to make veth pairs (apt-get install iproute2)")
+	}
+	needTun(t) // the same privilege: CAP_NET_ADMIN
+	h, core := newHost(t, "net")
+	a, b := tapName("va", 0), tapName("vb", 0)
+	if out, err := exec.Command(ip, "link", "add", a, "type", "veth", "peer", "name", b).CombinedOutput(); err != nil {
+		t.Skipf("the kernel refused a veth pair (no veth module?): %v: %s", err, out)
+	}
+	da, db := wait(t, h, byName(a)), wait(t, h, byName(b))
+	f, err := core.Sysfs().Open(da.Device().Path()+"/IFINDEX", os.O_RDONLY)
+	if err != nil {
+		t.Fatalf("the mirrored veth end has no IFINDEX attribute: %v", err)
+	}
+	got, _ := io.ReadAll(f)
+	f.Close()
+	if string(got) != da.Prop("IFINDEX")+"\n" {
+		t.Fatalf("IFINDEX reads %q, want %q", got, da.Prop("IFINDEX"))
+	}
+	if out, err := exec.Command(ip, "link", "del", a).CombinedOutput(); err != nil {
+		t.Fatalf("ip link del %s: %v: %s", a, err, out)
+	}
+	for _, d := range []*hostdev.Device{da, db} { // deleting one end deletes both
+		select {
+		case <-d.Gone():
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%v still on the bus 5 s after the pair was deleted", d)
+		}
 	}
 }
