@@ -1,6 +1,7 @@
 package hostdev_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/sever-dev/sever/device"
 	"github.com/sever-dev/sever/hostdev"
 )
 
@@ -71,4 +73,34 @@ func Example_serialReader() {
 	// adapter gone; waiting for it to come back
 	// read "again\n"
 	// adapter gone; waiting for it to come back
+}
+
+// A reader of a USB serial adapter, known by its serial number, that
+// follows it from ttyUSB0 to ttyUSB1 and back across unplugs. (Not run:
+// it needs the adapter.)
+func ExampleHost_OpenKey() {
+	ctx := context.Background()
+	core := device.NewCore("host", nil)
+	h, err := hostdev.New(ctx, hostdev.Config{Core: core, Subsystems: []string{"tty"}})
+	if err != nil {
+		panic(err)
+	}
+	defer h.Close(ctx)
+	key := hostdev.Key{Subsystem: "tty", Attrs: map[string]string{"serial": "A6008isP"}}
+	buf := make([]byte, 256)
+	for {
+		f, err := h.OpenKey(ctx, key, hostdev.DevNode(os.O_RDWR|syscall.O_NOCTTY))
+		if err != nil {
+			return // ctx is done
+		}
+		f.OnGone(func() { fmt.Println("unplugged") })
+		for {
+			n, err := f.Read(buf)
+			if err != nil {
+				break // ENODEV: the adapter went
+			}
+			fmt.Printf("%q\n", buf[:n])
+		}
+		f.Close()
+	}
 }

@@ -451,6 +451,7 @@ func (d *Device) Device() *device.Device { return d.dev }
 // finished: every handle opened on it with Host.Open is severed.
 func (d *Device) Gone() <-chan struct{} { return d.dev.Removed() }
 
+// String names d by subsystem and devpath: "net:/devices/virtual/net/tap0".
 func (d *Device) String() string { return d.Subsystem() + ":" + d.Devpath() }
 
 func (d *Device) event() uevent.Event {

@@ -36,6 +36,7 @@ type Key struct {
 	Attrs map[string]string
 }
 
+// String lists k's fields that are set: "{subsystem=tty ATTRS{serial}=A6008isP}".
 func (k Key) String() string {
 	var parts []string
 	if k.Subsystem != "" {

@@ -61,6 +61,7 @@ func (e Event) Sysname() string {
 	return e.Devpath[strings.LastIndexByte(e.Devpath, '/')+1:]
 }
 
+// String is "SEQNUM ACTION DEVPATH (SUBSYSTEM)", or a resync's reason and size.
 func (e Event) String() string {
 	if e.Action == ActionResync {
 		return fmt.Sprintf("resync (%s) of %d devices", e.Reason, len(e.Snapshot))
