@@ -216,3 +216,38 @@ func TestListenRefusesNegativeSizes(t *testing.T) {
 		t.Fatalf("Listen with QueueLen -1 = %v, want EINVAL", err)
 	}
 }
+
+// The kernel's own ENOBUFS: the reader is held back while loop devices
+// come and go, the socket's buffer (made as small as the kernel allows)
+// overflows, the kernel drops events and says so on the next receive.
+func TestWatcherKernelENOBUFSResyncs(t *testing.T) {
+	hold := make(chan struct{})
+	held := false
+	w, err := listen(Config{RcvBuf: 1}, func(recv func([]byte) (int, error)) func([]byte) (int, error) {
+		return func(buf []byte) (int, error) {
+			if !held {
+				held = true
+				<-hold
+			}
+			return recv(buf)
+		}
+	})
+	if err != nil {
+		t.Skipf("no uevent socket here: %v", err)
+	}
+	defer w.Close()
+	if ev, _ := w.Next(context.Background()); ev.Reason != ReasonStart {
+		t.Fatalf("first event %v", ev)
+	}
+	for range 10 {
+		_, remove := loopDevice(t)
+		if err := remove(); err != nil {
+			t.Fatalf("LOOP_CTL_REMOVE: %v", err)
+		}
+	}
+	close(hold)
+	ev := next(t, w, func(ev Event) bool { return ev.Action == ActionResync })
+	if ev.Reason != ReasonENOBUFS {
+		t.Fatalf("after the kernel dropped events the consumer got %v, want a resync (enobufs)", ev)
+	}
+}
