@@ -338,3 +338,31 @@ func TestVethPairComesAndGoesOnTheBus(t *testing.T) {
 		}
 	}
 }
+
+func TestCloseFromOnGoneOnTheRemovalPathReturns(t *testing.T) {
+	needTun(t)
+	h, _ := newHost(t, "net")
+	name := tapName("g", 0)
+	createTap(t, name)
+	d := wait(t, h, byName(name))
+	f, err := h.Open(d, attachTap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	f.OnGone(func() { closed <- f.Close() }) // runs on the Host's event goroutine, inside Unregister
+	deleteLink(t, d.Prop("IFINDEX"))
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close from OnGone: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close called from OnGone on the device's removal path did not return")
+	}
+	select {
+	case <-d.Gone():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the removal path did not finish after OnGone closed the handle")
+	}
+}
