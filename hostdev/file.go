@@ -269,9 +269,25 @@ func (h *File) Poll(ctx context.Context, want sever.Events) (sever.Events, error
 			h.a.Exit(&t)
 			return 0, fmt.Errorf("hostdev: %s: eventfd: %w", h.name, err)
 		}
-		defer unix.Close(cfd)
-		stop := context.AfterFunc(ctx, func() { unix.Write(cfd, []byte{1, 0, 0, 0, 0, 0, 0, 0}) })
-		defer stop()
+		// The AfterFunc may already be running when Poll returns: it must
+		// not write to cfd's number after Poll closed it (and someone else
+		// reused it).
+		var cmu sync.Mutex
+		cdone := false
+		stop := context.AfterFunc(ctx, func() {
+			cmu.Lock()
+			defer cmu.Unlock()
+			if !cdone {
+				unix.Write(cfd, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+			}
+		})
+		defer func() {
+			stop()
+			cmu.Lock()
+			cdone = true
+			unix.Close(cfd)
+			cmu.Unlock()
+		}()
 		fds = append(fds, unix.PollFd{Fd: int32(cfd), Events: unix.POLLIN})
 	}
 	var got sever.Events

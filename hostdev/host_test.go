@@ -281,12 +281,14 @@ func TestOpenKeyWaitsOutADeviceGoingAndOpensTheNext(t *testing.T) {
 			}()
 			return -1, syscall.ENOENT
 		}
+		// The new tap's add uevent comes from inside TUNSETIFF, before
+		// createTap let go of it; attaching before then is EBUSY.
+		<-replugged
 		return attachTap(d)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	f, err := h.OpenKey(ctx, byName(name), open)
-	<-replugged
 	if err != nil {
 		t.Fatalf("OpenKey after the device went mid-open: %v, want a handle on the re-plugged one", err)
 	}
