@@ -32,7 +32,10 @@ type Key struct {
 	// in udev's ATTRS{}: {"serial": "A6008isP"} finds a USB serial
 	// adapter's tty by its USB device's serial number, {"address":
 	// "02:00:00:00:00:01"} a network interface by its MAC address. Values
-	// are compared after trimming one trailing newline.
+	// are compared after trimming one trailing newline. They are read from
+	// sysfs when Find or Wait looks — at the call, and in Wait after each
+	// event — so a value set after the device's add uevent is seen at the
+	// next call or event, not at the moment it is written.
 	Attrs map[string]string
 }
 
