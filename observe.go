@@ -106,7 +106,8 @@ type Event struct {
 	Object string
 	// State is the state entered, named as in the type's doc diagram
 	// ("live", "severing", "severed", "going", "gone", "released",
-	// "freed"); "" for instants.
+	// "freed"); "" for instants, except that an EventNote may carry the
+	// note's kind as the layer above names it ("step", "entered").
 	State string
 	// N is the count of EventSevering and EventSevered; 0 otherwise.
 	N int
