@@ -44,6 +44,7 @@ type Span struct {
 type Mark struct {
 	Kind   sever.EventKind
 	T      time.Duration
+	Note   string // an EventNote's kind, as the layer above names it ("step", "entered")
 	Detail string
 }
 
@@ -120,7 +121,7 @@ func Build(recs []Record) *Timeline {
 					l = notes
 				}
 			}
-			l.Marks = append(l.Marks, Mark{Kind: e.Kind, T: r.T, Detail: markText(e)})
+			l.Marks = append(l.Marks, Mark{Kind: e.Kind, T: r.T, Note: e.State, Detail: markText(e)})
 			continue
 		}
 		l := lane(e)
@@ -149,7 +150,7 @@ func Build(recs []Record) *Timeline {
 				caused = append(caused, cause{l, r.T, e.Cause})
 			}
 		default:
-			l.Marks = append(l.Marks, Mark{Kind: e.Kind, T: r.T, Detail: markText(e)})
+			l.Marks = append(l.Marks, Mark{Kind: e.Kind, T: r.T, Note: e.State, Detail: markText(e)})
 		}
 	}
 	for _, l := range tl.Lanes {

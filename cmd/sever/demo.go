@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/lifepage"
 	"github.com/sever-dev/sever/lifetrace"
 	"github.com/sever-dev/sever/scenario"
 	"github.com/sever-dev/sever/sim"
@@ -389,4 +390,33 @@ func writeFile(path string, stdout io.Writer, label string, write func(io.Writer
 	return nil
 }
 
-func writeHTML(string, io.Writer, []*row) error { return fmt.Errorf("--html: not built yet") }
+// writeHTML writes the first run of every row as one page, a section per
+// scenario with its variants side by side.
+func writeHTML(path string, stdout io.Writer, rows []*row) error {
+	var secs []lifepage.Section
+	for _, r := range rows {
+		if r.rec == nil {
+			continue
+		}
+		if len(secs) == 0 || secs[len(secs)-1].Name != r.sc.Name {
+			secs = append(secs, lifepage.Section{Name: r.sc.Name, Title: r.sc.Title, Doc: "seed " + r.sc.Doc})
+		}
+		run := lifepage.Run{
+			Label:   fmt.Sprintf("%s, seed %d", r.variant, r.first.Seed),
+			Verdict: r.first.Verdict(),
+			Caught:  len(r.first.Violations) > 0,
+			Records: r.rec.Records(),
+		}
+		if len(r.first.Violations) > 0 {
+			run.Verdict += ": " + scenario.ClassList(r.first.Summary)
+		}
+		if r.variant == scenario.Naive {
+			run.Note = r.sc.Bug
+		}
+		s := &secs[len(secs)-1]
+		s.Runs = append(s.Runs, run)
+	}
+	return writeFile(path, stdout, "html", func(w io.Writer) error {
+		return lifepage.Write(w, "sever demo: lifetimes of each scenario, correct and naive", secs)
+	})
+}
