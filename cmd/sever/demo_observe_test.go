@@ -141,3 +141,23 @@ func TestDemoHTMLRendersInChromium(t *testing.T) {
 		}
 	}
 }
+
+// sever stress --trace-json keeps only the newest --trace-events events and
+// still writes a trace that loads back.
+func TestStressTraceJSONIsBoundedAndLoadsBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "stress.json")
+	var out, errb bytes.Buffer
+	if code := run([]string{"stress", "-q", "--ops", "3000", "--round-ops", "1500", "--trace-json", path, "--trace-events", "500"}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lifetrace.Validate(data); err != nil {
+		t.Fatalf("the stress trace does not load back: %v", err)
+	}
+	if !bytes.Contains(data, []byte("(last 500 events of ")) {
+		t.Errorf("the trace does not say it kept the last 500 events")
+	}
+}
