@@ -16,6 +16,7 @@ import (
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/lifepage"
 	"github.com/sever-dev/sever/lifetrace"
+	"github.com/sever-dev/sever/progress"
 	"github.com/sever-dev/sever/scenario"
 	"github.com/sever-dev/sever/sim"
 )
@@ -193,7 +194,7 @@ type row struct {
 	elapsed time.Duration
 }
 
-func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, opts []sim.Option, progress io.Writer) []*row {
+func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, opts []sim.Option, progressOut io.Writer) []*row {
 	type job struct {
 		r    *row
 		seed int64
@@ -212,8 +213,8 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 	ch := make(chan job)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	done, step := 0, max(len(jobs)/10, 1)
-	start := time.Now()
+	done, failedRuns := 0, 0
+	meter := progress.New(progressOut, "sever demo", "runs", 2*time.Second)
 	for range f.parallel {
 		wg.Add(1)
 		go func() {
@@ -236,7 +237,10 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 				}
 				if res.Pass() {
 					r.passed++
-				} else if len(r.failing) < 3 {
+				} else {
+					failedRuns++
+				}
+				if !res.Pass() && len(r.failing) < 3 {
 					r.failing = append(r.failing, res)
 				}
 				if j.seed == f.seed {
@@ -246,9 +250,7 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 					res.Events = nil // keep only the first run's trace
 				}
 				done++
-				if time.Since(start) > 2*time.Second && (done%step == 0 || done == len(jobs)) {
-					fmt.Fprintf(progress, "sever demo: %d/%d runs (%s)\n", done, len(jobs), time.Since(start).Round(10*time.Millisecond))
-				}
+				meter.Update(progress.Status{Done: int64(done), Total: int64(len(jobs)), Findings: failedRuns})
 				mu.Unlock()
 			}
 		}()
@@ -258,6 +260,7 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 	}
 	close(ch)
 	wg.Wait()
+	meter.Finish(progress.Status{Done: int64(done), Total: int64(len(jobs)), Findings: failedRuns})
 	return rows
 }
 
