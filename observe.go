@@ -289,3 +289,16 @@ func (l *Lifeline) StartRegion(what string) (end func()) {
 	}
 	return trace.StartRegion(ctx, what).End
 }
+
+// TraceRegion begins a runtime/trace region named what on the calling
+// goroutine, in ctx's task if it has one, and returns the function that
+// ends it, which the same goroutine must call. With no recording on it does
+// nothing and returns a function that does nothing. It is for the steps
+// packages above the core take on an object's behalf (a per-open release,
+// a probe), so `go tool trace` shows them next to the core's drains.
+func TraceRegion(ctx context.Context, what string) (end func()) {
+	if !trace.IsEnabled() {
+		return func() {}
+	}
+	return trace.StartRegion(ctx, what).End
+}

@@ -247,9 +247,13 @@ func TestRuntimeTraceGetsTasksRegionsAndLogs(t *testing.T) {
 	tok, _ := a.Enter()
 	go func() { time.Sleep(5 * time.Millisecond); a.Exit(&tok) }()
 	_ = a.Sever(context.Background())
-	l.Record(check.Violation{Class: check.CallbackAfterSever, Object: "traced/node-7", Detail: "show ran late"})
+	l.Record(check.Violation{Class: check.CallbackAfterSever, Object: "traced/shell-9", Detail: "show ran late"})
+	r := sever.NewRef("traced/shell-9", func() {})
+	r.Put(nil)
+	sever.TraceRegion(context.Background(), "sever probe")()
 	trace.Stop()
-	for _, s := range []string{"sever.active", "traced/node-7", "sever drain", "sever violation", "show ran late"} {
+	for _, s := range []string{"sever.active", "traced/node-7", "sever drain", "sever violation", "show ran late",
+		"sever.ref", "traced/shell-9", "release", "sever probe"} {
 		if !bytes.Contains(buf.Bytes(), []byte(s)) {
 			t.Errorf("the execution trace does not mention %q", s)
 		}
