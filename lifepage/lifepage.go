@@ -93,6 +93,7 @@ type bar struct {
 	X, W  float64
 	Class string
 	Title string
+	Text  string // drawn after the bar: the calls a sever waited for
 }
 
 type mark struct {
@@ -133,7 +134,7 @@ var removalStep = regexp.MustCompile(`(?i)\b(unplug|rmmod|unload|rmdir|delete|re
 
 func layout(r Run) pageRun {
 	tl := lifetrace.Build(r.Records)
-	pr := pageRun{Run: r, Width: labelW + plotW + 20}
+	pr := pageRun{Run: r, Width: labelW + plotW + 70}
 	end := tl.End
 	if end <= 0 {
 		end = time.Microsecond
@@ -164,8 +165,12 @@ func layout(r Run) pageRun {
 				Title: fmt.Sprintf("%s: %s from %s to %s", l.Object, s.Name, fmtDur(s.Start), fmtDur(s.End))})
 		}
 		if s := l.Sever; s != nil {
-			pl.Bars = append(pl.Bars, bar{X: x(s.Start), W: max(x(s.End)-x(s.Start), 2), Class: "sever",
-				Title: fmt.Sprintf("%s: sever from %s, drained at %s, waited for %d", l.Object, fmtDur(s.Start), fmtDur(s.End), s.N)})
+			b := bar{X: x(s.Start), W: max(x(s.End)-x(s.Start), 2), Class: "sever",
+				Title: fmt.Sprintf("%s: sever from %s, drained at %s, waited for %d", l.Object, fmtDur(s.Start), fmtDur(s.End), s.N)}
+			if s.N > 0 && l.Removal {
+				b.Text = fmt.Sprintf("waited for %d", s.N)
+			}
+			pl.Bars = append(pl.Bars, b)
 		}
 		for _, e := range l.Ends {
 			pl.Marks = append(pl.Marks, mark{X: x(e.Start), Class: "end", Title: fmt.Sprintf("%s: %s at %s", l.Object, e.Name, fmtDur(e.Start))})
@@ -329,6 +334,7 @@ svg .axis line { stroke: #eee; }
 .s-live { fill: #8fd18f; } .s-severing, .s-going { fill: #f4b860; } .s-severed { fill: #c8c8c8; }
 .s-gone, .s-released, .s-freed { fill: #888; }
 .sever { fill: #444; }
+svg text.waited { font-size: 9px; fill: #8a4b00; }
 .end { stroke: #000; stroke-width: 2; }
 .call { stroke: #2b6cd4; stroke-width: 1.5; }
 .refused { stroke: #999; stroke-width: 1.5; }
@@ -370,7 +376,7 @@ ol.violations .obj { color: #333; font-family: ui-monospace, monospace; }
 {{range .Lanes}}{{$y := .Y}}<g class="lane" data-object="{{.Object}}" data-type="{{.Type}}"><title>{{.Object}}</title>
 <rect class="bg" x="0" y="{{$y}}" width="{{$w}}" height="16"/>
 <text x="2" y="{{add $y 12}}">{{.Label}}</text>
-{{range .Bars}}{{if eq .Class "sever"}}<rect class="sever" x="{{f .X}}" y="{{add $y 11}}" width="{{f .W}}" height="4">{{else}}<rect class="{{.Class}}" x="{{f .X}}" y="{{add $y 2}}" width="{{f .W}}" height="9">{{end}}<title>{{.Title}}</title></rect>{{end}}
+{{range .Bars}}{{if eq .Class "sever"}}<rect class="sever" x="{{f .X}}" y="{{add $y 11}}" width="{{f .W}}" height="4">{{else}}<rect class="{{.Class}}" x="{{f .X}}" y="{{add $y 2}}" width="{{f .W}}" height="9">{{end}}<title>{{.Title}}</title></rect>{{if .Text}}<text class="waited" x="{{f .X}}" y="{{add $y 10}}" dx="2">{{.Text}}</text>{{end}}{{end}}
 {{range .Marks}}{{if eq .Class "violation"}}<g class="vmark"><path class="violation" transform="translate({{f .X}},{{$y}})" d="M0 0 L7 8 L0 16 L-7 8 Z"><title>violation {{.Num}}: {{.Title}}</title></path><text class="vnum" x="{{f .X}}" y="{{add $y 12}}" dx="8">{{.Num}}</text></g>{{else}}<line class="{{.Class}}" x1="{{f .X}}" x2="{{f .X}}" y1="{{add $y 1}}" y2="{{add $y 15}}"><title>{{.Title}}</title></line>{{end}}{{end}}
 </g>{{end}}
 {{range .Moments}}<g class="moment {{.Class}}"><line x1="{{f .X}}" x2="{{f .X}}" y1="14" y2="{{$h}}"/><text x="{{f .X}}" y="26" dx="3">{{.Label}}</text><title>{{.Title}}</title></g>{{end}}

@@ -24,7 +24,7 @@ func run(naive bool) []lifetrace.Record {
 	tok, _ := a.Enter()
 	rec.Observe(sever.Event{Kind: sever.EventNote, Object: "dev/value", State: "entered", Detail: "show"})
 	rec.Observe(sever.Event{Kind: sever.EventNote, Object: "scenario", State: "step", Detail: "unplug dev"})
-	go a.Exit(&tok)
+	go func() { <-a.Severed(); a.Exit(&tok) }()
 	_ = a.Sever(context.Background())
 	_ = a.Do(func() error { return nil })
 	if naive {
@@ -55,7 +55,7 @@ func TestPageShowsLanesStatesMomentAndViolationText(t *testing.T) {
 		`class="run" data-variant="correct"`, `class="run" data-variant="naive"`,
 		`data-object="active dev/value"`, `class="state s-live"`, `class="state s-severing"`, `class="state s-severed"`,
 		`class="sever"`, `class="call"`, `class="refused"`, `class="moment removal"`, `>unplug<`,
-		`class="violation"`, `show &lt;ran&gt; after sever`, "planted: the bug",
+		`class="violation"`, `show &lt;ran&gt; after sever`, "planted: the bug", ">waited for 1<",
 	} {
 		if !strings.Contains(p, want) {
 			t.Errorf("the page lacks %s", want)

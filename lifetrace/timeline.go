@@ -28,7 +28,9 @@ type Lane struct {
 	Ends   []Span // releases and frees: zero-length spans where its life ended
 	Marks  []Mark // instants: refused calls, violations, notes
 
-	removal bool // its Sever began with EventSevering: a removal that can cause others
+	// Removal reports that its Sever began with EventSevering: a removal
+	// that waits for calls inside, and can cause the severs of others.
+	Removal bool
 }
 
 // Span is an interval of a lane. Open means it had not ended by the last
@@ -131,14 +133,14 @@ func Build(recs []Record) *Timeline {
 		case sever.EventSevering:
 			l.open(e.State, r.T)
 			l.Sever = &Span{Name: "sever", Start: r.T, End: r.T, N: e.N, Open: true}
-			l.removal = true
+			l.Removal = true
 		case sever.EventSevered:
 			l.open(e.State, r.T)
 			if l.Sever == nil {
 				l.Sever = &Span{Name: "sever", Start: r.T}
 			}
 			l.Sever.End, l.Sever.N, l.Sever.Open = r.T, e.N, false
-			if !seenEnd[l] && !l.removal {
+			if !seenEnd[l] && !l.Removal {
 				seenEnd[l] = true
 				caused = append(caused, cause{l, r.T, e.Cause})
 			}
@@ -201,7 +203,7 @@ func isShellPart(typ string) bool {
 func severerOf(lanes []*Lane, l *Lane, t time.Duration) *Lane {
 	var best *Lane
 	for _, s := range lanes {
-		if s == l || !s.removal || s.Sever.Start > t {
+		if s == l || !s.Removal || s.Sever.Start > t {
 			continue
 		}
 		if !s.Sever.Open && t-s.Sever.End > causeWindow {
