@@ -274,3 +274,25 @@ func ExampleWithObserver() {
 	// 1 active gpiochip0 severed severed
 	// 1 active gpiochip0 refused
 }
+
+// A primitive built on the core — here a made-up "scope" — reports its
+// lifetime through a Lifeline, and every observer and exporter shows it
+// like the core's own objects.
+func ExampleNewLifeline() {
+	var obs events
+	opts := []sever.Option{sever.WithObserver(&obs)}
+	life := sever.NewLifeline("scope", "usb1/1-1", "live", opts...)
+	life.Emit(sever.Event{Kind: sever.EventSevering, State: "severing", N: 2})
+	life.Emit(sever.Event{Kind: sever.EventRefused, Detail: "call refused"})
+	life.Emit(sever.Event{Kind: sever.EventSevered, State: "severed"})
+	life.Emit(sever.Event{Kind: sever.EventFreed, State: "freed"})
+	for _, e := range obs.all() {
+		fmt.Println(e.Type, e.Object, e.Kind, e.State, e.N)
+	}
+	// Output:
+	// scope usb1/1-1 created live 0
+	// scope usb1/1-1 severing severing 2
+	// scope usb1/1-1 refused  0
+	// scope usb1/1-1 severed severed 2
+	// scope usb1/1-1 freed freed 0
+}
