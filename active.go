@@ -87,6 +87,7 @@ type Active struct {
 	gone    error      // what Do returns once severed
 	begun   chan struct{}
 	drained chan struct{}
+	life    *Lifeline // nil unless observed (WithObserver) or traced
 }
 
 const (
@@ -118,6 +119,7 @@ func NewActive(name string, opts ...Option) *Active {
 		gone:    &ObjectError{Object: name, Err: ErrNoDevice},
 		begun:   make(chan struct{}),
 		drained: make(chan struct{}),
+		life:    o.lifeline("active", name, "live"),
 	}
 }
 
@@ -141,6 +143,9 @@ func (a *Active) enterSlow(i uint32) (Token, bool) {
 	if a.state.Load() != activeLive {
 		a.shards[i].n.Add(-1) // E3
 		a.settle()
+		if a.life != nil {
+			a.life.Emit(Event{Kind: EventRefused, Detail: "Enter refused"})
+		}
 		return Token{}, false
 	}
 	return Token{a: a, shard: i + 1, id: a.tr.enter(2)}, true
@@ -239,6 +244,11 @@ func (a *Active) SeverSelf(ctx context.Context, t *Token) (won bool, err error) 
 }
 
 func (a *Active) sever(ctx context.Context) (won bool, err error) {
+	if a.life != nil && a.state.Load() == activeLive {
+		// Reported before S1, so that no settle can report severed first;
+		// the Lifeline drops the reports of the severers that lose.
+		a.life.Emit(Event{Kind: EventSevering, State: "severing", N: int(a.sum())})
+	}
 	if a.state.CompareAndSwap(activeLive, activeSevering) { // S1
 		won = true
 		close(a.begun)
@@ -252,6 +262,7 @@ func (a *Active) sever(ctx context.Context) (won bool, err error) {
 		return won, nil
 	default:
 	}
+	defer a.life.StartRegion("sever drain")()
 	select {
 	case <-a.drained:
 		return won, nil
@@ -274,6 +285,10 @@ func (a *Active) settle() {
 	if a.state.Load() == activeSevering && a.sum() == 0 && // T1
 		a.state.CompareAndSwap(activeSevering, activeSevered) {
 		close(a.drained)
+		if a.life != nil {
+			a.life.Emit(Event{Kind: EventSevered, State: "severed"})
+			a.life.End()
+		}
 	}
 }
 

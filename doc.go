@@ -27,4 +27,10 @@
 //
 // Contract violations are reported into a check.Log given WithLog, or panic
 // without one; see package check.
+//
+// Lifetimes can be watched: WithObserver reports every primitive's
+// creation, state changes and refused calls to an Observer (packages
+// lifetrace and lifepage turn them into a Perfetto trace and an HTML
+// timeline), and while a runtime/trace recording is on each object's life
+// is a task with its drains and releases as regions.
 package sever

@@ -8,6 +8,7 @@ type Option func(*options)
 type options struct {
 	log      *check.Log
 	tracking bool
+	observer *observerHook // WithObserver; nil: nothing reported
 }
 
 // WithLog reports contract violations and missed deadlines into l instead of

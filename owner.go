@@ -56,6 +56,7 @@ type Owner struct {
 	goneCh  chan struct{} // closed when gone
 	idleSet bool
 	hooked  chan struct{} // closed when the unload hooks have run
+	life    *Lifeline     // nil unless observed (WithObserver) or traced
 }
 
 // OwnerState is an Owner's place in its lifetime.
@@ -128,6 +129,7 @@ func NewOwner(name string, exit func(), opts ...Option) *Owner {
 		idle:   make(chan struct{}),
 		goneCh: make(chan struct{}),
 		hooked: make(chan struct{}),
+		life:   o.lifeline("owner", name, "live"),
 	}
 }
 
@@ -257,6 +259,7 @@ func (o *Owner) Unload(ctx context.Context, p Policy) error {
 			return &ObjectError{Object: o.name, Err: fmt.Errorf("%d users: %w", w/ownerPin, ErrBusy)}
 		}
 		if o.word.CompareAndSwap(w, w|int64(OwnerGoing)) {
+			o.life.Emit(Event{Kind: EventSevering, State: "going", N: int(w / ownerPin), Detail: "unload " + p.String()})
 			if w == int64(OwnerLive) {
 				o.markIdle()
 			}
@@ -294,6 +297,8 @@ func (o *Owner) finish(ctx context.Context, first bool) error {
 			return hookErr
 		}
 	}
+	endDrain := o.life.StartRegion("unload drain")
+	defer endDrain()
 	select {
 	case <-o.idle:
 	case <-ctx.Done():
@@ -317,6 +322,7 @@ func (o *Owner) finish(ctx context.Context, first bool) error {
 		o.exit()
 	}
 	close(o.goneCh)
+	o.life.Emit(Event{Kind: EventFreed, State: "gone", Detail: "exit ran"})
 	return hookErr
 }
 

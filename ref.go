@@ -30,6 +30,7 @@ type Ref struct {
 	name    string
 	release func()
 	tr      *tracker
+	life    *Lifeline // nil unless observed (WithObserver) or traced
 }
 
 // NewRef returns a Ref named name holding one reference (tag nil). release,
@@ -37,7 +38,7 @@ type Ref struct {
 // the Ref again.
 func NewRef(name string, release func(), opts ...Option) *Ref {
 	o := buildOptions(opts)
-	r := &Ref{name: name, release: release, tr: newTracker(o.tracking)}
+	r := &Ref{name: name, release: release, tr: newTracker(o.tracking), life: o.lifeline("ref", name, "live")}
 	r.n.Store(1)
 	if r.tr != nil {
 		r.tr.add(nil, nil, 1)
@@ -87,8 +88,11 @@ func (r *Ref) Put(tag any) {
 	switch n := r.n.Add(-1); {
 	case n == 0:
 		if r.release != nil {
+			end := r.life.StartRegion("release")
 			r.release()
+			end()
 		}
+		r.life.Emit(Event{Kind: EventReleased, State: "released"})
 	case n < 0:
 		panic(fmt.Sprintf("sever: Ref %q: Put after release (count %d)", r.name, n))
 	}

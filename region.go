@@ -48,6 +48,8 @@ type Region struct {
 	users   int  // mappings + opens
 	severed bool // Sever has been called
 	freed   bool // Free has been started
+
+	life *Lifeline // nil unless observed (WithObserver) or traced
 }
 
 // NewRegion hands mem to the framework under name. free, which may be nil,
@@ -62,6 +64,7 @@ func NewRegion(name string, mem []byte, free func([]byte), owner *Owner, opts ..
 		return nil, &ObjectError{Object: name, Err: fmt.Errorf("owner %s is %v: %w", owner.Name(), owner.State(), ErrNoDevice)}
 	}
 	r.pending = o.log.Expect(name, "Free of region")
+	r.life = o.lifeline("region", name, "live")
 	return r, nil
 }
 
@@ -127,7 +130,9 @@ func (r *Region) Sever() {
 	if last {
 		r.freed = true
 	}
+	users := r.users
 	r.mu.Unlock()
+	r.life.Emit(Event{Kind: EventSevered, State: "severed", N: users})
 	if last {
 		r.runFree()
 	}
@@ -146,6 +151,7 @@ func (r *Region) runFree() {
 		}
 	}
 	r.pending.Done()
+	r.life.Emit(Event{Kind: EventFreed, State: "freed"})
 	if r.owner != nil {
 		r.owner.Put(r)
 	}

@@ -75,14 +75,15 @@ type WaitQueue struct {
 	changed chan struct{}     // closed and replaced by each Notify; nil until wanted
 	waiters int
 	severed bool
-	freed   string // stack of Free; "" until freed
+	freed   string    // stack of Free; "" until freed
+	life    *Lifeline // nil unless observed (WithObserver) or traced
 }
 
 // NewWaitQueue returns a live queue named name. Options: WithLog reports use
 // after Free into a log instead of panicking.
 func NewWaitQueue(name string, opts ...Option) *WaitQueue {
 	o := buildOptions(opts)
-	return &WaitQueue{name: name, log: o.log}
+	return &WaitQueue{name: name, log: o.log, life: o.lifeline("waitqueue", name, "live")}
 }
 
 // Notify wakes every waiter and every channel from Changed, and records ev
@@ -209,6 +210,7 @@ func (q *WaitQueue) Sever() {
 	}
 	q.severed = true
 	q.wakeLocked()
+	q.life.Emit(Event{Kind: EventSevered, State: "severed", N: q.waiters, Detail: "pollers woken with ERR|HUP"})
 }
 
 // Waiters returns the number of goroutines blocked in Wait now. It is for
@@ -246,6 +248,7 @@ func (q *WaitQueue) Free() {
 	q.severed = true
 	q.wakeLocked()
 	q.freed = st
+	q.life.Emit(Event{Kind: EventFreed, State: "freed"})
 }
 
 // use records a use of a freed queue. q.mu is held.

@@ -18,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"runtime/trace"
 	"sort"
 	"strings"
 	"sync"
@@ -121,6 +122,9 @@ func (l *Log) Record(v Violation) {
 	}
 	if l == nil {
 		panic("sever: contract violation: " + v.String() + "\n" + v.Stack)
+	}
+	if trace.IsEnabled() { // a log in the Go execution trace, next to the goroutine
+		trace.Log(context.Background(), "sever violation", v.Class.String()+": "+v.Object+": "+v.Detail)
 	}
 	l.mu.Lock()
 	l.violations = append(l.violations, v)

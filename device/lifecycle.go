@@ -119,7 +119,9 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 	// them) and are shown only when it succeeds.
 	err := c.sys.addDriverGroups(d, b)
 	if err == nil && drv.Probe != nil {
+		end := sever.TraceRegion(ctx, "sever probe")
 		err = c.call(drv.Owner, d.path, drv.Name+".Probe", func() error { return drv.Probe(ctx, d) })
+		end()
 	}
 	if err != nil {
 		d.teardown(ctx, b, false)

@@ -287,7 +287,9 @@ func (f *File) release() {
 	}
 	n := f.node
 	if rel := releaseFunc(n); rel != nil {
+		end := sever.TraceRegion(context.Background(), "sever release")
 		f.invoke(siteRelease, func() { rel(n, f.private) })
+		end()
 	}
 	f.pending.Done()
 	if n.owner != nil {

@@ -38,12 +38,26 @@ type Option func(*config)
 
 type config struct {
 	tracking bool
+	observer sever.Observer
+	sopt     sever.Option // sever.WithObserver(observer), made once per WithObserver
 }
 
 // WithTracking makes every reference and access record who took it, so
 // audits and stuck removals name their holders with stacks. It slows the
 // machine down.
 func WithTracking() Option { return func(c *config) { c.tracking = true } }
+
+// WithObserver reports the lifetime events of every primitive the machine
+// makes to o (sever.WithObserver), the violations its log records
+// (sever.ObserveLog), and the events of its trace other than violations as
+// sever.EventNote, whose State is the trace event's kind. Machines made
+// with the same WithObserver value number their objects in one sequence,
+// so events of machines made one after another (a stress run's rounds)
+// never share an ID. A nil o observes nothing.
+func WithObserver(o sever.Observer) Option {
+	opt := sever.WithObserver(o)
+	return func(c *config) { c.observer, c.sopt = o, opt }
+}
 
 // Machine is one simulated computer. Everything it holds — devices, sysfs,
 // char devices, modules, the violation log, the trace — is its own.
@@ -92,6 +106,11 @@ func New(name string, opts ...Option) *Machine {
 	var sopts []sever.Option
 	if cfg.tracking {
 		sopts = append(sopts, sever.WithTracking())
+	}
+	if cfg.observer != nil {
+		sopts = append(sopts, cfg.sopt)
+		sever.ObserveLog(m.log, cfg.observer)
+		m.trace.obs = cfg.observer
 	}
 	m.core = device.NewCore(name, m.log, sopts...)
 	m.modDir, _ = m.Sysfs().AddDir(m.Sysfs().Root(), kernfs.Dir{Name: "module"})

@@ -5,6 +5,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/sever-dev/sever"
 )
 
 // Kind is what a trace event records. The lifetime kinds follow one object
@@ -52,6 +54,7 @@ type Trace struct {
 	start   time.Time
 	mu      sync.Mutex
 	events  []Event
+	obs     sever.Observer // WithObserver: gets every event but violations as a note
 }
 
 func newTrace(machine string) *Trace {
@@ -68,6 +71,9 @@ func (t *Trace) Record(kind Kind, object, detail string) {
 	t.mu.Lock()
 	t.events = append(t.events, Event{Seq: len(t.events) + 1, T: now, Machine: t.machine, Kind: kind, Object: object, Detail: detail})
 	t.mu.Unlock()
+	if t.obs != nil && kind != KindViolation {
+		t.obs.Observe(sever.Event{Kind: sever.EventNote, Object: object, State: string(kind), Detail: detail})
+	}
 }
 
 // Events returns a copy of the events recorded so far, oldest first.

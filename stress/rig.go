@@ -77,7 +77,7 @@ type module struct {
 // cp2112 boards), cfg.Slots stress devices, and cfg.Controllers AHCI
 // controllers with a disk each.
 func newRig(ctx context.Context, cfg Config, round int, onViolation func(check.Violation)) (*rig, error) {
-	r := &rig{cfg: cfg, round: round, m: sim.New(fmt.Sprintf("stress-%d-r%d", cfg.Seed, round)), onViolation: onViolation}
+	r := &rig{cfg: cfg, round: round, m: sim.New(fmt.Sprintf("stress-%d-r%d", cfg.Seed, round), cfg.Machine...), onViolation: onViolation}
 	m := r.m
 	m.Log().Observe(r.observe)
 	for _, name := range []string{"at24", "lm75", "scsi_mod"} {

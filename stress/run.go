@@ -15,6 +15,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/subsys/irq"
 )
 
@@ -54,6 +55,9 @@ type Config struct {
 	Serial bool
 	// Progress, if not nil, gets a line per round.
 	Progress io.Writer
+	// Machine configures every round's machine (sim.WithObserver traces
+	// them all).
+	Machine []sim.Option
 }
 
 func (c Config) withDefaults() Config {

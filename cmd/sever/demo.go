@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/lifepage"
+	"github.com/sever-dev/sever/lifetrace"
+	"github.com/sever-dev/sever/progress"
 	"github.com/sever-dev/sever/scenario"
 	"github.com/sever-dev/sever/sim"
 )
@@ -47,6 +50,8 @@ type demoFlags struct {
 	runs      int
 	seed      int64
 	trace     string
+	traceJSON string
+	html      string
 	timeline  string
 	verbose   bool
 	tracking  bool
@@ -62,6 +67,8 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&f.runs, "runs", 25, "randomized runs per scenario and variant (seeds --seed, --seed+1, ...)")
 	fs.Int64Var(&f.seed, "seed", 1, "the first run's seed; a failing run is replayed with --seed SEED --runs 1")
 	fs.StringVar(&f.trace, "trace", "", "write the full event trace of the first run of each selected scenario and variant to `FILE` as JSON lines (\"-\": stdout)")
+	fs.StringVar(&f.traceJSON, "trace-json", "", "write the lifetime events of the first run of each selected scenario and variant to `FILE` as Chrome trace-event JSON, for ui.perfetto.dev or chrome://tracing")
+	fs.StringVar(&f.html, "html", "", "write a self-contained HTML page to `FILE` with a timeline of the first run of each selected scenario, correct and naive side by side")
 	fs.StringVar(&f.timeline, "timeline", "", "print the timeline of lifetime events of this scenario's first runs (default: the first scenario run; \"none\": no timeline)")
 	fs.BoolVar(&f.verbose, "v", false, "print every violation of each row's first run, with where it happened")
 	fs.BoolVar(&f.tracking, "tracking", false, "record who took every reference and access, so violations name holders with stacks (slower)")
@@ -132,6 +139,18 @@ func demo(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
+	if f.traceJSON != "" {
+		if err := writeTraceJSON(f.traceJSON, stdout, rows); err != nil {
+			fmt.Fprintln(stderr, "sever demo:", err)
+			return 1
+		}
+	}
+	if f.html != "" {
+		if err := writeHTML(f.html, stdout, rows); err != nil {
+			fmt.Fprintln(stderr, "sever demo:", err)
+			return 1
+		}
+	}
 	fmt.Fprintln(stdout)
 	if failed > 0 {
 		fmt.Fprintf(stdout, "FAIL: %d of %d rows failed (replay a run with --scenario NAME --variant V --seed SEED --runs 1 -v)\n", failed, len(rows))
@@ -165,7 +184,8 @@ func selectScenarios(list string) ([]scenario.Scenario, error) {
 type row struct {
 	sc      scenario.Scenario
 	variant scenario.Variant
-	first   scenario.Result // the run with the first seed
+	first   scenario.Result     // the run with the first seed
+	rec     *lifetrace.Recorder // the first run's lifetime events, if asked for
 	runs    int
 	passed  int
 	ops     int64
@@ -174,7 +194,7 @@ type row struct {
 	elapsed time.Duration
 }
 
-func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, opts []sim.Option, progress io.Writer) []*row {
+func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, opts []sim.Option, progressOut io.Writer) []*row {
 	type job struct {
 		r    *row
 		seed int64
@@ -193,14 +213,20 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 	ch := make(chan job)
 	var mu sync.Mutex
 	var wg sync.WaitGroup
-	done, step := 0, max(len(jobs)/10, 1)
-	start := time.Now()
+	done, failedRuns := 0, 0
+	meter := progress.New(progressOut, "sever demo", "runs", 2*time.Second)
 	for range f.parallel {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for j := range ch {
-				res := scenario.Execute(context.Background(), j.r.sc, j.r.variant, j.seed, opts...)
+				o := opts
+				var rec *lifetrace.Recorder
+				if j.seed == f.seed && (f.traceJSON != "" || f.html != "") {
+					rec = lifetrace.NewRecorder(0)
+					o = append(slices.Clip(opts), sim.WithObserver(rec))
+				}
+				res := scenario.Execute(context.Background(), j.r.sc, j.r.variant, j.seed, o...)
 				mu.Lock()
 				r := j.r
 				r.runs++
@@ -211,18 +237,20 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 				}
 				if res.Pass() {
 					r.passed++
-				} else if len(r.failing) < 3 {
+				} else {
+					failedRuns++
+				}
+				if !res.Pass() && len(r.failing) < 3 {
 					r.failing = append(r.failing, res)
 				}
 				if j.seed == f.seed {
 					r.first = res
+					r.rec = rec
 				} else {
 					res.Events = nil // keep only the first run's trace
 				}
 				done++
-				if time.Since(start) > 2*time.Second && (done%step == 0 || done == len(jobs)) {
-					fmt.Fprintf(progress, "sever demo: %d/%d runs (%s)\n", done, len(jobs), time.Since(start).Round(10*time.Millisecond))
-				}
+				meter.Update(progress.Status{Done: int64(done), Total: int64(len(jobs)), Findings: failedRuns})
 				mu.Unlock()
 			}
 		}()
@@ -232,6 +260,7 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 	}
 	close(ch)
 	wg.Wait()
+	meter.Finish(progress.Status{Done: int64(done), Total: int64(len(jobs)), Findings: failedRuns})
 	return rows
 }
 
@@ -324,4 +353,73 @@ func writeTrace(path string, stdout io.Writer, rows []*row) error {
 		fmt.Fprintf(stdout, "\ntrace: %s\n", path)
 	}
 	return nil
+}
+
+// runName names a row's first run in traces and pages.
+func runName(r *row) string {
+	return fmt.Sprintf("%s %s, seed %d", r.sc.Name, r.variant, r.first.Seed)
+}
+
+// writeTraceJSON writes the first run of every row as Chrome trace-event
+// JSON, one process per run.
+func writeTraceJSON(path string, stdout io.Writer, rows []*row) error {
+	var runs []lifetrace.Run
+	for _, r := range rows {
+		if r.rec != nil {
+			runs = append(runs, lifetrace.Run{Name: runName(r), Records: r.rec.Records()})
+		}
+	}
+	return writeFile(path, stdout, "trace-json", func(w io.Writer) error { return lifetrace.WriteChrome(w, runs...) })
+}
+
+// writeFile creates path ("-": stdout), writes it with write and names it
+// on stdout under label.
+func writeFile(path string, stdout io.Writer, label string, write func(io.Writer) error) error {
+	if path == "-" {
+		return write(stdout)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := write(f); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "\n%s: %s\n", label, path)
+	return nil
+}
+
+// writeHTML writes the first run of every row as one page, a section per
+// scenario with its variants side by side.
+func writeHTML(path string, stdout io.Writer, rows []*row) error {
+	var secs []lifepage.Section
+	for _, r := range rows {
+		if r.rec == nil {
+			continue
+		}
+		if len(secs) == 0 || secs[len(secs)-1].Name != r.sc.Name {
+			secs = append(secs, lifepage.Section{Name: r.sc.Name, Title: r.sc.Title, Doc: "seed " + r.sc.Doc})
+		}
+		run := lifepage.Run{
+			Label:   fmt.Sprintf("%s, seed %d", r.variant, r.first.Seed),
+			Verdict: r.first.Verdict(),
+			Caught:  len(r.first.Violations) > 0,
+			Records: r.rec.Records(),
+		}
+		if len(r.first.Violations) > 0 {
+			run.Verdict += ": " + scenario.ClassList(r.first.Summary)
+		}
+		if r.variant == scenario.Naive {
+			run.Note = r.sc.Bug
+		}
+		s := &secs[len(secs)-1]
+		s.Runs = append(s.Runs, run)
+	}
+	return writeFile(path, stdout, "html", func(w io.Writer) error {
+		return lifepage.Write(w, "sever demo: lifetimes of each scenario, correct and naive", secs)
+	})
 }

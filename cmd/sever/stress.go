@@ -9,6 +9,8 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/sever-dev/sever/lifetrace"
+	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/stress"
 )
 
@@ -47,6 +49,8 @@ flags:
 func stressCmd(args []string, stdout, stderr io.Writer) int {
 	var cfg stress.Config
 	var quiet bool
+	var traceJSON string
+	var traceEvents int
 	fs := flag.NewFlagSet("stress", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Int64Var(&cfg.Seed, "seed", 1, "the run's seed: every choice follows from it")
@@ -59,6 +63,8 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.Round, "replay", -1, "run only this round again, with the same choices (same --seed, --goroutines, --round-ops, --fault-rate)")
 	fs.BoolVar(&cfg.Serial, "serial", false, "run each round's operations one at a time, in a fixed order")
 	fs.BoolVar(&quiet, "q", false, "no progress line per round")
+	fs.StringVar(&traceJSON, "trace-json", "", "write the last --trace-events lifetime events of the run to `FILE` as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
+	fs.IntVar(&traceEvents, "trace-events", 50000, "how many of the newest lifetime events --trace-json keeps")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), stressHelp)
 		fs.PrintDefaults()
@@ -70,9 +76,14 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "sever stress: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
-	if cfg.Goroutines < 1 || cfg.RoundOps < 1 || cfg.Ops < 0 || cfg.Duration < 0 || cfg.Deadline <= 0 {
-		fmt.Fprintln(stderr, "sever stress: --goroutines and --round-ops must be at least 1, --ops and --duration not negative, --deadline positive")
+	if cfg.Goroutines < 1 || cfg.RoundOps < 1 || cfg.Ops < 0 || cfg.Duration < 0 || cfg.Deadline <= 0 || traceEvents < 1 {
+		fmt.Fprintln(stderr, "sever stress: --goroutines, --round-ops and --trace-events must be at least 1, --ops and --duration not negative, --deadline positive")
 		return 2
+	}
+	var rec *lifetrace.Recorder
+	if traceJSON != "" {
+		rec = lifetrace.NewRecorder(traceEvents)
+		cfg.Machine = append(cfg.Machine, sim.WithObserver(rec))
 	}
 	cfg.Replay = cfg.Round >= 0
 	if !quiet {
@@ -82,6 +93,13 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	res := stress.Run(ctx, cfg)
 	res.WriteReport(stdout)
+	if rec != nil {
+		run := lifetrace.Run{Name: fmt.Sprintf("sever stress --seed %d (last %d events of %d)", cfg.Seed, len(rec.Records()), int64(len(rec.Records()))+rec.Dropped()), Records: rec.Records()}
+		if err := writeFile(traceJSON, stdout, "trace-json", func(w io.Writer) error { return lifetrace.WriteChrome(w, run) }); err != nil {
+			fmt.Fprintln(stderr, "sever stress:", err)
+			return 1
+		}
+	}
 	if !res.OK() {
 		return 1
 	}
