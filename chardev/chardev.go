@@ -2,7 +2,8 @@
 // driver can be unplugged while processes hold them open, read them, sleep
 // in poll on them and have their memory mapped.
 //
-// It is seed 000's user-space rule and seed 003's uio/tcmu case as an API:
+// It is seed 000's user-space rule and seed 003's uio/tcmu case as an API
+// (DESIGN.md, "Seed 000" and "Seed 003"):
 //
 //   - A driver registers a char device on its *device.Device with Register.
 //     Every call into the driver's Ops runs inside the char device's active

@@ -33,7 +33,7 @@ func seed003() []Scenario {
 	return []Scenario{{
 		Name:    "tcmu-unregister",
 		Seed:    "003",
-		Doc:     "003_751f52969640e0ac.txt",
+		Doc:     "DESIGN.md#seed-003",
 		Title:   "tcmu unregisters its uio device while tcmu-runner has it open and mapped",
 		Bug:     "tcmu frees its data area pages at unregister, under the daemon's mapping",
 		Catches: check.UseAfterFree,
