@@ -173,8 +173,8 @@ type BinAttr struct {
 	// Region, if not nil, makes the file mappable: File.Mmap returns a
 	// mapping of it. The node takes the region over: removing the node
 	// severs it, and every open file holds it until its last Close, so the
-	// region's Free runs once the node is removed and the last mapping and
-	// open are gone.
+	// framework frees the region's memory once the node is removed and the
+	// last mapping and open are gone.
 	Region  *sever.Region
 	Open    OpenFunc
 	Release ReleaseFunc
