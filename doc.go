@@ -3,7 +3,8 @@
 // handles to what it provided, and nothing crashes, leaks, deadlocks or calls
 // into code that is gone.
 //
-// Three lifetimes collide in every driver (seed 004): the device, which
+// Three lifetimes collide in every driver (DESIGN.md, "The problem"; seed
+// 004): the device, which
 // comes and goes; the references to the objects that represent it, which
 // anyone may hold for as long as they like; and the code behind its
 // callbacks, which can be unloaded. The primitives keep them apart:
@@ -20,6 +21,15 @@
 //     wakes every sleeper with EventErr|EventHup.
 //   - Owner is the lifetime of code (a module): pinned by whoever may call
 //     into it, unloaded by severing its users first.
+//   - Region is memory a provider hands over to the framework because a
+//     process may still map it after the provider is gone; the framework
+//     frees it at the last unmap or close, calling no provider code, so it
+//     keeps no module loaded.
+//
+// The design behind them — the model, the one protocol every call into a
+// provider follows, the order of a removal, and the kernel mailing-list
+// threads it was drawn from (seed 000 … seed 004) — is in DESIGN.md at the
+// root of the repository.
 //
 // Every error sever returns satisfies errors.Is with its syscall errno
 // (ErrNoDevice with syscall.ENODEV, and so on), so a Go caller and a process

@@ -138,9 +138,9 @@ func TestObserverSeesOwnerLoadedGoingGone(t *testing.T) {
 func TestObserverSeesShellReleaseQueueAndRegion(t *testing.T) {
 	var obs events
 	opt := sever.WithObserver(&obs)
-	q := sever.NewWaitQueue("file/q", opt)                                  // id 1
-	r := sever.NewRef("file/shell", q.Free, opt)                            // id 2
-	reg, err := sever.NewRegion("file/mem", make([]byte, 8), nil, nil, opt) // id 3
+	q := sever.NewWaitQueue("file/q", opt)                        // id 1
+	r := sever.NewRef("file/shell", q.Free, opt)                  // id 2
+	reg, err := sever.NewRegion("file/mem", make([]byte, 8), opt) // id 3
 	if err != nil {
 		t.Fatal(err)
 	}

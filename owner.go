@@ -5,13 +5,14 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/sever-dev/sever/check"
 )
 
 // Owner is the lifetime of code: a module whose functions back drivers,
 // attributes and deferred work. Go cannot unmap code, so an Owner models
-// the module lifetime the kernel has (rule c of seed 004): while anyone
+// the module lifetime the kernel has (DESIGN.md, "Owners"): while anyone
 // may still call into it, it must stay; once it is gone, nothing may.
 //
 // Users pin an Owner with Get or TryGet and unpin with Put: a bound device,
@@ -29,8 +30,14 @@ import (
 // the exit function runs and the owner is gone.
 //
 // Because hooks sever and drain before exit runs, a lock shared between an
-// attribute and the exit function cannot deadlock them (seed 001): by the
-// time exit takes the lock, no attribute can be inside.
+// attribute and the exit function cannot deadlock them (DESIGN.md, "Seed
+// 001"): by the time exit takes the lock, no attribute can be inside.
+//
+// Nothing that merely holds memory pins an owner: a severed device's
+// mapped memory is a Region, the framework's, which calls no code of the
+// owner's and so keeps no pin. Once Unload has begun it always completes;
+// a caller whose context ends first gets an error wrapping
+// ErrUnloadInBackground and the rest runs in the background (see Unload).
 //
 // Unload's Policy decides what counts as busy: UnloadTry refuses with
 // ErrBusy while any pin is held and changes nothing; UnloadForce severs
@@ -55,9 +62,16 @@ type Owner struct {
 	idle    chan struct{} // closed when going and the last pin is put
 	goneCh  chan struct{} // closed when gone
 	idleSet bool
-	hooked  chan struct{} // closed when the unload hooks have run
+	hooked  chan struct{} // closed when the unloading caller has run the hooks once
 	life    *Lifeline     // nil unless observed (WithObserver) or traced
 }
+
+// ErrUnloadInBackground says that an Unload's context ended after the
+// unload had begun, and that the unload goes on without the caller: its
+// remaining drains finish, its exit runs, and Gone is closed, in the
+// background. Its errno is EINPROGRESS. An error wrapping it also wraps
+// the context's error.
+var ErrUnloadInBackground error = &errnoError{syscall.EINPROGRESS, "unload continues in the background"}
 
 // OwnerState is an Owner's place in its lifetime.
 type OwnerState int
@@ -86,7 +100,7 @@ type Policy int
 const (
 	// UnloadTry refuses with ErrBusy while any pin is held (a bound device,
 	// an open file, a call in flight) and changes nothing: the "try" method
-	// of seed 001, which userspace cannot turn into a hang.
+	// of DESIGN.md's "Seed 001", which userspace cannot turn into a hang.
 	UnloadTry Policy = iota
 	// UnloadForce severs everything the owner backs — unbinding its
 	// drivers' devices, severing its nodes and their open files — and then
@@ -236,16 +250,29 @@ func (o *Owner) removeHook(id uint64) {
 // error wrapping ErrBusy, and changes nothing, while any pin is held. Then:
 // TryGet starts failing; every OnUnload hook runs, newest first; Unload
 // waits for the remaining pins (calls in flight) to be put; the exit
-// function runs; the owner is gone and Unload returns nil.
+// function runs; the owner is gone and Unload returns nil. A hook error
+// that is not a context error (an audit's finding after a complete
+// removal) is returned once the unload has completed.
 //
-// If ctx is done while pins remain, Unload returns a *HoldersError wrapping
-// ctx's error (recording check.SeverTimeout) and the owner stays going: it
-// can never be pinned again, and a later Unload resumes the wait. A hook
-// error wrapping a context error (its drain did not finish) is returned
-// after the remaining hooks have run, with the owner left going; any other
-// hook error (an audit's finding after a complete removal) is returned after
-// the unload has completed. Unload while another Unload is running its hooks returns an error
-// wrapping ErrBusy; Unload of a gone owner, one wrapping ErrNotExist.
+// An unload never strands the owner half-gone. If ctx is done before
+// Unload begins, it returns ctx's error and the owner stays live, changed
+// in nothing. Once it has begun — the owner is going, its users are being
+// severed — it always completes: if ctx ends first (a hook's drain
+// returned a context error, or pins are still held), Unload returns a
+// *HoldersError wrapping both ctx's error and ErrUnloadInBackground, with
+// the pins still held (and their holders, with tracking), and the unload
+// goes on in the background: the hooks whose drains did not finish run
+// again without ctx's deadline, the remaining pins are waited for, the
+// exit function runs and Gone is closed. Only calls in flight can delay
+// it; if one never returns, the background unload never finishes, which
+// a check.Log given WithLog reports at quiesce as check.GoroutineLeft. A
+// finding of a hook re-run in the background is returned to nobody.
+//
+// Unload while another Unload is running the hooks returns an error
+// wrapping ErrBusy (a hook that unloads its own owner cannot wait for
+// itself). Afterwards, a second Unload joins the first: it returns nil when
+// the owner is gone, or the in-background error if its own ctx ends
+// first. Unload of a gone owner returns an error wrapping ErrNotExist.
 func (o *Owner) Unload(ctx context.Context, p Policy) error {
 	for {
 		w := o.word.Load()
@@ -253,77 +280,119 @@ func (o *Owner) Unload(ctx context.Context, p Policy) error {
 		case OwnerGone:
 			return &ObjectError{Object: o.name, Err: fmt.Errorf("already unloaded: %w", ErrNotExist)}
 		case OwnerGoing:
-			return o.finish(ctx, false)
+			return o.join(ctx)
 		}
 		if p == UnloadTry && w != int64(OwnerLive) {
 			return &ObjectError{Object: o.name, Err: fmt.Errorf("%d users: %w", w/ownerPin, ErrBusy)}
+		}
+		if err := ctx.Err(); err != nil {
+			return &ObjectError{Object: o.name, Err: fmt.Errorf("unload not begun, still live: %w", err)}
 		}
 		if o.word.CompareAndSwap(w, w|int64(OwnerGoing)) {
 			o.life.Emit(Event{Kind: EventSevering, State: "going", N: int(w / ownerPin), Detail: "unload " + p.String()})
 			if w == int64(OwnerLive) {
 				o.markIdle()
 			}
-			return o.finish(ctx, true)
+			return o.finish(ctx)
 		}
 	}
 }
 
-// finish runs the hooks (if first), drains pins and runs exit.
-func (o *Owner) finish(ctx context.Context, first bool) error {
-	var hookErr error
-	if !first {
-		select {
-		case <-o.hooked:
-		default:
-			return &ObjectError{Object: o.name, Err: fmt.Errorf("unload in progress: %w", ErrBusy)}
-		}
+// join is a second Unload of a going owner: it waits for the first.
+func (o *Owner) join(ctx context.Context) error {
+	select {
+	case <-o.hooked:
+	default:
+		return &ObjectError{Object: o.name, Err: fmt.Errorf("unload in progress: %w", ErrBusy)}
 	}
-	if first {
-		o.mu.Lock()
-		hooks := o.hooks
-		o.hooks = nil
-		o.mu.Unlock()
-		for i := len(hooks) - 1; i >= 0; i-- {
-			if err := hooks[i].fn(ctx); err != nil && hookErr == nil {
-				hookErr = fmt.Errorf("%s: unload hook %s: %w", o.name, hooks[i].name, err)
+	select {
+	case <-o.goneCh:
+		return nil
+	case <-ctx.Done():
+		return o.inBackground(ctx.Err())
+	}
+}
+
+// finish is the rest of the Unload that moved the owner to going: sever
+// (the hooks), drain (the pins), exit — or hand what is left of it to the
+// background if ctx ends first.
+func (o *Owner) finish(ctx context.Context) error {
+	o.mu.Lock()
+	hooks := o.hooks
+	o.hooks = nil
+	o.mu.Unlock()
+	var unfinished []*unloadHook // hooks whose drain ctx cut short, newest first
+	var finding, cause error
+	for i := len(hooks) - 1; i >= 0; i-- {
+		err := hooks[i].fn(ctx)
+		switch {
+		case err == nil:
+		case isContextErr(err):
+			unfinished = append(unfinished, hooks[i])
+			if cause == nil {
+				cause = err
 			}
-		}
-		close(o.hooked)
-		// A hook that could not finish severing (its drain missed the
-		// deadline) means the owner's code may still be running: stay
-		// going. Any other hook error — an audit's finding after a
-		// complete removal — is returned after the unload completes.
-		if hookErr != nil && isContextErr(hookErr) {
-			return hookErr
+		case finding == nil:
+			finding = fmt.Errorf("%s: unload hook %s: %w", o.name, hooks[i].name, err)
 		}
 	}
+	close(o.hooked)
 	endDrain := o.life.StartRegion("unload drain")
 	defer endDrain()
-	select {
-	case <-o.idle:
-	case <-ctx.Done():
-		err := &HoldersError{Object: o.name, Err: ctx.Err(), Held: o.Pins(), Holders: o.tr.holders()}
-		if o.log != nil {
-			o.log.Record(check.Violation{
-				Class:   check.SeverTimeout,
-				Object:  o.name,
-				Detail:  fmt.Sprintf("unload: %d pins still held: %v", err.Held, ctx.Err()),
-				Holders: holderStrings(err.Holders),
-			})
+	if len(unfinished) == 0 {
+		select {
+		case <-o.idle:
+			o.exitAndGo()
+			return finding
+		case <-ctx.Done():
+			cause = ctx.Err()
 		}
-		return err
 	}
-	// Only one caller may run exit: the one that moves going→gone.
-	if !o.word.CompareAndSwap(int64(OwnerGoing), int64(OwnerGone)) {
-		<-o.goneCh
-		return nil
+	if ctx.Err() != nil {
+		cause = ctx.Err()
+	}
+	bg := context.WithoutCancel(ctx)
+	o.log.Go(o.name+": unload continuing in the background", func() {
+		for _, h := range unfinished {
+			h.fn(bg) // a finding here has no caller left to return to
+		}
+		<-o.idle
+		o.exitAndGo()
+	})
+	return o.inBackground(cause)
+}
+
+// inBackground is the error of an Unload whose caller stops waiting.
+func (o *Owner) inBackground(cause error) error {
+	return &HoldersError{
+		Object:  o.name,
+		Err:     fmt.Errorf("%w; %w", cause, ErrUnloadInBackground),
+		Held:    o.Pins(),
+		Holders: o.tr.holders(),
+	}
+}
+
+// exitAndGo runs the exit function and makes the owner gone. Only the
+// unloading caller (or its background continuation) calls it, once every
+// pin is put.
+func (o *Owner) exitAndGo() {
+	for !o.word.CompareAndSwap(int64(OwnerGoing), int64(OwnerGone)) {
+		// A Get after the last pin was put (by a caller that "knew" the
+		// owner was not gone): wait for that pin too.
+		o.mu.Lock()
+		o.idle, o.idleSet = make(chan struct{}), false
+		idle := o.idle
+		o.mu.Unlock()
+		if o.word.Load() == int64(OwnerGoing) {
+			o.markIdle()
+		}
+		<-idle
 	}
 	if o.exit != nil {
 		o.exit()
 	}
 	close(o.goneCh)
 	o.life.Emit(Event{Kind: EventFreed, State: "gone", Detail: "exit ran"})
-	return hookErr
 }
 
 // Call runs fn, the owner's code at site (a function name, for reports),

@@ -3,6 +3,7 @@ package sever_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"syscall"
@@ -84,9 +85,14 @@ func TestUnloadWaitsForCallsInFlightOnly(t *testing.T) {
 	}
 }
 
-func TestUnloadTimeoutNamesPinHolders(t *testing.T) {
+// Rule: an unload whose context ends after it began completes in the
+// background and says so: the error wraps ErrUnloadInBackground
+// (EINPROGRESS) and ctx's error and names the pins still held; the owner
+// never returns to live and never stays going once they are put.
+func TestUnloadWhoseContextEndsCompletesInTheBackground(t *testing.T) {
 	var log check.Log
-	o := sever.NewOwner("libata", nil, sever.WithTracking(), sever.WithLog(&log))
+	exits := 0
+	o := sever.NewOwner("libata", func() { exits++ }, sever.WithTracking(), sever.WithLog(&log))
 	o.Get("scsi host0")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
@@ -95,13 +101,133 @@ func TestUnloadTimeoutNamesPinHolders(t *testing.T) {
 	if !errors.As(err, &he) || len(he.Holders) != 1 || he.Holders[0].Tag != "scsi host0" {
 		t.Fatalf("Unload past deadline = %v, want the pin holder named", err)
 	}
-	if log.Count(check.SeverTimeout) != 1 || o.State() != sever.OwnerGoing {
-		t.Fatalf("log %v, state %v", log.Violations(), o.State())
+	if !errors.Is(err, sever.ErrUnloadInBackground) || !errors.Is(err, syscall.EINPROGRESS) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Unload past deadline = %v, want it to say the unload continues (EINPROGRESS) and why", err)
 	}
-	o.Put("scsi host0")
-	if err := o.Unload(context.Background(), sever.UnloadForce); err != nil || o.State() != sever.OwnerGone {
-		t.Fatalf("resumed Unload = %v, state %v", err, o.State())
+	if sever.Errno(err) != syscall.EINPROGRESS {
+		t.Errorf("Errno of the in-background error = %v, want EINPROGRESS", sever.Errno(err))
 	}
+	if o.State() != sever.OwnerGoing || o.TryGet("new user") {
+		t.Fatalf("owner %v after the caller gave up; want going, refusing new pins", o.State())
+	}
+	o.Put("scsi host0") // the call in flight returns
+	select {
+	case <-o.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unload did not complete in the background after the last pin was put")
+	}
+	if exits != 1 || o.State() != sever.OwnerGone {
+		t.Fatalf("after the background unload: exit ran %d times, state %v; want 1, gone", exits, o.State())
+	}
+	if vs := log.Quiesce(context.Background()); len(vs) != 0 {
+		t.Errorf("checker: %v (an unload that completed is no violation)", vs)
+	}
+}
+
+// Rule: a hook whose drain the caller's context cut short runs again in
+// the background without the deadline, so what it had not severed yet
+// (an open whose release drops a pin) is severed and the unload completes.
+func TestUnloadReRunsUnfinishedHooksInTheBackground(t *testing.T) {
+	var log check.Log
+	o := sever.NewOwner("target_core_user", nil, sever.WithLog(&log))
+	attr := sever.NewActive("tcmu0/attr")
+	o.Get("open of tcmu0/attr") // dropped by the release at the end of the hook
+	tok, _ := attr.Enter()      // a call in flight
+	var runs []bool             // did each run of the hook have a deadline?
+	var mu sync.Mutex
+	o.OnUnload("tcmu0", func(ctx context.Context) error {
+		_, hasDeadline := ctx.Deadline()
+		mu.Lock()
+		runs = append(runs, hasDeadline)
+		mu.Unlock()
+		if err := attr.Sever(ctx); err != nil {
+			return err
+		}
+		o.Put("open of tcmu0/attr")
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+	defer cancel()
+	if err := o.Unload(ctx, sever.UnloadForce); !errors.Is(err, sever.ErrUnloadInBackground) {
+		t.Fatalf("Unload with a drain cut short = %v, want ErrUnloadInBackground", err)
+	}
+	attr.Exit(&tok)
+	select {
+	case <-o.Gone():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the unload did not complete in the background")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(runs) != 2 || !runs[0] || runs[1] {
+		t.Errorf("hook runs (with a deadline?) = %v, want [true false]: once with the caller's, once in the background without", runs)
+	}
+	if vs := log.Quiesce(context.Background()); len(vs) != 0 {
+		t.Errorf("checker: %v (an unload that completed is no violation)", vs)
+	}
+}
+
+// Rule: an Unload whose context is done before it begins changes nothing:
+// the owner stays live, no hook runs.
+func TestUnloadWithContextAlreadyDoneStaysLive(t *testing.T) {
+	hooks := 0
+	o := sever.NewOwner("zram", nil)
+	o.OnUnload("zram0", func(context.Context) error { hooks++; return nil })
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for _, p := range []sever.Policy{sever.UnloadTry, sever.UnloadForce} {
+		if err := o.Unload(ctx, p); !errors.Is(err, context.Canceled) || errors.Is(err, sever.ErrUnloadInBackground) {
+			t.Errorf("Unload(%v) with a done context = %v, want context.Canceled and nothing begun", p, err)
+		}
+	}
+	if o.State() != sever.OwnerLive || hooks != 0 || !o.TryGet("user") {
+		t.Fatalf("after refused unloads: state %v, hooks run %d; want live and untouched", o.State(), hooks)
+	}
+	o.Put("user")
+	if err := o.Unload(context.Background(), sever.UnloadTry); err != nil || hooks != 1 {
+		t.Fatalf("a later Unload = %v (hooks %d)", err, hooks)
+	}
+}
+
+// Rule: a second Unload of an owner unloading in the background joins it:
+// nil once gone, the in-background error if its own context ends first.
+func TestSecondUnloadJoinsTheBackgroundOne(t *testing.T) {
+	o := sever.NewOwner("sd_mod", nil)
+	o.Get("call in flight")
+	short, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	if err := o.Unload(short, sever.UnloadForce); !errors.Is(err, sever.ErrUnloadInBackground) {
+		t.Fatalf("first Unload = %v", err)
+	}
+	if err := o.Unload(short, sever.UnloadTry); !errors.Is(err, sever.ErrUnloadInBackground) {
+		t.Fatalf("joining Unload whose context is done = %v, want ErrUnloadInBackground", err)
+	}
+	joined := make(chan error)
+	go func() { joined <- o.Unload(context.Background(), sever.UnloadTry) }()
+	time.Sleep(5 * time.Millisecond)
+	o.Put("call in flight")
+	if err := <-joined; err != nil || o.State() != sever.OwnerGone {
+		t.Fatalf("joining Unload = %v, state %v; want nil, gone", err, o.State())
+	}
+}
+
+// Rule: an unload that never completes — a call in flight that never
+// returns — is reported at quiesce, not silently stranded.
+func TestUnloadNeverCompletingIsReportedAtQuiesce(t *testing.T) {
+	var log check.Log
+	o := sever.NewOwner("hung", nil, sever.WithLog(&log))
+	o.Get("hung call")
+	short, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	o.Unload(short, sever.UnloadForce)
+	q, cancelQ := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancelQ()
+	vs := log.Quiesce(q)
+	if len(vs) != 1 || vs[0].Class != check.GoroutineLeft || !strings.Contains(vs[0].Object, "hung: unload") {
+		t.Errorf("quiesce with the unload stuck: %v, want one goroutine-left naming the unload", vs)
+	}
+	o.Put("hung call") // let it finish, for goleak
+	<-o.Gone()
 }
 
 // TestUnloadSharedLockDoesNotDeadlock is seed 001's deadlock: an attribute
@@ -164,20 +290,31 @@ func TestOwnerMisusePanics(t *testing.T) {
 	mustPanic(t, "Get after unload", "Get after unload", func() { o2.Get(nil) })
 }
 
-func TestUnloadHookErrorsOnlyStopForUnfinishedDrains(t *testing.T) {
+func TestUnloadHookFindingsAreReturnedAfterCompletion(t *testing.T) {
 	exited := false
 	o := sever.NewOwner("libata", func() { exited = true })
 	o.OnUnload("audit finding", func(context.Context) error { return sever.ErrBusy })
 	if err := o.Unload(context.Background(), sever.UnloadForce); !errors.Is(err, sever.ErrBusy) || !exited || o.State() != sever.OwnerGone {
 		t.Fatalf("unload with an audit finding = %v, exited %v, state %v; want the finding returned and the unload complete", err, exited, o.State())
 	}
-	exited = false
-	o2 := sever.NewOwner("ahci", func() { exited = true })
-	o2.OnUnload("stuck drain", func(context.Context) error { return context.DeadlineExceeded })
-	if err := o2.Unload(context.Background(), sever.UnloadForce); !errors.Is(err, context.DeadlineExceeded) || exited || o2.State() != sever.OwnerGoing {
-		t.Fatalf("unload with an unfinished drain = %v, exited %v, state %v; want it to stay going without exit", err, exited, o2.State())
-	}
-	if err := o2.Unload(context.Background(), sever.UnloadForce); err != nil || !exited {
-		t.Fatalf("resumed unload = %v, exited %v", err, exited)
-	}
+}
+
+// A forced unload whose caller gives up while a call is still in flight:
+// the unload is not abandoned half-way, it finishes in the background.
+func ExampleOwner_Unload_inBackground() {
+	mod := sever.NewOwner("target_core_user", func() { fmt.Println("target_core_user exit") })
+	mod.Get("tcmu_queue_cmd in flight")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+	defer cancel()
+	err := mod.Unload(ctx, sever.UnloadForce) // the operator's Ctrl-C, say
+	fmt.Println(errors.Is(err, sever.ErrUnloadInBackground), sever.Errno(err), mod.State())
+
+	mod.Put("tcmu_queue_cmd in flight") // the call returns
+	<-mod.Gone()
+	fmt.Println(mod.State())
+	// Output:
+	// true operation now in progress going
+	// target_core_user exit
+	// gone
 }

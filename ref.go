@@ -108,8 +108,9 @@ func (r *Ref) Holders() []Holder { return r.tr.holders() }
 
 // Audit checks that at most want references are held and, if more are,
 // records check.ReferenceAfterUnregister in l naming the holders and returns
-// a *HoldersError wrapping ErrBusy. It is the "reference count is 0 after
-// unregistering" verification of the driver-model RFD (seed 004 §3).
+// a *HoldersError wrapping ErrBusy. It is the check the driver-model RFD
+// proposes, a count still above zero after unregistration being a bug
+// (DESIGN.md, "Seed 004", §3).
 func (r *Ref) Audit(l *check.Log, want int64) error {
 	n := r.n.Load()
 	if n <= want {

@@ -10,69 +10,73 @@ import (
 
 // Region is memory a provider hands over to the framework because it must
 // outlive the provider's unregistration: the pages tcmu maps into its
-// daemon (seed 003), a binary attribute's mmap window, a char device's ring.
-// The provider gives the memory, a Free function and its Owner; from then
-// on the framework, not the provider, decides when the memory dies.
+// daemon (DESIGN.md, "Seed 003"), a binary attribute's mmap window, a char
+// device's ring. From NewRegion on the memory is the framework's, not the
+// provider's: the provider gives no function to free it and no owner to
+// keep loaded, and no code of the provider runs for the region ever again.
 //
 // Users hold the region in two ways: a Mapping (Map, ended by Unmap) and an
 // open (Get, ended by Put), which a file shell takes for as long as it
-// lives. The provider's unregistration is Sever. Free runs exactly once,
-// when both have happened: the region is severed and its last user is
-// gone — whichever comes last runs Free on its own goroutine.
+// lives. The provider's unregistration is Sever. The memory is freed —
+// by the region itself: every reference to it dropped and its bytes
+// cleared — exactly once, when both have happened: the region is severed
+// and its last user is gone. Whichever of Sever, the last Unmap and the
+// last Put comes last does it, on its own goroutine, before returning.
 //
 //	live ──Sever──▶ severed ──last Unmap/Put──▶ freed
-//	  (users ≥ 0)     (no new Map or Get)        (Free has run; owner unpinned)
+//	  (users ≥ 0)     (no new Map or Get)        (memory cleared and dropped)
 //
-// The region pins its owner from NewRegion until Free has returned, so the
-// provider's Free is never called into a gone owner. The pin is explicit on
-// purpose: an owner with a severed region still mapped cannot finish
-// unloading (UnloadTry refuses with ErrBusy; UnloadForce waits until its
-// context is done), exactly as a module stays while its pages are mapped.
+// Because the region never calls the provider, it pins no owner: a module
+// whose device is severed can unload at once, even while a process still
+// maps the device's memory (DESIGN.md, "Regions"). The rejected
+// alternative — a provider callback at the last close, which keeps the
+// module loaded until a process lets go — is exactly what this type
+// replaces.
 //
-// Without the framework, the provider must choose between freeing at
-// unregister (the daemon faults on its mapping) and freeing at the last
-// close (which uio never calls after unregistering, so tcmu leaked). With
-// Region, the provider does neither: it calls nothing after Sever.
+// Freeing clears the memory: a user who kept the slice from Bytes past
+// its Unmap reads zeros, and under the race detector its access races with
+// the clearing — a use after free made loud.
 //
-// A Region is safe for concurrent use. With WithLog, Free is registered as
-// a check.Pending: never running it by quiesce is check.ReleaseNeverRun.
+// A Region is safe for concurrent use. With WithLog, the freeing is
+// registered as a check.Pending: a region never freed by quiesce is
+// check.ReleaseNeverRun, one freed twice check.ReleaseTwice.
 type Region struct {
 	name    string
-	mem     []byte
-	free    func([]byte)
-	owner   *Owner
-	log     *check.Log
 	pending *check.Pending
 
 	mu      sync.Mutex
-	users   int  // mappings + opens
-	severed bool // Sever has been called
-	freed   bool // Free has been started
+	mem     []byte // nil once freed
+	users   int    // mappings + opens
+	severed bool   // Sever has been called
+	freed   bool   // the memory has been freed
 
 	life *Lifeline // nil unless observed (WithObserver) or traced
 }
 
-// NewRegion hands mem to the framework under name. free, which may be nil,
-// is the provider's code that gives mem back: it runs once, with mem, via
-// owner.Call, after which the owner's pin is dropped. owner may be nil for
-// built-in code that is never unloaded. NewRegion fails with an error
-// wrapping ErrNoDevice if owner is not live.
-func NewRegion(name string, mem []byte, free func([]byte), owner *Owner, opts ...Option) (*Region, error) {
-	o := buildOptions(opts)
-	r := &Region{name: name, mem: mem, free: free, owner: owner, log: o.log}
-	if owner != nil && !owner.TryGet(r) {
-		return nil, &ObjectError{Object: name, Err: fmt.Errorf("owner %s is %v: %w", owner.Name(), owner.State(), ErrNoDevice)}
+// NewRegion hands mem to the framework under name (for reports: "tcmu0:
+// data area"). The caller must not touch mem afterwards except through a
+// Mapping. NewRegion fails with an error wrapping ErrInvalid, and takes
+// nothing, if name is empty or mem has no bytes.
+func NewRegion(name string, mem []byte, opts ...Option) (*Region, error) {
+	if name == "" {
+		return nil, &ObjectError{Object: "region", Err: fmt.Errorf("empty name: %w", ErrInvalid)}
 	}
-	r.pending = o.log.Expect(name, "Free of region")
-	r.life = o.lifeline("region", name, "live")
-	return r, nil
+	if len(mem) == 0 {
+		return nil, &ObjectError{Object: name, Err: fmt.Errorf("no memory to hand over: %w", ErrInvalid)}
+	}
+	o := buildOptions(opts)
+	return &Region{name: name, mem: mem, pending: o.log.Expect(name, "free of region memory"), life: o.lifeline("region", name, "live")}, nil
 }
 
 // Name returns the region's name.
 func (r *Region) Name() string { return r.name }
 
-// Len returns the size of the region in bytes.
-func (r *Region) Len() int { return len(r.mem) }
+// Len returns the size of the region in bytes, 0 once it is freed.
+func (r *Region) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.mem)
+}
 
 // Map maps the region: the Mapping's Bytes stay valid, whatever happens to
 // the provider, until Unmap. Map of a severed region fails with an error
@@ -84,9 +88,9 @@ func (r *Region) Map() (*Mapping, error) {
 	return &Mapping{r: r}, nil
 }
 
-// Get takes an open's hold on the region, which keeps it from being freed
-// until the matching Put. It fails with an error wrapping ErrNoDevice once
-// the region is severed.
+// Get takes an open's hold on the region, which keeps its memory until the
+// matching Put. It fails with an error wrapping ErrNoDevice once the
+// region is severed.
 func (r *Region) Get() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -98,66 +102,58 @@ func (r *Region) Get() error {
 }
 
 // Put drops a hold taken by Get. If the region is severed and this was its
-// last user, Put runs Free before returning. Put without a hold panics.
+// last user, Put frees the memory before returning. Put without a hold
+// panics and changes nothing.
 func (r *Region) Put() {
 	r.mu.Lock()
-	r.users--
-	if r.users < 0 {
+	if r.users == 0 {
 		r.mu.Unlock()
 		panic(fmt.Sprintf("sever: Region %q: Put without a matching Get", r.name))
 	}
-	last := r.severed && r.users == 0 && !r.freed
-	if last {
-		r.freed = true
-	}
+	r.users--
+	mem := r.takeIfLastLocked()
 	r.mu.Unlock()
-	if last {
-		r.runFree()
-	}
+	r.free(mem)
 }
 
 // Sever marks the region's provider gone: no new Map or Get succeeds, and
-// Free runs as soon as no user is left — before Sever returns, if none is
-// left now. Sever is idempotent.
+// the memory is freed as soon as no user is left — before Sever returns,
+// if none is left now. Sever is idempotent and never waits.
 func (r *Region) Sever() {
 	r.mu.Lock()
-	if r.severed {
-		r.mu.Unlock()
-		return
-	}
 	r.severed = true
-	last := r.users == 0 && !r.freed
-	if last {
-		r.freed = true
-	}
+	mem := r.takeIfLastLocked()
 	users := r.users
 	r.mu.Unlock()
 	r.life.Emit(Event{Kind: EventSevered, State: "severed", N: users})
-	if last {
-		r.runFree()
-	}
+	r.free(mem)
 }
 
-func (r *Region) runFree() {
-	r.mu.Lock()
+// takeIfLastLocked moves the region to freed if it is severed and unused,
+// and returns the memory to clear; nil otherwise.
+func (r *Region) takeIfLastLocked() []byte {
+	if !r.severed || r.users != 0 || r.freed {
+		return nil
+	}
+	r.freed = true
 	mem := r.mem
 	r.mem = nil
-	r.mu.Unlock()
-	if r.free != nil {
-		if r.owner != nil {
-			r.owner.Call(r.name+": Free", func() { r.free(mem) })
-		} else {
-			r.free(mem)
-		}
-	}
-	r.pending.Done()
-	r.life.Emit(Event{Kind: EventFreed, State: "freed"})
-	if r.owner != nil {
-		r.owner.Put(r)
-	}
+	return mem
 }
 
-// Freed reports whether Free has run (or is running).
+// free is the framework's free of the region's memory: it clears it (the
+// last reference the region held is already dropped) and marks the
+// release done. mem is nil unless this call moved the region to freed.
+func (r *Region) free(mem []byte) {
+	if mem == nil {
+		return
+	}
+	clear(mem)
+	r.pending.Done()
+	r.life.Emit(Event{Kind: EventFreed, State: "freed"})
+}
+
+// Freed reports whether the memory has been freed.
 func (r *Region) Freed() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -173,13 +169,15 @@ func (r *Region) Users() int {
 }
 
 // Mapping is one mapping of a Region, the user's side of an mmap. Its
-// memory stays valid until Unmap, even after the provider is severed.
+// memory stays valid until Unmap, even after the provider is severed and
+// its owner unloaded.
 type Mapping struct {
 	r        *Region
 	unmapped atomic.Bool
 }
 
-// Bytes returns the mapped memory, or nil after Unmap.
+// Bytes returns the mapped memory, or nil after Unmap. The slice must not
+// be used after Unmap.
 func (m *Mapping) Bytes() []byte {
 	if m.unmapped.Load() {
 		return nil
@@ -190,8 +188,8 @@ func (m *Mapping) Bytes() []byte {
 }
 
 // Unmap ends the mapping; if the region is severed and this was its last
-// user, Unmap runs Free before returning. A second Unmap returns an error
-// wrapping ErrClosed and does nothing.
+// user, Unmap frees the memory before returning. A second Unmap returns an
+// error wrapping ErrClosed and does nothing.
 func (m *Mapping) Unmap() error {
 	if m.unmapped.Swap(true) {
 		return &ObjectError{Object: m.r.name, Err: fmt.Errorf("mapping already unmapped: %w", ErrClosed)}

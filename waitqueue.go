@@ -45,7 +45,7 @@ func (e Events) String() string {
 // events. It belongs to the framework's shell — an open file, a line
 // request — never to the provider, and it stays valid for as long as the
 // shell does, whatever the provider has freed. That is the fix seed 002
-// arrived at: a provider that owns and frees the queue its pollers sleep on
+// arrived at (DESIGN.md, "Seed 002"): a provider that owns and frees the queue its pollers sleep on
 // cannot be made safe, so the queue is not the provider's to free.
 //
 // Waiting is edge-based. Every Notify advances a sequence number; a waiter

@@ -1,7 +1,7 @@
 // Package blockq is a block request queue that can freeze, drain and kill
 // itself, so that a block driver can unregister at once and its code can go
-// (seed 004: "if request_queue just had a feature to drain and kill
-// itself").
+// (seed 004's request queue that drains and kills itself: DESIGN.md,
+// "Seed 004", §2-1).
 package blockq
 
 import (

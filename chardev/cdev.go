@@ -292,8 +292,8 @@ func (c *Cdev) Notify(ev sever.Events) {
 //  3. release: run Release once for every file still open (files closed
 //     before took their own) and drop its owner pin; wake its pollers and
 //     waiting readers with EventErr|EventHup;
-//  4. regions: sever each region; its Free runs now if nothing maps or
-//     holds it, else at the last Unmap or file free.
+//  4. regions: sever each region; the framework frees its memory now if
+//     nothing maps or holds it, else at the last Unmap or file free.
 //
 // When it returns nil, no callback into Ops is running or will ever run.
 // The device's removal path calls it (device.StageFiles); a driver may call

@@ -2,7 +2,8 @@
 // driver can be unplugged while processes hold them open, read them, sleep
 // in poll on them and have their memory mapped.
 //
-// It is seed 000's user-space rule and seed 003's uio/tcmu case as an API:
+// It is seed 000's user-space rule and seed 003's uio/tcmu case as an API
+// (DESIGN.md, "Seed 000" and "Seed 003"):
 //
 //   - A driver registers a char device on its *device.Device with Register.
 //     Every call into the driver's Ops runs inside the char device's active
@@ -18,9 +19,10 @@
 //     uio-like devices), Close still works, and the wait queue pollers sleep
 //     on is the file's own, freed at its last reference.
 //   - Memory a driver lets processes map is handed over as a *sever.Region:
-//     a mapping stays valid after unregister, and the region's Free runs
-//     exactly once, when the device is unregistered and the last mapping and
-//     open are gone — tcmu's late release without calling a released driver.
+//     a mapping stays valid after unregister, and the framework frees the
+//     memory exactly once, when the device is unregistered and the last
+//     mapping and open are gone — tcmu's late release without any callback
+//     into a released driver, and without keeping its module loaded.
 //
 // The driver's side:
 //

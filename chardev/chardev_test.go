@@ -28,9 +28,9 @@ func TestOperationsAfterUnregisterReturnTheChosenErrno(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMachine(t)
-			var frees atomic.Int32
+			r := m.region("ring")
 			cd := m.register(chardev.Config{
-				Name: "ring0", Gone: tc.gone, Regions: []*sever.Region{m.region("ring", &frees)},
+				Name: "ring0", Gone: tc.gone, Regions: []*sever.Region{r},
 				Ops: chardev.Ops{
 					Read:  func(c *chardev.Call, b []byte) (int, error) { return copy(b, "x"), nil },
 					Write: func(c *chardev.Call, b []byte) (int, error) { return len(b), nil },
@@ -69,7 +69,7 @@ func TestOperationsAfterUnregisterReturnTheChosenErrno(t *testing.T) {
 			if err := f.Close(); !errors.Is(err, sever.ErrClosed) {
 				t.Errorf("second Close = %v, want ErrClosed", err)
 			}
-			if n := frees.Load(); n != 1 {
+			if n := frees(r); n != 1 {
 				t.Errorf("region freed %d times after unregister and close, want 1", n)
 			}
 			m.clean()

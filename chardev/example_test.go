@@ -50,15 +50,14 @@ func Example() {
 }
 
 // Memory a driver lets processes map is handed over as a sever.Region. The
-// mapping outlives the device; the region's Free runs once the device is
-// gone and the last mapping and open are too.
+// mapping outlives the device; the framework frees the memory once the
+// device is gone and the last mapping and open are too.
 func ExampleFile_Mmap() {
 	ctx := context.Background()
 	log := &check.Log{}
 	machine := device.NewCore("example", log)
 	dev, _ := machine.Register(ctx, device.Config{Name: "ring0"})
-	ring, _ := sever.NewRegion("ring0 pages", make([]byte, 4096),
-		func([]byte) { fmt.Println("driver: pages freed") }, nil, sever.WithLog(log))
+	ring, _ := sever.NewRegion("ring0 pages", make([]byte, 4096), sever.WithLog(log))
 	cd, _ := chardev.Register(dev, chardev.Config{Name: "ring0", Regions: []*sever.Region{ring}})
 
 	f, _ := cd.Open(os.O_RDWR)
@@ -69,10 +68,11 @@ func ExampleFile_Mmap() {
 	f.Close()
 	fmt.Println("after unplug and close the mapping still reads", m.Bytes()[0])
 	m.Unmap()
+	fmt.Println("pages freed:", ring.Freed())
 	fmt.Println("violations:", len(log.Quiesce(ctx)))
 	// Output:
 	// after unplug and close the mapping still reads 7
-	// driver: pages freed
+	// pages freed: true
 	// violations: 0
 }
 

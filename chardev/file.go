@@ -321,8 +321,8 @@ func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error
 // Mmap maps the device's region index (Config.Regions), after asking
 // Ops.Mmap if there is one. The mapping stays valid — after Close, after
 // the device is unregistered, after its driver is unloaded — until Unmap;
-// the region's Free runs only when the device is unregistered and the last
-// mapping and open are gone. An index out of range fails with an error
+// the framework frees the region's memory only when the device is
+// unregistered and the last mapping and open are gone. An index out of range fails with an error
 // wrapping EINVAL; other errors as for Read.
 func (f *File) Mmap(index int) (*sever.Mapping, error) {
 	tok, err := f.enter()

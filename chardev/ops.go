@@ -25,8 +25,8 @@ type Config struct {
 	// Regions are the memory the device lets processes map, by index (see
 	// File.Mmap). Register takes them over on success: from then on the
 	// char device severs them when it is unregistered and every open holds
-	// them, so each region's Free runs once the device is unregistered and
-	// its last mapping and open are gone. If Register fails the caller
+	// them, so the framework frees each region's memory once the device is
+	// unregistered and its last mapping and open are gone. If Register fails the caller
 	// still owns them.
 	Regions []*sever.Region
 	Ops     Ops

@@ -36,7 +36,7 @@ func TestUnregisterRacingWithHundredUsersRunsEachReleaseOnceAndNoCallbackAfter(t
 func raceRound(t *testing.T, seed int64) {
 	m := newMachine(t)
 	guard := &afterGuard{log: m.log}
-	var frees atomic.Int32
+	region := m.region("ring0 data")
 	var avail atomic.Int32
 	var opened, released atomic.Int64
 	var mu sync.Mutex
@@ -45,7 +45,7 @@ func raceRound(t *testing.T, seed int64) {
 	cd := m.register(chardev.Config{
 		Name:    "ring0",
 		Gone:    sever.ErrIO,
-		Regions: []*sever.Region{m.region("ring0 data", &frees)},
+		Regions: []*sever.Region{region},
 		Ops: chardev.Ops{
 			Open: func(c *chardev.Call) (any, error) {
 				guard.check("Open")
@@ -186,7 +186,7 @@ func raceRound(t *testing.T, seed int64) {
 		}
 	}
 	mu.Unlock()
-	if n := frees.Load(); n != 1 {
+	if n := frees(region); n != 1 {
 		t.Errorf("region freed %d times, want exactly once after unregister and the last unmap and close", n)
 	}
 	if p := m.owner.Pins(); p != 0 {
@@ -196,8 +196,8 @@ func raceRound(t *testing.T, seed int64) {
 	m.clean()
 }
 
-// TestRegionFreedOnceInEveryOrderOfUnregisterUnmapClose: the region's Free
-// runs exactly once, at the last of the three, whatever the order, and the
+// TestRegionFreedOnceInEveryOrderOfUnregisterUnmapClose: the region's
+// memory is freed exactly once, at the last of the three, whatever the order, and the
 // mapping's memory stays valid until its Unmap.
 func TestRegionFreedOnceInEveryOrderOfUnregisterUnmapClose(t *testing.T) {
 	perms := [][3]string{
@@ -211,8 +211,7 @@ func TestRegionFreedOnceInEveryOrderOfUnregisterUnmapClose(t *testing.T) {
 	for _, p := range perms {
 		t.Run(fmt.Sprint(p[0], "-", p[1], "-", p[2]), func(t *testing.T) {
 			m := newMachine(t)
-			var frees atomic.Int32
-			r := m.region("ring data", &frees)
+			r := m.region("ring data")
 			cd := m.register(chardev.Config{Name: "ring0", Regions: []*sever.Region{r}})
 			f := m.open(cd, os.O_RDWR)
 			mp, err := f.Mmap(0)
@@ -244,12 +243,12 @@ func TestRegionFreedOnceInEveryOrderOfUnregisterUnmapClose(t *testing.T) {
 				if i == 2 {
 					want = 1
 				}
-				if n := frees.Load(); n != want {
+				if n := frees(r); n != want {
 					t.Errorf("after %v region freed %d times, want %d", p[:i+1], n, want)
 				}
 			}
 			if m.owner.Pins() != 0 {
-				t.Errorf("owner pinned %d times after Free, want 0: the region drops its pin after Free", m.owner.Pins())
+				t.Errorf("owner pinned %d times after the free, want 0: a region pins no owner", m.owner.Pins())
 			}
 			m.clean()
 		})

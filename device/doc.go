@@ -8,8 +8,8 @@
 //	resources, newest first → owner pin dropped → uevents → reference audit
 //
 // After Unregister returns, no callback into the driver runs or will run
-// (seed 004's "disconnect immediate"), and consumers keep only shells that
-// return ErrNoDevice (seed 000). Everything a binding acquires through its
+// (seed 004's immediate disconnect), and consumers keep only shells that
+// return ErrNoDevice (seed 000; DESIGN.md, "Seeds"). Everything a binding acquires through its
 // device — resources (AddResource), severables (AddSeverable: kernfs nodes,
 // char devices), providers (NewProvider), child devices — is undone when
 // the binding ends. Nothing is global: a Core is one simulated machine.

@@ -2,8 +2,9 @@
 // binary attributes and symlinks whose nodes can be severed while files
 // on them are open, and whose callbacks never run after they are severed.
 //
-// It is seed 004's "orphaning sysfs nodes on unregistration" as an API a
-// driver author cannot misuse:
+// It is the orphaning of sysfs nodes at unregistration that seed 004 asks
+// for (DESIGN.md, "Seed 004", §2-1), as an API a driver author cannot
+// misuse:
 //
 //   - A node's provider code runs only inside the node's active reference
 //     (a sever.Active). Remove denies new operations, drains the ones in
@@ -14,7 +15,8 @@
 //     every operation on it returns an error wrapping sever.ErrNoDevice,
 //     and poll reports EventErr|EventHup. The shell, and the wait queue its
 //     pollers sleep on, are freed at the last Close without calling
-//     provider code, so seed 002's use-after-free cannot be written.
+//     provider code, so seed 002's use-after-free (DESIGN.md, "Seed 002")
+//     cannot be written.
 //   - Every open file, and every scheduled callback, pins the sever.Owner of
 //     the code it will call: the attribute's own owner, not its directory's
 //     (seed 004, Examples 1 and 2). Unloading an owner first removes every
@@ -171,8 +173,8 @@ type BinAttr struct {
 	// Region, if not nil, makes the file mappable: File.Mmap returns a
 	// mapping of it. The node takes the region over: removing the node
 	// severs it, and every open file holds it until its last Close, so the
-	// region's Free runs once the node is removed and the last mapping and
-	// open are gone.
+	// framework frees the region's memory once the node is removed and the
+	// last mapping and open are gone.
 	Region  *sever.Region
 	Open    OpenFunc
 	Release ReleaseFunc

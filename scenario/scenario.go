@@ -95,7 +95,7 @@ func (v Variant) String() string {
 type Scenario struct {
 	Name  string // short and unique: "psi-rmdir"
 	Seed  string // the seed thread's number: "002"
-	Doc   string // the seed document, under shared/seeds
+	Doc   string // where the seed is described: "DESIGN.md#seed-002"
 	Title string // what happens, in one line
 	// Bug says what the naive variant plants, in one line.
 	Bug string

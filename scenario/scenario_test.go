@@ -87,7 +87,7 @@ func TestEverySeedHasAScenario(t *testing.T) {
 		if sc.Run == nil || sc.Doc == "" || sc.Title == "" || sc.Bug == "" || sc.Catches == 0 {
 			t.Errorf("scenario %q is incomplete: %+v", sc.Name, sc)
 		}
-		if !strings.HasPrefix(sc.Doc, sc.Seed+"_") {
+		if sc.Doc != "DESIGN.md#seed-"+sc.Seed {
 			t.Errorf("scenario %q: seed %s but document %s", sc.Name, sc.Seed, sc.Doc)
 		}
 	}

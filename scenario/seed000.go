@@ -41,7 +41,7 @@ func seed000() []Scenario {
 	return []Scenario{{
 		Name:    "cp2112-unplug",
 		Seed:    "000",
-		Doc:     "000_79e38ed4474c4777.txt",
+		Doc:     "DESIGN.md#seed-000",
 		Title:   "unplug a CP2112 under in-process and user-space consumers",
 		Bug:     "the driver's IRQ domain is removed under a requested IRQ: the consumer never learns, the /irq entry leaks",
 		Catches: check.ReferenceAfterUnregister,

@@ -46,7 +46,7 @@ func seed001() []Scenario {
 	return []Scenario{{
 		Name:     "zram-rmmod",
 		Seed:     "001",
-		Doc:      "001_79e803d573e9355f.txt",
+		Doc:      "DESIGN.md#seed-001",
 		Title:    "rmmod zram (try, then force) while a process writes comp_algorithm",
 		Bug:      "zram's exit deletes its disks under zram_index_mutex, which the attribute's Store takes",
 		Catches:  check.SeverTimeout,
@@ -55,7 +55,7 @@ func seed001() []Scenario {
 	}, {
 		Name:    "zram-remove",
 		Seed:    "001",
-		Doc:     "001_79e803d573e9355f.txt",
+		Doc:     "DESIGN.md#seed-001",
 		Title:   "reset or hot_remove zram0 while its attributes are in use",
 		Bug:     "the disk's private data is freed before del_gendisk has drained its attributes",
 		Catches: check.UseAfterFree,

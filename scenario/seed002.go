@@ -27,7 +27,7 @@ func seed002() []Scenario {
 	return []Scenario{{
 		Name:    "psi-rmdir",
 		Seed:    "002",
-		Doc:     "002_4436bd6ba8a191e6.txt",
+		Doc:     "DESIGN.md#seed-002",
 		Title:   "poll a PSI trigger while its cgroup is removed",
 		Bug:     "the trigger owns its wait queue and frees it at release, under the poller",
 		Catches: check.UseAfterFree,

@@ -25,7 +25,7 @@ func seed004() []Scenario {
 	return []Scenario{{
 		Name:    "scsi-delete-callback",
 		Seed:    "004",
-		Doc:     "004_f328b2342a537321.txt",
+		Doc:     "DESIGN.md#seed-004",
 		Title:   "echo 1 > /block/sda/device/delete; rmmod ahci libata sd_mod scsi_mod (Example 1)",
 		Bug:     "delete's deferred work does not pin scsi_mod; it runs after rmmod scsi_mod",
 		Catches: check.CallIntoGoneOwner,
@@ -33,7 +33,7 @@ func seed004() []Scenario {
 	}, {
 		Name:    "scsi-delete-held-open",
 		Seed:    "004",
-		Doc:     "004_f328b2342a537321.txt",
+		Doc:     "DESIGN.md#seed-004",
 		Title:   "cat > /block/sda/device/delete &; rmmod ahci libata; kill %% (Example 2)",
 		Bug:     "opening delete pins the device's kobject and sd_mod, not the host's modules; the last close runs libata's release",
 		Catches: check.CallIntoGoneOwner,

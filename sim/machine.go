@@ -262,7 +262,9 @@ func (m *Machine) Rmmod(ctx context.Context, name string) error {
 // "try" of seed 001, which a user cannot turn into a hang. With
 // sever.UnloadForce it is what Rmmod does. It fails with an error wrapping
 // sever.ErrNotExist for a module not loaded, and with sever.Owner.Unload's
-// error otherwise (ctx's, if it ends while calls are still in flight).
+// error otherwise. If ctx ends while calls are still in flight, that error
+// wraps sever.ErrUnloadInBackground: the unload goes on without the
+// caller, and the directory is removed when the module is gone.
 //
 // It must not be called from a callback of the module's own /module
 // directory; writing that directory's unload attribute is the way to
@@ -313,6 +315,7 @@ func (m *Machine) unload(ctx context.Context, md *module, p sever.Policy) error 
 	if p == sever.UnloadTry {
 		if err := md.owner.Unload(ctx, sever.UnloadTry); err != nil {
 			m.trace.Record(KindStep, "module "+name, "rmmod (try): "+err.Error())
+			m.removeDirWhenGone(md, err)
 			return err
 		}
 		m.trace.Record(KindStep, "module "+name, "rmmod (try): it had no users; unloaded")
@@ -321,7 +324,21 @@ func (m *Machine) unload(ctx context.Context, md *module, p sever.Policy) error 
 	m.trace.Record(KindSevered, "module "+name, "rmmod: unbinding its drivers, severing its nodes")
 	err := md.owner.Unload(ctx, sever.UnloadForce)
 	m.trace.Record(KindDrained, "module "+name, errText(err, "unloaded"))
+	m.removeDirWhenGone(md, err)
 	return err
+}
+
+// removeDirWhenGone removes md's directory once its owner is gone, if err
+// says the unload goes on in the background (sever.ErrUnloadInBackground):
+// the caller that gave up waiting no longer removes it.
+func (m *Machine) removeDirWhenGone(md *module, err error) {
+	if md.dir == nil || !errors.Is(err, sever.ErrUnloadInBackground) {
+		return
+	}
+	m.log.Go("module "+md.name+": remove its directory once unloaded", func() {
+		<-md.owner.Gone()
+		m.Sysfs().Remove(context.Background(), md.dir)
+	})
 }
 
 // addModuleDirLocked makes /module/<name> for md, as sysfs has it for a

@@ -223,14 +223,14 @@ func (fm *faultModule) probe(ctx context.Context, d *device.Device) error {
 	if err := step(1); err != nil {
 		return err
 	}
-	// A binary attribute whose region user space may map. The regions'
-	// Free is bookkeeping of the harness, not module code, so they have no
-	// owner: a region with an owner pins it for as long as any open file
-	// of the device lives (see RELIABILITY.md, "Findings").
-	reg, err := sever.NewRegion(d.Path()+"/buffer region", make([]byte, 4096), func([]byte) { r.regionFrees.Add(1) }, nil, fm.m.Options()...)
+	// A binary attribute whose region user space may map. The framework
+	// frees a region's memory; the harness counts the frees at the end of
+	// the round.
+	reg, err := sever.NewRegion(d.Path()+"/buffer region", make([]byte, 4096), fm.m.Options()...)
 	if err != nil {
 		return err
 	}
+	r.regions.Store(reg, struct{}{})
 	if _, err := d.AddResource("buffer region", reg.Sever); err != nil {
 		reg.Sever()
 		return err
@@ -265,10 +265,11 @@ func (fm *faultModule) probe(ctx context.Context, d *device.Device) error {
 	if err := step(2); err != nil {
 		return err
 	}
-	creg, err := sever.NewRegion(d.Path()+" cdev region", make([]byte, 4096), func([]byte) { r.regionFrees.Add(1) }, nil, fm.m.Options()...)
+	creg, err := sever.NewRegion(d.Path()+" cdev region", make([]byte, 4096), fm.m.Options()...)
 	if err != nil {
 		return err
 	}
+	r.regions.Store(creg, struct{}{})
 	if _, err := chardev.Register(d, chardev.Config{
 		Name:    fmt.Sprintf("stress-%d", p.slot),
 		Owner:   fm.owner,

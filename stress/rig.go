@@ -27,7 +27,7 @@ type rig struct {
 	m     *sim.Machine
 
 	faults      faults
-	regionFrees atomic.Int64 // regions' Free functions run
+	regions     sync.Map     // *sever.Region → struct{}: every region handed over
 	releases    atomic.Int64 // stress char device Releases run
 	probes      atomic.Int64 // stress probes that completed
 	expected    atomic.Int64 // DriverFaults carrying PanicMarker

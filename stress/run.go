@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/subsys/irq"
@@ -495,7 +496,12 @@ func (h *harness) audit(ctx context.Context, r *rig) {
 	res.Panics += r.faults.panics.Load()
 	res.ExpectedFaults += r.expected.Load()
 	res.Releases += r.releases.Load()
-	res.RegionFrees += r.regionFrees.Load()
+	r.regions.Range(func(k, _ any) bool {
+		if k.(*sever.Region).Freed() {
+			res.RegionFrees++
+		}
+		return true
+	})
 	res.Probes += r.probes.Load()
 	res.ShellsOpened += r.shellsOpen.Load()
 	res.ShellsFreed += r.shellsFreed.Load()

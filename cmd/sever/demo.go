@@ -23,8 +23,8 @@ import (
 
 const demoHelp = `usage: sever demo [flags]
 
-Plays every seed scenario (shared/seeds) on fresh simulated machines, each
-in two variants:
+Plays every seed scenario (DESIGN.md, "Seeds") on fresh simulated machines,
+each in two variants:
 
   correct  the drivers written against sever's API; the checker must
            record nothing and every consumer must see the contract
@@ -34,8 +34,9 @@ in two variants:
 Each variant runs --runs times, each run with its own seed choosing where
 the unplug, rmmod or rmdir lands among the consumers' operations and how
 goroutines interleave. The table has one row per scenario and variant: the
-scenario, its seed document, the variant, the runs, the operations run,
-the violations recorded by class (summed over the runs) and the verdict.
+scenario, its seed's section of DESIGN.md, the variant, the runs, the
+operations run, the violations recorded by class (summed over the runs) and
+the verdict.
 A timeline of lifetime events follows for one scenario (--timeline).
 
 Exits 0 only when every run of every correct variant is clean and every

@@ -1,5 +1,5 @@
-// Package cp2112 simulates seed 000's device: a Silicon Labs CP2112, a
-// USB HID bridge to I2C and GPIO, with an EEPROM and a temperature sensor
+// Package cp2112 simulates seed 000's device (DESIGN.md, "Seed 000"): a
+// Silicon Labs CP2112, a USB HID bridge to I2C and GPIO, with an EEPROM and a temperature sensor
 // on its I2C bus.
 //
 // Probing a plugged board registers, as children of the USB device and so

@@ -1,4 +1,5 @@
-// Package gpiokeys is a gpio-keys-like consumer for seed 000: a platform
+// Package gpiokeys is a gpio-keys-like consumer for seed 000 (DESIGN.md,
+// "Seed 000"): a platform
 // device (a devicetree node) with one key on a GPIO line of some other
 // device, whose interrupt it requests. It counts presses and shows the
 // count as an attribute.

@@ -1,5 +1,5 @@
 // Package psi is a cgroup hierarchy with pressure-stall files, the setting
-// of seed 002: a process writes a trigger ("some 150000 1000000") to a
+// of seed 002 (DESIGN.md, "Seed 002"): a process writes a trigger ("some 150000 1000000") to a
 // group's cpu.pressure, polls the file for the trigger's events, and the
 // group is removed with rmdir while the process is still polling.
 //

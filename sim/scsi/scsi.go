@@ -1,4 +1,5 @@
-// Package scsi simulates seed 004's stack: a SCSI host driven by ahci over
+// Package scsi simulates seed 004's stack (DESIGN.md, "Seed 004"): a SCSI
+// host driven by ahci over
 // libata, a disk bound by sd_mod, and the SCSI device's "delete" attribute,
 // whose code belongs to scsi_mod although it sits under a node that
 // libata and ahci implement. Four modules, four owners:

@@ -1,4 +1,5 @@
-// Package tcmu is the setting of seed 003: target_core_user (tcmu), a SCSI
+// Package tcmu is the setting of seed 003 (DESIGN.md, "Seed 003"):
+// target_core_user (tcmu), a SCSI
 // target backstore whose commands are carried out by a user-space daemon,
 // tcmu-runner, through a uio device — /dev/uioN, whose region 0 is tcmu's
 // data area (the command ring and its pages), mapped into the daemon.
@@ -15,15 +16,15 @@
 // its mapping, unmaps, closes.
 //
 // Correct, as a driver author writes it against sever: the data area is
-// handed to the framework as a sever.Region whose Free frees the pages.
-// The mapping keeps them valid through the unregistration; Free runs
-// exactly once, when the device is unregistered and the last mapping and
-// open are gone — never calling into a device that is gone, and keeping
-// the module loaded (its Free is module code) until then. The driver
-// itself frees nothing at Remove.
+// handed to the framework as a sever.Region, and the driver frees nothing,
+// ever. The mapping keeps the pages valid through the unregistration; the
+// framework frees them exactly once, when the device is unregistered and
+// the last mapping and open are gone, without calling any code of the
+// driver — so target_core_user unloads at once, even with the daemon
+// still mapping the pages.
 //
-// Naive (BugFreeAtUnregister): the driver keeps the pages and frees them
-// in Remove, at unregister — what tcmu does when uio gives it no
+// Naive (BugFreeAtUnregister): the driver frees the pages itself in
+// Remove, at unregister — what tcmu does when uio gives it no
 // late_release — while the daemon still maps them. The daemon's next touch
 // of its mapping is a check.UseAfterFree.
 package tcmu
@@ -113,19 +114,21 @@ func (t *Target) UIOOwner() *sever.Owner { return t.uio }
 //
 //	bound ──Destroy | rmmod | shutdown──▶ unregistered ──last unmap and close──▶ pages freed
 //
-// Correct, the pages are freed at the last step, by the region's Free;
-// naive, at the first arrow.
+// Correct, the pages are freed at the last step, by the framework (the
+// region); naive, at the first arrow, by the driver.
 type Dev struct {
-	t     *Target
-	dev   *device.Device
-	name  string
-	pages *check.State[[]byte] // the data area: a use after free is recorded
-	uio   *uio.Device
-	cmds  *device.Handle[*Dev] // target_core_mod's handle on the command ring; a shell returning ENODEV after unregister
+	t      *Target
+	dev    *device.Device
+	name   string
+	pages  *check.State[[]byte] // the data area as the MMU sees it: the naive driver's free makes a touch a use after free
+	region *sever.Region        // the data area handed to the framework
+	uio    *uio.Device
+	cmds   *device.Handle[*Dev] // target_core_mod's handle on the command ring; a shell returning ENODEV after unregister
 
-	queued   atomic.Uint32
-	frees    atomic.Int32
-	releases atomic.Int32
+	queued       atomic.Uint32
+	frees        atomic.Int32 // the naive driver's own frees
+	freedNoticed atomic.Bool  // the framework's free is on the timeline
+	releases     atomic.Int32
 }
 
 // Create makes tcmu device name (configfs mkdir and enable): a device on
@@ -153,6 +156,7 @@ func (t *Target) Destroy(ctx context.Context, d *Dev) error {
 	t.m.Record(sim.KindSevered, d.dev.Path(), "configfs rmdir: tcmu unregisters "+d.uio.Name())
 	err := d.dev.Unregister(ctx)
 	t.m.Record(sim.KindDrained, d.dev.Path(), errText(err, "unregistered: no tcmu or uio callback runs now or later"))
+	d.noticeFree()
 	return err
 }
 
@@ -161,14 +165,11 @@ func (t *Target) probe(ctx context.Context, dev *device.Device) error {
 	d := &Dev{t: t, dev: dev, name: dev.Name()}
 	mem := make([]byte, DataAreaSize)
 	d.pages = check.NewState(t.m.Log(), d.name+": data area pages", mem)
-	var free func([]byte)
-	if t.bugs&BugFreeAtUnregister == 0 {
-		free = func([]byte) { d.free("region Free: unregistered, last mapping and open gone") }
-	}
-	r, err := sever.NewRegion(d.name+": data area", mem, free, t.owner, t.m.Options()...)
+	r, err := sever.NewRegion(d.name+": data area", mem, t.m.Options()...)
 	if err != nil {
 		return err
 	}
+	d.region = r
 	d.uio, err = uio.Register(ctx, dev, uio.Info{
 		Name: "tcm-user", Version: "2.0", Owner: t.owner,
 		Regions: []*sever.Region{r},
@@ -208,14 +209,21 @@ func (t *Target) remove(ctx context.Context, dev *device.Device) {
 	if t.bugs&BugFreeAtUnregister != 0 {
 		// The naive free: there is no later callback to free them in, and
 		// the daemon may still have them mapped.
-		d.free("freed at unregister (naive): the daemon may still map them")
+		d.frees.Add(1)
+		d.pages.Free()
+		t.m.Record(sim.KindFreed, d.name+": data area", "freed by tcmu at unregister (naive): the daemon may still map them")
 	}
+	d.noticeFree()
 }
 
-func (d *Dev) free(why string) {
-	d.frees.Add(1)
-	d.pages.Free()
-	d.t.m.Record(sim.KindFreed, d.name+": data area", why)
+// noticeFree puts the framework's free of the data area on the machine's
+// timeline once it has happened. It is called by whoever may have caused
+// it or looks — the unregistration, the daemon's close, Frees — never by
+// the region: the framework frees the memory without calling anyone.
+func (d *Dev) noticeFree() {
+	if d.t.bugs&BugFreeAtUnregister == 0 && d.region.Freed() && !d.freedNoticed.Swap(true) {
+		d.t.m.Record(sim.KindFreed, d.name+": data area", "freed by the framework: unregistered, last mapping and open gone")
+	}
 }
 
 // Name returns the device's name.
@@ -227,9 +235,18 @@ func (d *Dev) Device() *device.Device { return d.dev }
 // UIO returns the device's uio device.
 func (d *Dev) UIO() *uio.Device { return d.uio }
 
-// Frees returns how many times the data area was freed: 0 while it may be
-// mapped, then exactly 1.
-func (d *Dev) Frees() int { return int(d.frees.Load()) }
+// Frees returns how many times the data area was freed — by the driver
+// (naive) or by the framework (correct): 0 while it may be mapped, then
+// exactly 1. The first call to see the framework's free puts it on the
+// machine's timeline, if nothing did before.
+func (d *Dev) Frees() int {
+	d.noticeFree()
+	n := int(d.frees.Load())
+	if d.t.bugs&BugFreeAtUnregister == 0 && d.region.Freed() {
+		n++
+	}
+	return n
+}
 
 // Releases returns how many opens of the uio device were released.
 func (d *Dev) Releases() int { return int(d.releases.Load()) }
@@ -311,6 +328,7 @@ func (r *Runner) Close() {
 	r.done = true
 	r.m.Unmap()
 	r.f.Close()
+	r.d.noticeFree()
 }
 
 func errText(err error, ok string) string {

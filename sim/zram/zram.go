@@ -1,5 +1,5 @@
-// Package zram is a zram-like compressed RAM disk, the driver of seed 001:
-// module "zram", whose disks are configured, reset and removed through
+// Package zram is a zram-like compressed RAM disk, the driver of seed 001
+// (DESIGN.md, "Seed 001"): module "zram", whose disks are configured, reset and removed through
 // their own sysfs attributes while the module itself may be unloaded.
 //
 // The module's files, as in Linux:

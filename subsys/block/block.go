@@ -3,15 +3,16 @@
 // size, stat, inflight, ro and queue/ — that a driver creates for the
 // hardware it drives and deletes when the hardware goes.
 //
-// Deleting a disk is del_gendisk made safe (seed 004, §2-1: "if
-// request_queue just had a feature to drain and kill itself"): its
+// Deleting a disk is del_gendisk made safe (seed 004, §2-1: a request
+// queue that drains and kills itself; DESIGN.md, "Seed 004"): its
 // attribute files are severed (open ones become shells returning
 // ENODEV), its queue is killed (queued requests fail with ENODEV, the ones
 // with the driver finish), and when Del returns the driver is never called
 // again for this disk. The deletion is part of the disk device's removal
 // path, so unplugging or unbinding the device the disk was created for
 // deletes it automatically, before the driver's Remove runs. A disk
-// attribute may delete its own disk (zram's reset, seed 001) with DelSelf.
+// attribute may delete its own disk (zram's reset, DESIGN.md, "Seed 001")
+// with DelSelf.
 //
 // Nothing is global: disks are named, and their names are unique, per
 // simulated machine (device.Core).

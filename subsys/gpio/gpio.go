@@ -1,7 +1,7 @@
 // Package gpio is the GPIO subsystem: a chip provides lines; consumers
 // request lines and get or set their values, or watch them for edges.
 //
-// A chip is a provider in seed 000's sense. When it is removed — its
+// A chip is a provider in seed 000's sense (DESIGN.md, "Seed 000"). When it is removed — its
 // parent unplugged, its driver unbound — every consumer keeps its Line or
 // LineRequest as a shell: each call returns an error wrapping
 // sever.ErrNoDevice, a reader waiting for an edge wakes with

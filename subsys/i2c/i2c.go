@@ -2,7 +2,7 @@
 // client devices on its bus; consumers hold a reference to an adapter and
 // transfer through it.
 //
-// Seed 000's complaint was that removing an I2C adapter blocks in
+// Seed 000's complaint (DESIGN.md, "Seed 000") was that removing an I2C adapter blocks in
 // wait_for_completion until every user puts its reference, while the users
 // are never told. Here the adapter's removal waits only for transfers in
 // flight: a consumer's AdapterRef becomes a shell whose Transfer returns

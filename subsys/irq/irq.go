@@ -2,7 +2,7 @@
 // hardware interrupt lines to machine-wide IRQ numbers; consumers request
 // an IRQ with a handler and free it.
 //
-// This is where seed 000 began: a USB GPIO expander provides an interrupt
+// This is where seed 000 (DESIGN.md, "Seed 000") began: a USB GPIO expander provides an interrupt
 // domain, a consumer elsewhere requests one of its IRQs, and the expander
 // is unplugged. Here the domain's removal detaches every requested IRQ:
 // handlers running are drained and never run again, each Request becomes a

@@ -21,8 +21,7 @@ func Example() {
 	log := &check.Log{}
 	machine := device.NewCore("example", log)
 	parent, _ := machine.Register(ctx, device.Config{Name: "tcmu0"})
-	pages, _ := sever.NewRegion("tcmu data area", make([]byte, 4096),
-		func([]byte) { fmt.Println("driver: data area freed") }, nil, sever.WithLog(log))
+	pages, _ := sever.NewRegion("tcmu data area", make([]byte, 4096), sever.WithLog(log))
 	u, _ := uio.Register(ctx, parent, uio.Info{Name: "tcm-user", Regions: []*sever.Region{pages}})
 
 	f, _ := chardev.RegistryOf(machine).Open("uio0", os.O_RDWR)
@@ -40,11 +39,12 @@ func Example() {
 	fmt.Println("mapping still there:", len(m.Bytes()))
 	m.Unmap()
 	f.Close()
+	fmt.Println("data area freed:", pages.Freed())
 	fmt.Println("violations:", len(log.Quiesce(ctx)))
 	// Output:
 	// interrupts: 1
 	// blocked read: chardev: /dev/uio0: input/output error
 	// mapping still there: 4096
-	// driver: data area freed
+	// data area freed: true
 	// violations: 0
 }

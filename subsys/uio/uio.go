@@ -1,7 +1,7 @@
 // Package uio is a user-space I/O subsystem modelled on Linux's uio: a
 // driver exposes a device's memory regions and its interrupts to a process
 // through a char device, /dev/uioN, and the process does the rest (tcmu and
-// tcmu-runner, seed 003).
+// tcmu-runner: DESIGN.md, "Seed 003").
 //
 // The process's side, as with uio:
 //
@@ -15,9 +15,11 @@
 // EIO, as uio's do; pollers wake with EventErr|EventHup. Each open's
 // Info.Release runs exactly once, at close or at unregister, never after.
 // Mappings stay valid: the regions are the framework's (sever.Region), and
-// each region's Free runs when the device is unregistered and its last
-// mapping and open are gone. That is what tcmu needed uio's late_release
-// for, without ever calling a driver whose device is gone.
+// the framework frees each region's memory when the device is unregistered
+// and its last mapping and open are gone. That is what tcmu wanted uio's
+// late_release for, without any callback into a driver whose device is
+// gone: the driver's module can unload while a process still maps the
+// memory.
 package uio
 
 import (
@@ -76,7 +78,8 @@ type OpenFunc func() error
 // have drained) — never after Unregister returns, never at a Close after
 // unregister. Nothing of the driver is gone when it runs; its owner pin is
 // dropped when it returns. It may touch the driver's state, and block
-// briefly. It must not free memory still mapped: that is a Region's Free.
+// briefly. It must not free memory that may still be mapped: that memory
+// is a Region's, and the framework frees it.
 type ReleaseFunc func()
 
 // Device is a registered uio device: a child device "uioN" of class "uio"

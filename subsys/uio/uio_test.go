@@ -26,10 +26,11 @@ func ctxT(t testing.TB) context.Context {
 // modelled with check.State, so a use after they are freed is recorded)
 // and registers a uio device exposing it as region 0.
 //
-// naive is the driver seed 003 describes without late_release: it keeps
-// the pages itself and frees them in Remove, at unregister, while
+// naive is the driver DESIGN.md's "Seed 003" describes without
+// late_release: it frees the pages itself in Remove, at unregister, while
 // tcmu-runner may still have them mapped. The correct driver hands them to
-// the framework as a sever.Region whose Free frees them.
+// the framework as a sever.Region and frees nothing: the framework frees
+// them at the last unmap and close.
 type tcmu struct {
 	t        *testing.T
 	log      *check.Log
@@ -38,9 +39,11 @@ type tcmu struct {
 	dev      *device.Device
 	naive    bool
 	pages    *check.State[[]byte]
+	region   *sever.Region
 	uio      *uio.Device
+	calls    atomic.Int32 // every callback of the driver that ran
 	releases atomic.Int32
-	frees    atomic.Int32
+	frees    atomic.Int32 // the naive driver's own frees
 }
 
 func newTcmu(t *testing.T, naive bool) *tcmu {
@@ -57,22 +60,22 @@ func newTcmu(t *testing.T, naive bool) *tcmu {
 		Probe: func(ctx context.Context, dev *device.Device) error {
 			mem := make([]byte, 4096)
 			d.pages = check.NewState(d.log, "tcmu: data area", mem)
-			var free func([]byte)
-			if !naive {
-				free = func([]byte) { d.frees.Add(1); d.pages.Free() }
-			}
-			r, err := sever.NewRegion("tcmu: data area", mem, free, d.owner, sever.WithLog(d.log))
+			r, err := sever.NewRegion("tcmu: data area", mem, sever.WithLog(d.log))
 			if err != nil {
 				return err
 			}
+			d.region = r
 			d.uio, err = uio.Register(ctx, dev, uio.Info{
 				Name: "tcm-user", Version: "2.0", Owner: d.owner,
-				Regions: []*sever.Region{r},
-				Release: func() { d.releases.Add(1) },
+				Regions:    []*sever.Region{r},
+				Open:       func() error { d.calls.Add(1); return nil },
+				IrqControl: func(bool) error { d.calls.Add(1); return nil },
+				Release:    func() { d.calls.Add(1); d.releases.Add(1) },
 			})
 			return err
 		},
 		Remove: func(ctx context.Context, dev *device.Device) {
+			d.calls.Add(1)
 			if naive {
 				d.frees.Add(1)
 				d.pages.Free() // the naive free: the daemon may still map these pages
@@ -87,6 +90,17 @@ func newTcmu(t *testing.T, naive bool) *tcmu {
 		t.Fatalf("Register: %v (uio %v)", err, d.uio)
 	}
 	return d
+}
+
+// dataAreaFrees is how many times the data area was freed: by the naive
+// driver itself, or by the framework (0 or 1: a second free is
+// check.ReleaseTwice in the log).
+func (d *tcmu) dataAreaFrees() int {
+	n := int(d.frees.Load())
+	if !d.naive && d.region.Freed() {
+		n++
+	}
+	return n
 }
 
 // touch is tcmu-runner reading its mapping: the memory must be there (no
@@ -265,7 +279,7 @@ func TestNaiveTcmuFreeingPagesAtUnregisterIsUseAfterFree(t *testing.T) {
 func TestTcmuHandingPagesToARegionStaysCleanAndFreesThemOnce(t *testing.T) {
 	d := newTcmu(t, false)
 	d.runDaemon()
-	if n := d.frees.Load(); n != 1 {
+	if n := d.dataAreaFrees(); n != 1 {
 		t.Errorf("data area freed %d times, want once after unregister, unmap and close", n)
 	}
 	if n := d.releases.Load(); n != 1 {
@@ -277,18 +291,79 @@ func TestTcmuHandingPagesToARegionStaysCleanAndFreesThemOnce(t *testing.T) {
 	d.clean()
 }
 
-func TestMappedRegionKeepsTheOwnerLoaded(t *testing.T) {
+// Rule: a mapped region pins no owner. Once the device is unregistered a
+// try-unload succeeds while the daemon still maps the data area, the
+// mapping stays valid, and the framework frees the memory at the unmap.
+func TestMappedRegionPinsNoOwner(t *testing.T) {
 	d := newTcmu(t, false)
 	f, _ := d.uio.Open(os.O_RDWR)
 	m, _ := f.Mmap(0)
 	f.Close()
 	d.dev.Unregister(ctxT(t))
-	if err := d.owner.Unload(ctxT(t), sever.UnloadTry); !errors.Is(err, syscall.EBUSY) {
-		t.Errorf("UnloadTry while the region is mapped = %v, want EBUSY: its Free is the owner's code", err)
+	if err := d.owner.Unload(ctxT(t), sever.UnloadTry); err != nil {
+		t.Errorf("UnloadTry with only a mapping of the unregistered device left = %v, want nil", err)
+	}
+	d.touch(m)
+	if d.dataAreaFrees() != 0 {
+		t.Error("data area freed while mapped")
 	}
 	m.Unmap()
-	if err := d.owner.Unload(ctxT(t), sever.UnloadTry); err != nil {
-		t.Errorf("UnloadTry after the last unmap = %v, want nil", err)
+	if n := d.dataAreaFrees(); n != 1 {
+		t.Errorf("data area freed %d times at the last unmap, want 1", n)
+	}
+	d.clean()
+}
+
+// Rule: a forced unload of the driver's module with /dev/uio0 open and
+// mapped by a process that is busy elsewhere returns without waiting for
+// that process; the open becomes a shell returning EIO, the mapping stays
+// valid, no callback of the driver runs after the unload, and the
+// framework frees the memory once, at the later unmap and close.
+func TestForceUnloadWithUioOpenAndMappedReturnsPromptly(t *testing.T) {
+	d := newTcmu(t, false)
+	f, err := d.uio.Open(os.O_RDWR)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := f.Mmap(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(m.Bytes(), "cmd1")
+	// A deadline far beyond what the unload needs: reaching it means the
+	// unload waited for the process.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := d.owner.Unload(ctx, sever.UnloadForce); err != nil {
+		t.Fatalf("force unload with uio0 open and mapped = %v; it must not wait for the process", err)
+	}
+	if d.owner.State() != sever.OwnerGone {
+		t.Fatalf("owner %v after the force unload returned, want gone", d.owner.State())
+	}
+	calls := d.calls.Load()
+	if n := d.releases.Load(); n != 1 {
+		t.Errorf("Release ran %d times by the unload, want 1 (at the sever)", n)
+	}
+	if _, err := f.Read(make([]byte, 4)); !errors.Is(err, syscall.EIO) {
+		t.Errorf("Read after the unload = %v, want EIO", err)
+	}
+	if _, err := f.Write([]byte{1, 0, 0, 0}); !errors.Is(err, syscall.EIO) {
+		t.Errorf("Write after the unload = %v, want EIO", err)
+	}
+	d.touch(m)
+	if string(m.Bytes()[:4]) != "cmd1" || d.dataAreaFrees() != 0 {
+		t.Errorf("mapping after the unload: %v, frees %d; want the memory intact and unfreed", m.Bytes()[:4], d.dataAreaFrees())
+	}
+	m.Unmap()
+	if d.dataAreaFrees() != 0 {
+		t.Error("data area freed with the file still open")
+	}
+	f.Close()
+	if n := d.dataAreaFrees(); n != 1 {
+		t.Errorf("data area freed %d times at the last unmap and close, want 1", n)
+	}
+	if n := d.calls.Load(); n != calls {
+		t.Errorf("%d driver callbacks ran after the unload returned, want none", n-calls)
 	}
 	d.clean()
 }
