@@ -70,18 +70,23 @@ type generation struct {
 	dieOnce sync.Once
 	dead    chan struct{}
 	reason  string
-	failed  bool // the death was a failure (not a clean exit)
+	hung    bool  // the death was a missed health deadline
+	exitErr error // cmd.Wait's, once exited is closed
 	wg      sync.WaitGroup
 }
 
 // die records the first reason the generation ended; the supervisor's
 // loop takes it from there.
-func (g *generation) die(reason string, failed bool) {
+func (g *generation) die(reason string, hung bool) {
 	g.dieOnce.Do(func() {
-		g.reason, g.failed = reason, failed
+		g.reason, g.hung = reason, hung
 		close(g.dead)
 	})
 }
+
+// failed reports whether the generation's end was a failure: anything but
+// the process exiting with status 0 by itself. Valid after end.
+func (g *generation) failed() bool { return g.hung || g.exitErr != nil }
 
 // errGone is the error a call into a host that is gone returns.
 func (g *generation) errGone(what string) error {
@@ -322,7 +327,7 @@ func (g *generation) watch(st grpc.ClientStream) {
 		var ev event
 		if err := st.RecvMsg(&ev); err != nil {
 			if g.ctx.Err() == nil {
-				g.die("connection to the host broken: "+strings.TrimSpace(err.Error()), true)
+				g.die("connection to the host broken: "+strings.TrimSpace(err.Error()), false)
 			}
 			return
 		}

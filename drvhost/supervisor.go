@@ -351,7 +351,7 @@ func (s *Supervisor) loop() {
 			if lived > s.cfg.MaxBackoff {
 				failures = 0
 			}
-			if s.cfg.Policy == RestartNever || (s.cfg.Policy == RestartOnFailure && !g.failed) {
+			if s.cfg.Policy == RestartNever || (s.cfg.Policy == RestartOnFailure && !g.failed()) {
 				s.setState(StateStopped)
 				continue
 			}
@@ -441,6 +441,14 @@ func (s *Supervisor) teardown(g *generation, planned bool) {
 	}
 	g.stop()
 	g.owner.Unload(ctx, sever.UnloadForce)
+	if !planned && !g.hung && g.proc != nil {
+		// The connection may break a moment before the process is reaped:
+		// give an exiting process the time to say how it ended.
+		select {
+		case <-g.exited:
+		case <-time.After(s.cfg.HealthTimeout):
+		}
+	}
 	g.end()
 	s.mu.Lock()
 	if s.gen == g {
@@ -481,7 +489,7 @@ func (s *Supervisor) spawn(ctx context.Context) error {
 	g.ctx, g.stop = context.WithCancel(context.Background())
 	g.owner = sever.NewOwner(fmt.Sprintf("host:%s#%d", s.cfg.Name, n), nil, s.core.Options()...)
 	if err := g.start(ctx); err != nil {
-		g.die("failed to start", true)
+		g.die("failed to start", false)
 		s.teardown(g, false)
 		s.mu.Lock()
 		s.lastErr = err
@@ -526,10 +534,9 @@ func (g *generation) start(ctx context.Context) error {
 	}
 	g.proc, g.pid = cmd.Process, cmd.Process.Pid
 	go func() {
-		err := cmd.Wait()
+		g.exitErr = cmd.Wait()
 		close(g.exited)
-		failed := err != nil
-		g.die(fmt.Sprintf("process %d ended: %v", g.pid, cmd.ProcessState), failed)
+		g.die(fmt.Sprintf("process %d ended: %v", g.pid, cmd.ProcessState), false)
 	}()
 
 	g.conn, err = grpc.NewClient("unix://"+g.sock,
