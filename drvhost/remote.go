@@ -157,7 +157,7 @@ func (g *generation) registerDevice(ctx context.Context, desc deviceDesc) error 
 		return err
 	}
 	for _, name := range desc.Cdevs {
-		if _, err := chardev.Register(dev, chardev.Config{Name: name, Owner: g.owner, Ops: g.cdevOps(name)}); err != nil {
+		if _, err := chardev.Register(dev, chardev.Config{Name: g.sup.cfg.CdevPrefix + name, Owner: g.owner, Ops: g.cdevOps(name)}); err != nil {
 			return err
 		}
 	}

@@ -101,6 +101,10 @@ type Config struct {
 	// StartTimeout (default 10s) bounds a start: the process must answer
 	// its first call within it.
 	StartTimeout time.Duration
+	// CdevPrefix is put before the names of the host's char devices on
+	// the machine ("cp2112-" makes the host's gpiochip0 dev/cp2112-gpiochip0),
+	// so they cannot take a name the machine's own devices will want.
+	CdevPrefix string
 	// Output receives the process's stdout and stderr; nil discards them.
 	Output io.Writer
 }
