@@ -131,4 +131,3 @@ func lineSet(t *testing.T, sup *drvhost.Supervisor, line, v byte) {
 		t.Fatal(err)
 	}
 }
-
