@@ -29,7 +29,7 @@ type result struct {
 // blockConsumers starts one consumer of each kind blocked in the host:
 // inside a call through a handle, reading a mirrored attribute, polling
 // and reading the proxied char device. It returns once all are blocked.
-func blockConsumers(t *testing.T, m *machine) (<-chan result, int, func()) {
+func blockConsumers(t testing.TB, m *machine) (<-chan result, int, func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	res := make(chan result, 8)

@@ -18,13 +18,13 @@ import (
 
 // machine is a machine-side core with one supervised test host.
 type machine struct {
-	t    *testing.T
+	t    testing.TB
 	log  *check.Log
 	core *device.Core
 	sup  *drvhost.Supervisor
 }
 
-func newMachine(t *testing.T, cfg drvhost.Config) *machine {
+func newMachine(t testing.TB, cfg drvhost.Config) *machine {
 	t.Helper()
 	log := new(check.Log)
 	core := device.NewCore("pc", log)

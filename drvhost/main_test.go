@@ -102,19 +102,7 @@ func testHostMain() int {
 	}
 	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
 		Name: "widget", Dir: dev.Dir(), Cdevs: []string{"widget0"},
-		Calls: map[string]drvhost.CallFunc{
-			"echo": func(_ context.Context, arg []byte) ([]byte, error) { return arg, nil },
-			"block": func(ctx context.Context, _ []byte) ([]byte, error) {
-				<-ctx.Done()
-				return nil, ctx.Err()
-			},
-			"fail":  func(context.Context, []byte) ([]byte, error) { return nil, sever.ErrBusy },
-			"panic": func(context.Context, []byte) ([]byte, error) { panic("test host: asked to panic") },
-			"exit": func(_ context.Context, arg []byte) ([]byte, error) {
-				os.Exit(int(arg[0]))
-				return nil, nil
-			},
-		},
+		Calls: widgetCalls(),
 	}}}
 	if err := h.Serve(ctx, lis); err != nil {
 		fmt.Fprintln(os.Stderr, "test host:", err)
@@ -126,4 +114,22 @@ type widget struct {
 	mu    sync.Mutex
 	value int64
 	queue []byte
+}
+
+// widgetCalls are the test host's calls; the benchmarks run the same ones
+// in-process.
+func widgetCalls() map[string]drvhost.CallFunc {
+	return map[string]drvhost.CallFunc{
+		"echo": func(_ context.Context, arg []byte) ([]byte, error) { return arg, nil },
+		"block": func(ctx context.Context, _ []byte) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+		"fail":  func(context.Context, []byte) ([]byte, error) { return nil, sever.ErrBusy },
+		"panic": func(context.Context, []byte) ([]byte, error) { panic("test host: asked to panic") },
+		"exit": func(_ context.Context, arg []byte) ([]byte, error) {
+			os.Exit(int(arg[0]))
+			return nil, nil
+		},
+	}
 }
