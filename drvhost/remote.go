@@ -93,16 +93,14 @@ func (g *generation) errGone(what string) error {
 	return &sever.ObjectError{Object: fmt.Sprintf("host %s (generation %d) %s", g.sup.cfg.Name, g.n, what), Err: sever.ErrNoDevice}
 }
 
-// invoke calls the host's method name inside the generation's context
-// and, if ctx is not nil, the caller's.
+// invoke calls the host's method name inside both the generation's
+// context and the caller's ctx: whichever ends first ends the call.
 func (g *generation) invoke(ctx context.Context, name string, req, resp any) error {
 	cctx, cancel := context.WithCancel(g.ctx)
 	defer cancel()
-	if ctx != nil {
-		defer context.AfterFunc(ctx, cancel)()
-	}
+	defer context.AfterFunc(ctx, cancel)()
 	if err := g.conn.Invoke(cctx, method(name), req, resp); err != nil {
-		if ctx != nil && ctx.Err() != nil && g.ctx.Err() == nil {
+		if ctx.Err() != nil && g.ctx.Err() == nil {
 			return ctx.Err()
 		}
 		return g.errGone(name)
@@ -264,7 +262,7 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 	return chardev.Ops{
 		Open: func(c *chardev.Call) (any, error) {
 			var r openResp
-			if err := g.invoke(nil, "Open", &openReq{Cdev: name, Flag: os.O_RDWR}, &r); err != nil { // the machine checks the access mode
+			if err := g.invoke(context.Background(), "Open", &openReq{Cdev: name, Flag: os.O_RDWR}, &r); err != nil { // the machine checks the access mode
 				return nil, err
 			}
 			if err := r.Err.err(); err != nil {
@@ -277,21 +275,21 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 		},
 		Read: func(c *chardev.Call, buf []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(nil, "Read", &fileReq{File: c.Private().(*proxyFile).id, N: len(buf)}, &r); err != nil {
+			if err := g.invoke(context.Background(), "Read", &fileReq{File: c.Private().(*proxyFile).id, N: len(buf)}, &r); err != nil {
 				return 0, err
 			}
 			return copy(buf, r.Data), r.Err.err()
 		},
 		Write: func(c *chardev.Call, data []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(nil, "Write", &fileReq{File: c.Private().(*proxyFile).id, Data: data}, &r); err != nil {
+			if err := g.invoke(context.Background(), "Write", &fileReq{File: c.Private().(*proxyFile).id, Data: data}, &r); err != nil {
 				return 0, err
 			}
 			return r.N, r.Err.err()
 		},
 		Ioctl: func(c *chardev.Call, cmd chardev.Cmd, arg []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(nil, "Ioctl", &fileReq{File: c.Private().(*proxyFile).id, Cmd: uint32(cmd), Data: arg}, &r); err != nil {
+			if err := g.invoke(context.Background(), "Ioctl", &fileReq{File: c.Private().(*proxyFile).id, Cmd: uint32(cmd), Data: arg}, &r); err != nil {
 				return 0, err
 			}
 			if err := r.Err.err(); err != nil {
@@ -302,7 +300,7 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 		},
 		Poll: func(c *chardev.Call) sever.Events {
 			var r pollResp
-			if err := g.invoke(nil, "Poll", &fileReq{File: c.Private().(*proxyFile).id}, &r); err != nil {
+			if err := g.invoke(context.Background(), "Poll", &fileReq{File: c.Private().(*proxyFile).id}, &r); err != nil {
 				return sever.EventErr | sever.EventHup
 			}
 			return sever.Events(r.Events)
@@ -313,7 +311,7 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 			delete(g.files, id)
 			g.mu.Unlock()
 			var r empty
-			g.invoke(nil, "Close", &fileReq{File: id}, &r) // a dead host closed it already
+			g.invoke(context.Background(), "Close", &fileReq{File: id}, &r) // a dead host closed it already
 		},
 	}
 }

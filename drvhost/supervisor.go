@@ -141,7 +141,8 @@ type Supervisor struct {
 	restarts int
 	lastErr  error
 
-	node *kernfs.Node
+	node    *kernfs.Node
+	started bool
 }
 
 type ctlReq struct {
@@ -180,6 +181,13 @@ func (s *Supervisor) Name() string { return s.cfg.Name }
 // error (the host is then stopped; Restart tries again). Start must be
 // called once; its supervisor's life ends with Stop.
 func (s *Supervisor) Start(ctx context.Context) error {
+	s.mu.Lock()
+	if s.started {
+		s.mu.Unlock()
+		panic("drvhost: Start called twice on host " + s.cfg.Name)
+	}
+	s.started = true
+	s.mu.Unlock()
 	dir, err := os.MkdirTemp("", "sever-host-"+s.cfg.Name+"-")
 	if err != nil {
 		return err
@@ -187,6 +195,7 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	s.dir = dir
 	if err := s.addNodes(); err != nil {
 		os.RemoveAll(dir)
+		close(s.done)
 		return err
 	}
 	err = s.spawn(ctx)
@@ -198,9 +207,19 @@ func (s *Supervisor) Start(ctx context.Context) error {
 // drain, up to ctx's end), ends its process and its sysfs directory, and
 // stops supervising. A second Stop returns nil.
 func (s *Supervisor) Stop(ctx context.Context) error {
+	s.mu.Lock()
+	started := s.started
+	s.mu.Unlock()
+	if !started {
+		return nil
+	}
 	var err error
-	if s.node != nil {
-		err = s.core.Sysfs().Remove(ctx, s.node)
+	s.mu.Lock()
+	node := s.node
+	s.node = nil
+	s.mu.Unlock()
+	if node != nil {
+		err = s.core.Sysfs().Remove(ctx, node)
 	}
 	reply := make(chan error, 1)
 	select {
