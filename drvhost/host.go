@@ -2,6 +2,7 @@ package drvhost
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,11 @@ import (
 	"path"
 	"sync"
 	"syscall"
+	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
@@ -45,6 +49,16 @@ type Host struct {
 	Sysfs   *kernfs.Tree      // the host machine's tree Exports' Dirs are in
 	Dev     *chardev.Registry // the host machine's dev/, for Cdevs
 	Exports []Export
+	// TLS, if not nil, is the server's side of mutual TLS, for a host
+	// another machine dials over TCP (Config.Dial). It should require and
+	// verify client certificates (tls.RequireAndVerifyClientCert): a
+	// client without a valid one is refused before any call.
+	TLS *tls.Config
+	// Persist keeps Serve serving after its supervisor's connection goes,
+	// for the supervisor's next connection: a host on another machine
+	// outlives the links to it. Without it, Serve ends with the first
+	// supervisor's connection, as a child process should.
+	Persist bool
 }
 
 // ListenerFromParent returns the listener a supervisor handed to the host
@@ -65,7 +79,13 @@ func (h *Host) Serve(ctx context.Context, lis net.Listener) error {
 	s := &server{h: h, files: map[uint64]*hostFile{}, events: make(chan event, 256), gone: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer s.cancel()
-	gs := grpc.NewServer(grpc.ForceServerCodec(jsonCodec{}))
+	opts := []grpc.ServerOption{grpc.ForceServerCodec(jsonCodec{}),
+		// The supervisor's keepalive pings are how it finds a partition.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 50 * time.Millisecond, PermitWithoutStream: true})}
+	if h.TLS != nil {
+		opts = append(opts, grpc.Creds(credentials.NewTLS(h.TLS)))
+	}
+	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&serviceDesc, s)
 	errc := make(chan error, 1)
 	go func() { errc <- gs.Serve(lis) }()
@@ -375,7 +395,15 @@ func (s *server) watch(st grpc.ServerStream) error {
 	}
 	s.watched = true
 	s.mu.Unlock()
-	defer close(s.gone)
+	defer func() {
+		if !s.h.Persist {
+			close(s.gone)
+			return
+		}
+		s.mu.Lock()
+		s.watched = false
+		s.mu.Unlock()
+	}()
 	for {
 		select {
 		case ev := <-s.events:

@@ -2,6 +2,7 @@ package drvhost
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,7 +16,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
@@ -105,6 +108,16 @@ type Config struct {
 	// the machine ("cp2112-" makes the host's gpiochip0 dev/cp2112-gpiochip0),
 	// so they cannot take a name the machine's own devices will want.
 	CdevPrefix string
+	// Dial, instead of Command, names a host on another machine
+	// ("10.0.0.2:7000") that serves the protocol itself (Host.Serve on a
+	// TCP listener); TLS, if not nil, is the client's side of mutual TLS.
+	// Such a host is not a process of ours: a "restart" reconnects, Kill
+	// is refused, and its death is its connection's — the host closing it,
+	// or the link going, which gRPC's keepalive finds within 2*Keepalive
+	// (default 1s).
+	Dial      string
+	TLS       *tls.Config
+	Keepalive time.Duration
 	// Output receives the process's stdout and stderr; nil discards them.
 	Output io.Writer
 }
@@ -154,8 +167,8 @@ type ctlReq struct {
 // Nothing runs until Start. It fails with an error wrapping sever.ErrInvalid
 // for an empty Name or Command.
 func New(core *device.Core, cfg Config) (*Supervisor, error) {
-	if cfg.Name == "" || len(cfg.Command) == 0 || filepath.Base(cfg.Name) != cfg.Name {
-		return nil, &sever.ObjectError{Object: "drvhost " + cfg.Name, Err: fmt.Errorf("need a file name and a command: %w", sever.ErrInvalid)}
+	if cfg.Name == "" || (len(cfg.Command) == 0) == (cfg.Dial == "") || filepath.Base(cfg.Name) != cfg.Name {
+		return nil, &sever.ObjectError{Object: "drvhost " + cfg.Name, Err: fmt.Errorf("need a file name and either a command or an address: %w", sever.ErrInvalid)}
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -167,6 +180,7 @@ func New(core *device.Core, cfg Config) (*Supervisor, error) {
 	def(&cfg.HealthInterval, time.Second)
 	def(&cfg.HealthTimeout, 2*time.Second)
 	def(&cfg.StartTimeout, 10*time.Second)
+	def(&cfg.Keepalive, time.Second)
 	if cfg.Output == nil {
 		cfg.Output = io.Discard
 	}
@@ -526,11 +540,31 @@ func (s *Supervisor) spawn(ctx context.Context) error {
 	return nil
 }
 
-// start runs the process and registers what it provides.
+// start runs the process (or, for a remote host, nothing) and registers
+// what it provides.
 func (g *generation) start(ctx context.Context) error {
 	s := g.sup
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.StartTimeout)
 	defer cancel()
+	target, creds := "", insecure.NewCredentials()
+	if s.cfg.Dial != "" {
+		close(g.exited) // no process of ours
+		target = "passthrough:///" + s.cfg.Dial
+		if s.cfg.TLS != nil {
+			creds = credentials.NewTLS(s.cfg.TLS)
+		}
+	} else {
+		if err := g.startProcess(); err != nil {
+			return err
+		}
+		target = "unix://" + g.sock
+	}
+	return g.connect(ctx, target, creds)
+}
+
+// startProcess runs the host process with its listener as fd 3.
+func (g *generation) startProcess() error {
+	s := g.sup
 	g.sock = filepath.Join(s.dir, fmt.Sprintf("gen%d.sock", g.n))
 	lis, err := net.ListenUnix("unix", &net.UnixAddr{Name: g.sock, Net: "unix"})
 	if err != nil {
@@ -561,10 +595,23 @@ func (g *generation) start(ctx context.Context) error {
 		close(g.exited)
 		g.die(fmt.Sprintf("process %d ended: %v", g.pid, cmd.ProcessState), false)
 	}()
+	return nil
+}
 
-	g.conn, err = grpc.NewClient("unix://"+g.sock,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{})))
+// connect dials the host, waits for its first answer, opens the Watch
+// stream and registers what the host provides.
+func (g *generation) connect(ctx context.Context, target string, creds credentials.TransportCredentials) error {
+	s := g.sup
+	var err error
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(jsonCodec{}))}
+	if s.cfg.Dial != "" {
+		// Across machines the link can go without the peer's kernel
+		// closing anything: gRPC's keepalive pings find a partition.
+		opts = append(opts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: s.cfg.Keepalive, Timeout: s.cfg.Keepalive, PermitWithoutStream: true}))
+	}
+	g.conn, err = grpc.NewClient(target, opts...)
 	if err != nil {
 		return err
 	}
@@ -582,7 +629,10 @@ func (g *generation) start(ctx context.Context) error {
 		}
 	}()
 	if err := g.conn.Invoke(hctx, method("Hello"), &helloReq{}, &hello, grpc.WaitForReady(true)); err != nil {
-		return fmt.Errorf("host process %d did not answer: %w (%w)", g.pid, sever.ErrNoDevice, err)
+		return fmt.Errorf("host %s did not answer: %w (%w)", target, sever.ErrNoDevice, err)
+	}
+	if s.cfg.Dial != "" {
+		g.pid = hello.Pid
 	}
 	st, err := g.conn.NewStream(g.ctx, &grpc.StreamDesc{StreamName: "Watch", ServerStreams: true}, method("Watch"))
 	if err != nil {
