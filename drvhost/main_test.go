@@ -3,6 +3,7 @@ package drvhost_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"sync"
 	"testing"
@@ -95,15 +96,24 @@ func testHostMain() int {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 		return 1
 	}
-	lis, err := drvhost.ListenerFromParent()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "test host:", err)
-		return 1
-	}
 	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
 		Name: "widget", Dir: dev.Dir(), Cdevs: []string{"widget0"},
 		Calls: widgetCalls(),
 	}}}
+	var lis net.Listener
+	if addr := os.Getenv(remoteListenEnv); addr != "" {
+		// A host on "another machine": TCP with mutual TLS.
+		if h.TLS, err = serverTLS(os.Getenv(remoteCertsEnv)); err == nil {
+			lis, err = net.Listen("tcp", addr)
+		}
+		h.Persist = true
+	} else {
+		lis, err = drvhost.ListenerFromParent()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
 	if err := h.Serve(ctx, lis); err != nil {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 	}

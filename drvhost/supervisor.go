@@ -113,8 +113,9 @@ type Config struct {
 	// TCP listener); TLS, if not nil, is the client's side of mutual TLS.
 	// Such a host is not a process of ours: a "restart" reconnects, Kill
 	// is refused, and its death is its connection's — the host closing it,
-	// or the link going, which gRPC's keepalive finds within 2*Keepalive
-	// (default 1s).
+	// or the link going. A link that goes silently is found by the health
+	// ping (HealthInterval + HealthTimeout) and by gRPC's keepalive, every
+	// Keepalive (default and minimum: gRPC's 10s) with as long to answer.
 	Dial      string
 	TLS       *tls.Config
 	Keepalive time.Duration
@@ -180,7 +181,7 @@ func New(core *device.Core, cfg Config) (*Supervisor, error) {
 	def(&cfg.HealthInterval, time.Second)
 	def(&cfg.HealthTimeout, 2*time.Second)
 	def(&cfg.StartTimeout, 10*time.Second)
-	def(&cfg.Keepalive, time.Second)
+	def(&cfg.Keepalive, 10*time.Second)
 	if cfg.Output == nil {
 		cfg.Output = io.Discard
 	}
