@@ -78,6 +78,9 @@ func TestKill9WakesEveryBlockedConsumerWithENODEV(t *testing.T) {
 	m := newMachine(t, drvhost.Config{Policy: drvhost.RestartOnFailure, Backoff: time.Millisecond})
 	fds := countFDs(t)
 	old := m.sup.Device("widget")
+	oldProv, _ := m.sup.Provider("widget")
+	oldOwner := m.sup.Owner()
+	oldCdev, _ := chardev.RegistryOf(m.core).Lookup("widget0")
 	res, n, done := blockConsumers(t, m)
 	oldHandle := m.open("idle")
 
@@ -111,6 +114,11 @@ func TestKill9WakesEveryBlockedConsumerWithENODEV(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the dead host's device was never unregistered")
 	}
+	select {
+	case <-oldOwner.Gone():
+	case <-time.After(5 * time.Second):
+		t.Errorf("the dead generation's owner %s is %v, want gone", oldOwner.Name(), oldOwner.State())
+	}
 	// Later calls through old handles are shells, and never reach the
 	// next generation.
 	gen, err := m.sup.WaitRunning(context.Background(), 1)
@@ -132,6 +140,9 @@ func TestKill9WakesEveryBlockedConsumerWithENODEV(t *testing.T) {
 		t.Errorf("status after restart = %+v, want 1 restart and a new pid", st)
 	}
 	done()
+	if n, o := oldProv.Handles(), oldCdev.Opens(); n != 0 || o != 0 {
+		t.Errorf("after every consumer closed: %d generation-1 handles, %d opens left: shells leaked", n, o)
+	}
 	if got := countFDs(t); got > fds {
 		t.Errorf("fds: %d before the kill, %d after the restart and close: leaked", fds, got)
 	}

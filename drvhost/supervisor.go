@@ -345,6 +345,18 @@ func (s *Supervisor) Provider(name string) (*device.Provider[Service], error) {
 	return nil, &sever.ObjectError{Object: "host " + s.cfg.Name + " device " + name, Err: sever.ErrNoDevice}
 }
 
+// Owner returns the owner of the running generation's code — the module
+// its devices, attributes and char devices belong to, unloaded when the
+// generation ends — or nil if no generation runs.
+func (s *Supervisor) Owner() *sever.Owner {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen == nil {
+		return nil
+	}
+	return s.gen.owner
+}
+
 // Device returns the running generation's machine-side device name, or
 // nil.
 func (s *Supervisor) Device(name string) *device.Device {

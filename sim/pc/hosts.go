@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/sever-dev/sever"
@@ -71,7 +72,9 @@ func ServeHost(ctx context.Context, kind string) error {
 	m := sim.New("host-" + kind)
 	h, err := cp2112Host(ctx, m)
 	if err == nil {
-		err = h.Serve(ctx, lis)
+		if err = h.Serve(ctx, lis); errors.Is(err, io.EOF) {
+			err = nil // the supervisor went: the host's life is over
+		}
 	}
 	qctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
