@@ -85,6 +85,12 @@ func (h *Host) Serve(ctx context.Context, lis net.Listener) error {
 	if h.TLS != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(h.TLS)))
 	}
+	if h.Persist {
+		// A supervisor cut off by a partition must not hold the host's one
+		// Watch stream until TCP gives up: the host's own keepalive drops
+		// a silent connection within a few seconds.
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{Time: 2 * time.Second, Timeout: 2 * time.Second}))
+	}
 	gs := grpc.NewServer(opts...)
 	gs.RegisterService(&serviceDesc, s)
 	errc := make(chan error, 1)
