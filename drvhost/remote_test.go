@@ -191,6 +191,7 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 	if st := sup.Status(); st.Pid == 0 || st.State != drvhost.StateRunning {
 		t.Errorf("status of the remote host: %+v", st)
 	}
+	dev := sup.Device("widget")
 	h := m.open("remote-consumer")
 	defer h.Close()
 	if out, err := call(h, ctx, "echo", []byte("across")); err != nil || string(out) != "across" {
@@ -218,6 +219,11 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 		t.Fatal("a call across a cut link never returned")
 	}
 	waitState(t, sup, drvhost.StateStopped)
+	select {
+	case <-dev.Removed():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the partitioned host's device was never unregistered")
+	}
 	if _, err := core.Sysfs().Lookup("/devices/host-remote"); err == nil {
 		t.Error("the partitioned host's devices are still registered")
 	}

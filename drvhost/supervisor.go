@@ -397,6 +397,13 @@ func (s *Supervisor) loop() {
 		select {
 		case <-dead:
 			lived := time.Since(g.started())
+			// The state says at once that the host is gone; an on-failure
+			// host that turns out to have exited cleanly is stopped below.
+			if s.cfg.Policy == RestartNever {
+				s.setState(StateStopped)
+			} else {
+				s.setState(StateRestarting)
+			}
 			s.teardown(g, false)
 			if lived > s.cfg.MaxBackoff {
 				failures = 0
