@@ -31,7 +31,7 @@ func BenchmarkCall(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		p, err := device.NewProvider[drvhost.Service](d, "local", localService(widgetCalls()))
+		p, err := device.NewProvider[drvhost.Service](d, "local", localService(widgetCalls(&widget{})))
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -194,6 +194,13 @@ func TestHostDeathsArePolicedByRestartPolicy(t *testing.T) {
 			if got, _ := m.read("/hosts/w/state"); got != "stopped\n" {
 				t.Errorf("state file = %q, want stopped", got)
 			}
+			// A stopped host starts again when asked.
+			if err := m.write("/hosts/w/restart", "1"); err != nil {
+				t.Fatalf("restart of a stopped host: %v", err)
+			}
+			if got, _ := m.read("/hosts/w/state"); got != "running\n" {
+				t.Errorf("state after restart = %q, want running", got)
+			}
 		})
 	}
 }
@@ -283,4 +290,30 @@ func countFDs(t *testing.T) int {
 		t.Skip("no /proc/self/fd to count descriptors")
 	}
 	return len(ents)
+}
+
+// A driver deadlocked inside the host — the process still serves gRPC,
+// but its Health does not answer — is a hung host too.
+func TestWedgedDriverInALiveHostIsRemovedByHealth(t *testing.T) {
+	const interval, deadline = 50 * time.Millisecond, 200 * time.Millisecond
+	m := newMachine(t, drvhost.Config{Policy: drvhost.RestartOnFailure, Backoff: time.Millisecond,
+		HealthInterval: interval, HealthTimeout: deadline})
+	dev := m.sup.Device("widget")
+	h := m.open("c")
+	defer h.Close()
+	if _, err := call(h, context.Background(), "wedge", nil); err != nil {
+		t.Fatal(err)
+	}
+	wedged := time.Now()
+	select {
+	case <-dev.Removed():
+		if d := time.Since(wedged); d > interval+deadline+wakeDeadline {
+			t.Errorf("wedged host removed after %v, want within %v", d, interval+deadline+wakeDeadline)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a host whose driver is wedged was never removed")
+	}
+	if _, err := m.sup.WaitRunning(timeout(t, 10*time.Second), 1); err != nil {
+		t.Fatalf("wedged host not restarted: %v", err)
+	}
 }

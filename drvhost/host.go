@@ -54,6 +54,13 @@ type Host struct {
 	// verify client certificates (tls.RequireAndVerifyClientCert): a
 	// client without a valid one is refused before any call.
 	TLS *tls.Config
+	// Health, if not nil, is the host's own answer to the supervisor's
+	// ping: an error, or not returning within the supervisor's
+	// HealthTimeout, makes the supervisor treat the host as hung. Without
+	// it a ping proves only that the process serves gRPC — a driver
+	// deadlocked in the host is not seen. It runs on a gRPC goroutine, once
+	// per ping; ctx ends at the ping's deadline.
+	Health func(ctx context.Context) error
 	// Persist keeps Serve serving after its supervisor's connection goes,
 	// for the supervisor's next connection: a host on another machine
 	// outlives the links to it. Without it, Serve ends with the first
@@ -187,7 +194,14 @@ func (s *server) walk(dir *kernfs.Node, rel string) ([]nodeDesc, error) {
 	return out, nil
 }
 
-func (s *server) ping(ctx context.Context, _ *empty) (*empty, error) { return &empty{}, nil }
+func (s *server) ping(ctx context.Context, _ *empty) (*empty, error) {
+	if s.h.Health != nil {
+		if err := s.h.Health(ctx); err != nil {
+			return nil, err
+		}
+	}
+	return &empty{}, nil
+}
 
 func (s *server) attrPath(dev, rel string) (string, error) {
 	e, err := s.export(dev)

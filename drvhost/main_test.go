@@ -2,10 +2,13 @@ package drvhost_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"go.uber.org/goleak"
@@ -98,8 +101,15 @@ func testHostMain() int {
 	}
 	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
 		Name: "widget", Dir: dev.Dir(), Cdevs: []string{"widget0"},
-		Calls: widgetCalls(),
+		Calls: widgetCalls(w),
 	}}}
+	h.Health = func(ctx context.Context) error {
+		if w.wedged.Load() {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
 	var lis net.Listener
 	if addr := os.Getenv(remoteListenEnv); addr != "" {
 		// A host on "another machine": TCP with mutual TLS.
@@ -114,22 +124,29 @@ func testHostMain() int {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 		return 1
 	}
-	if err := h.Serve(ctx, lis); err != nil {
+	if err := h.Serve(ctx, lis); err != nil && !errors.Is(err, io.EOF) {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 	}
 	return 0
 }
 
 type widget struct {
-	mu    sync.Mutex
-	value int64
-	queue []byte
+	wedged atomic.Bool
+	mu     sync.Mutex
+	value  int64
+	queue  []byte
 }
 
 // widgetCalls are the test host's calls; the benchmarks run the same ones
 // in-process.
-func widgetCalls() map[string]drvhost.CallFunc {
+func widgetCalls(w *widget) map[string]drvhost.CallFunc {
 	return map[string]drvhost.CallFunc{
+		// wedge hangs the host's driver: its Health stops answering,
+		// while the process still serves gRPC.
+		"wedge": func(context.Context, []byte) ([]byte, error) {
+			w.wedged.Store(true)
+			return nil, nil
+		},
 		"echo": func(_ context.Context, arg []byte) ([]byte, error) { return arg, nil },
 		"block": func(ctx context.Context, _ []byte) ([]byte, error) {
 			<-ctx.Done()
