@@ -132,30 +132,35 @@ func cp2112Host(ctx context.Context, m *sim.Machine) (*drvhost.Host, error) {
 		defer gl.Close()
 		return fn(gl)
 	}
-	return &drvhost.Host{Sysfs: m.Sysfs(), Dev: m.Dev(), Exports: []drvhost.Export{{
-		Name: "cp2112", Dir: b.Device().Dir(), Cdevs: []string{b.CdevName()},
-		Calls: map[string]drvhost.CallFunc{
-			"gpio.get": func(_ context.Context, arg []byte) (out []byte, err error) {
-				err = withLine(arg, 1, func(gl *gpio.Line) error {
-					v, err := gl.Value()
-					out = []byte{0}
-					if v {
-						out[0] = 1
-					}
-					return err
-				})
-				return out, err
-			},
-			"gpio.set": func(_ context.Context, arg []byte) ([]byte, error) {
-				return nil, withLine(arg, 2, func(gl *gpio.Line) error { return gl.SetValue(arg[1] != 0) })
-			},
-			"line.set": func(_ context.Context, arg []byte) ([]byte, error) {
-				l, err := line(arg, 2)
-				if err == nil {
-					hw.SetInput(l, arg[1] != 0)
-				}
-				return nil, err
-			},
+	return &drvhost.Host{Sysfs: m.Sysfs(), Dev: m.Dev(),
+		// Healthy is a driver that answers: a read of line 0 through it.
+		Health: func(context.Context) error {
+			return withLine([]byte{0}, 1, func(gl *gpio.Line) error { _, err := gl.Value(); return err })
 		},
-	}}}, nil
+		Exports: []drvhost.Export{{
+			Name: "cp2112", Dir: b.Device().Dir(), Cdevs: []string{b.CdevName()},
+			Calls: map[string]drvhost.CallFunc{
+				"gpio.get": func(_ context.Context, arg []byte) (out []byte, err error) {
+					err = withLine(arg, 1, func(gl *gpio.Line) error {
+						v, err := gl.Value()
+						out = []byte{0}
+						if v {
+							out[0] = 1
+						}
+						return err
+					})
+					return out, err
+				},
+				"gpio.set": func(_ context.Context, arg []byte) ([]byte, error) {
+					return nil, withLine(arg, 2, func(gl *gpio.Line) error { return gl.SetValue(arg[1] != 0) })
+				},
+				"line.set": func(_ context.Context, arg []byte) ([]byte, error) {
+					l, err := line(arg, 2)
+					if err == nil {
+						hw.SetInput(l, arg[1] != 0)
+					}
+					return nil, err
+				},
+			},
+		}}}, nil
 }
