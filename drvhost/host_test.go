@@ -178,3 +178,30 @@ func TestHostDevicesAppearLikeLocalOnes(t *testing.T) {
 		t.Errorf("pid = %d: want a child process", st.Pid)
 	}
 }
+
+func TestBadConfigIsEINVALAndStartTwicePanics(t *testing.T) {
+	core := device.NewCore("pc", new(check.Log))
+	for _, cfg := range []drvhost.Config{
+		{Name: "", Command: []string{"x"}},
+		{Name: "a/b", Command: []string{"x"}},
+		{Name: "w"},
+		{Name: "w", Command: []string{"x"}, Dial: "127.0.0.1:1"},
+	} {
+		if _, err := drvhost.New(core, cfg); !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("New(%+v) = %v, want EINVAL", cfg, err)
+		}
+	}
+	if _, err := core.Sysfs().Lookup(drvhost.HostsDir); err == nil {
+		t.Error("a refused New changed the tree")
+	}
+	m := newMachine(t, drvhost.Config{})
+	defer func() {
+		if recover() == nil {
+			t.Error("a second Start did not panic")
+		}
+		if st := m.sup.Status(); st.State != drvhost.StateRunning || st.Generation != 1 {
+			t.Errorf("the misused supervisor is %+v, want still running generation 1", st)
+		}
+	}()
+	m.sup.Start(context.Background())
+}
