@@ -30,6 +30,11 @@
 // and files of the old generation stay shells and never reach the new one.
 // The supervisor's controls are /hosts/<name>/ in the machine's sysfs.
 //
+// The same protocol serves a host on another machine: Config.Dial with
+// mutual TLS (Config.TLS, Host.TLS) instead of a process. There a crash and
+// a partition look alike and are found by deadline — the health ping and
+// gRPC's keepalive — and a "restart" is a reconnection (see Config.Dial).
+//
 // Why gRPC directly and not hashicorp/go-plugin: go-plugin's value is its
 // handshake over stdout, its process management and log forwarding, but
 // the supervisor needs its own process policy (kill -9 detection by the

@@ -79,9 +79,10 @@ func ListenerFromParent() (net.Listener, error) {
 	return net.FileListener(f)
 }
 
-// Serve serves h on lis until ctx ends or the supervisor's connection
-// goes, then stops serving and closes every file it opened. It returns
-// nil when ctx ended, and io.EOF when the supervisor went away.
+// Serve serves h on lis until ctx ends or — unless h.Persist — the
+// supervisor's connection goes, then stops serving and closes every file
+// it opened for the machine. It returns nil when ctx ended, io.EOF when
+// the supervisor went away, and the listener's error if it failed.
 func (h *Host) Serve(ctx context.Context, lis net.Listener) error {
 	s := &server{h: h, files: map[uint64]*hostFile{}, events: make(chan event, 256), gone: make(chan struct{})}
 	s.ctx, s.cancel = context.WithCancel(ctx)
