@@ -37,6 +37,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return stressCmd(args[1:], stdout, stderr)
 	case "watch":
 		return watchCmd(args[1:], stdout, stderr)
+	case "host": // unlisted: the driver host process `sever mount --hosts` starts
+		return hostCmd(args[1:], stderr)
 	case "selfcheck":
 		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
 		return selfCheck(stdout, verbose)

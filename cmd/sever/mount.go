@@ -40,6 +40,11 @@ Controls, from any shell:
   echo force > DIR/sys/module/NAME/unload         sever its users, then unload
   echo 1 > DIR/sys/block/sda/device/delete        remove the SCSI disk
 
+With --hosts the CP2112 of port 1 runs in a driver host, a child process:
+DIR/sys/hosts/cp2112/ has its pid, state, restarts and generation, and
+"echo 1 > restart" restarts it; a kill -9 of its pid is a surprise removal
+of everything it provided (under devices/host-cp2112/, dev/cp2112-gpiochip0).
+
 dev/gpiochipN speaks text: write "request 3 both", then read lines
 "3 rising 1"; write "get 3", then read "3 0". See README.md, "sever mount".
 
@@ -65,6 +70,7 @@ type mountFlags struct {
 	name         string
 	entryTimeout time.Duration
 	tracking     bool
+	hosts        bool
 	verbose      bool
 }
 
@@ -90,6 +96,7 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 	fs.StringVar(&f.name, "name", "pc", "the machine's name, in its log and trace")
 	fs.DurationVar(&f.entryTimeout, "entry-timeout", fusefs.DefaultEntryTimeout, "how long the kernel may cache a name (removals invalidate theirs at once)")
 	fs.BoolVar(&f.tracking, "tracking", false, "record who takes every reference, so violations name holders with stacks (slower)")
+	fs.BoolVar(&f.hosts, "hosts", false, "run the CP2112 of port 1 in a driver host: a child process whose death is a surprise removal (see /hosts/cp2112/)")
 	fs.BoolVar(&f.verbose, "v", false, "print every violation with where it happened, not only the summary")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), mountHelp)
@@ -133,6 +140,14 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 	popts = append(popts, pc.Ports(f.ports))
 	if f.tracking {
 		popts = append(popts, pc.WithTracking())
+	}
+	if f.hosts {
+		exe, err := os.Executable()
+		if err != nil {
+			logf("--hosts: %v", err)
+			return 1
+		}
+		popts = append(popts, pc.DriverHosts(exe, "host", pc.CP2112Host))
 	}
 	bootCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	machine, err := pc.Boot(bootCtx, f.name, popts...)

@@ -56,6 +56,7 @@ import (
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/drvhost"
 	"github.com/sever-dev/sever/kernfs"
 	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/sim/cp2112"
@@ -85,6 +86,7 @@ type Option func(*config)
 type config struct {
 	ports    int
 	tracking bool
+	hostCmd  []string // DriverHosts
 }
 
 // Ports gives the USB host n ports (at least 1; default 4).
@@ -108,6 +110,7 @@ type PC struct {
 	cg    *psi.Group
 	zram  *zram.Module
 	tcmu  *tcmu.Dev
+	hosts []*drvhost.Supervisor
 }
 
 // port is one USB port and its controls.
@@ -178,10 +181,14 @@ func (p *PC) boot(ctx context.Context, cfg config) error {
 	if err := p.addPorts(cfg.ports); err != nil {
 		return err
 	}
-	if err := p.Connect(ctx, 1, "cp2112"); err != nil {
+	label := "cp2112-1" // the serial of the board in port 1
+	if cfg.hostCmd != nil {
+		if err := p.startHosts(ctx, cfg.hostCmd); err != nil {
+			return err
+		}
+	} else if err := p.Connect(ctx, 1, "cp2112"); err != nil {
 		return err
 	}
-	label := p.ports[0].hw.Serial()
 	if p.keys, err = gpiokeys.AddDevice(ctx, m, gpiokeys.Config{
 		Name: "gpio-keys.0", Chip: label, Line: KeyLine,
 		RequestIRQ: func(name string, h irq.Handler) (gpiokeys.IRQ, error) {

@@ -1,0 +1,53 @@
+package drvhost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/drvhost"
+)
+
+// A provider in a child process: its device is called through a handle
+// like a local one; kill -9 of the process turns the handle into a shell,
+// and the supervisor starts a new generation.
+func ExampleSupervisor() {
+	ctx := context.Background()
+	core := device.NewCore("pc", new(check.Log))
+	sup, _ := drvhost.New(core, drvhost.Config{
+		Name:    "w",
+		Command: []string{os.Args[0], "-test.run=^$"}, // this example's binary is also its host
+		Env:     []string{testHostEnv + "=1"},
+		Policy:  drvhost.RestartOnFailure,
+	})
+	if err := sup.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer core.Shutdown(ctx)
+	defer sup.Stop(ctx)
+
+	p, _ := sup.Provider("widget")
+	h, _ := p.Open("example")
+	defer h.Close()
+	echo := func() error {
+		return h.Do(func(s drvhost.Service) error {
+			out, err := s.Call(ctx, "echo", []byte("hello from the host"))
+			fmt.Println(string(out))
+			return err
+		})
+	}
+	echo()
+
+	sup.Kill() // kill -9
+	gen, _ := sup.WaitRunning(ctx, 1)
+	err := echo()
+	fmt.Println("old handle:", errors.Is(err, syscall.ENODEV), "- now generation", gen)
+	// Output:
+	// hello from the host
+	// old handle: true - now generation 2
+}

@@ -1,0 +1,162 @@
+package drvhost_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/drvhost"
+	"github.com/sever-dev/sever/kernfs"
+)
+
+// testHostEnv makes the test binary a driver host (testHostMain) instead
+// of running tests: the supervisor under test spawns the binary itself,
+// so `go test` needs nothing built beforehand.
+const testHostEnv = "SEVER_DRVHOST_TEST_HOST"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(testHostEnv) != "" {
+		os.Exit(testHostMain())
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// testHostMain is the test host: a machine of its own with one device,
+// "widget", exported with its attributes, a char device and calls.
+func testHostMain() int {
+	ctx := context.Background()
+	core := device.NewCore("host", nil)
+	w := &widget{}
+	dev, err := core.Register(ctx, device.Config{Name: "widget", Groups: []device.AttrGroup{
+		{Attrs: []device.Attr{
+			{Name: "value", Parse: kernfs.Int(-1<<31, 1<<31),
+				Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) {
+					w.mu.Lock()
+					defer w.mu.Unlock()
+					return fmt.Appendf(buf, "%d\n", w.value), nil
+				},
+				Store: func(_ *kernfs.Call, _ *device.Device, v any) error {
+					w.mu.Lock()
+					defer w.mu.Unlock()
+					w.value = v.(int64)
+					return nil
+				}},
+			// slow blocks until its reader gives up: a call in flight
+			// for as long as the host lives.
+			{Name: "slow", Show: func(c *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) {
+				<-c.Context().Done()
+				return buf, c.Context().Err()
+			}},
+		}},
+		{Name: "sub", Attrs: []device.Attr{{Name: "hello", Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) {
+			return append(buf, "world\n"...), nil
+		}}}},
+	}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
+	var cd *chardev.Cdev
+	cd, err = chardev.Register(dev, chardev.Config{Name: "widget0", Ops: chardev.Ops{
+		Read: func(_ *chardev.Call, buf []byte) (int, error) {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.queue) == 0 {
+				return 0, sever.ErrWouldBlock
+			}
+			n := copy(buf, w.queue)
+			w.queue = w.queue[n:]
+			return n, nil
+		},
+		Write: func(_ *chardev.Call, data []byte) (int, error) {
+			w.mu.Lock()
+			w.queue = append(w.queue, data...)
+			w.mu.Unlock()
+			cd.Notify(sever.EventIn)
+			return len(data), nil
+		},
+		Poll: func(*chardev.Call) sever.Events {
+			w.mu.Lock()
+			defer w.mu.Unlock()
+			if len(w.queue) > 0 {
+				return sever.EventIn | sever.EventOut
+			}
+			return sever.EventOut
+		},
+	}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
+	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
+		Name: "widget", Dir: dev.Dir(), Cdevs: []string{"widget0"},
+		Calls: widgetCalls(w),
+	}}}
+	h.Health = func(ctx context.Context) error {
+		if w.wedged.Load() {
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	}
+	var lis net.Listener
+	if addr := os.Getenv(remoteListenEnv); addr != "" {
+		// A host on "another machine": TCP with mutual TLS.
+		if h.TLS, err = serverTLS(os.Getenv(remoteCertsEnv)); err == nil {
+			lis, err = net.Listen("tcp", addr)
+		}
+		h.Persist = true
+	} else {
+		lis, err = drvhost.ListenerFromParent()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
+	if err := h.Serve(ctx, lis); err != nil && !errors.Is(err, io.EOF) {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+	}
+	return 0
+}
+
+type widget struct {
+	wedged atomic.Bool
+	mu     sync.Mutex
+	value  int64
+	queue  []byte
+}
+
+// widgetCalls are the test host's calls; the benchmarks run the same ones
+// in-process.
+func widgetCalls(w *widget) map[string]drvhost.CallFunc {
+	return map[string]drvhost.CallFunc{
+		// wedge hangs the host's driver: its Health stops answering,
+		// while the process still serves gRPC.
+		"wedge": func(context.Context, []byte) ([]byte, error) {
+			w.wedged.Store(true)
+			return nil, nil
+		},
+		"echo": func(_ context.Context, arg []byte) ([]byte, error) { return arg, nil },
+		"block": func(ctx context.Context, _ []byte) ([]byte, error) {
+			<-ctx.Done()
+			return nil, ctx.Err()
+		},
+		"fail":  func(context.Context, []byte) ([]byte, error) { return nil, sever.ErrBusy },
+		"panic": func(context.Context, []byte) ([]byte, error) { panic("test host: asked to panic") },
+		"exit": func(_ context.Context, arg []byte) ([]byte, error) {
+			os.Exit(int(arg[0]))
+			return nil, nil
+		},
+	}
+}
