@@ -141,6 +141,10 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		logf("%v", err)
 		return 1
 	}
+	if ctx.Err() != nil { // a signal while booting: end before mounting
+		fmt.Fprintln(stdout, "sever mount: stopped while booting; nothing mounted")
+		return quiesce(machine, stdout, stderr, f.verbose)
+	}
 	m := machine.Machine()
 	mopts := []fusefs.Option{fusefs.Logf(logf), fusefs.EntryTimeout(f.entryTimeout)}
 	if f.allowOther {
