@@ -185,13 +185,15 @@ func (c *Conn) read(fd int) {
 	var forgets []Forget
 	for {
 		n, err := syscall.Read(fd, buf)
-		switch err {
-		case nil:
-		case syscall.EINTR, syscall.EAGAIN, syscall.ENOENT:
+		switch {
+		case err == nil && n > 0:
+		case err == syscall.EINTR || err == syscall.EAGAIN || err == syscall.ENOENT:
 			// ENOENT: the request was interrupted before we read it.
 			continue
-		case syscall.ENODEV:
-			c.readerEnds(fd, nil) // unmounted or aborted
+		case err == syscall.ENODEV || err == nil:
+			// Unmounted or aborted. (/dev/fuse never reads 0 bytes; a
+			// socket standing in for it in tests does at its end.)
+			c.readerEnds(fd, nil)
 			return
 		default:
 			c.readerEnds(fd, fmt.Errorf("fuse: %s: read: %w", c.dir, err))
