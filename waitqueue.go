@@ -68,23 +68,24 @@ func (e Events) String() string {
 // The zero WaitQueue is live and ready to use. A WaitQueue is safe for
 // concurrent use.
 type WaitQueue struct {
-	mu      sync.Mutex
-	name    string
-	log     *check.Log
-	seq     uint64            // sequence of the last Notify
-	last    [eventBits]uint64 // per event bit, the seq of the last Notify carrying it
-	changed chan struct{}     // closed and replaced by each Notify; nil until wanted
-	waiters int
-	severed bool
-	freed   bool      // Free has run
-	freedAt []uintptr // where Free ran, formatted only if a use after it is reported
+	mu       sync.Mutex
+	name     string
+	log      *check.Log
+	seq      uint64            // sequence of the last Notify
+	last     [eventBits]uint64 // per event bit, the seq of the last Notify carrying it
+	changed  chan struct{}     // closed and replaced by each Notify; nil until wanted
+	waiters  int
+	severed  bool
+	freed    bool      // Free has run
+	freedAt  []uintptr // where Free ran, with tracking; formatted only for a report
+	tracking bool
 }
 
 // NewWaitQueue returns a live queue named name. Options: WithLog reports use
 // after Free into a log instead of panicking.
 func NewWaitQueue(name string, opts ...Option) *WaitQueue {
 	o := buildOptions(opts)
-	return &WaitQueue{name: name, log: o.log}
+	return &WaitQueue{name: name, log: o.log, tracking: o.tracking}
 }
 
 // Notify wakes every waiter and every channel from Changed, and records ev
@@ -232,29 +233,35 @@ func (q *WaitQueue) Severed() bool {
 // framework, at the last put of the shell that embeds it — may call it.
 // Freeing a queue with waiters still asleep in it, or using it afterwards,
 // is a check.UseAfterFree (recorded in the log, or a panic without one),
-// reported with the stack that freed it. Free severs the queue first, so a
+// reported with the stack that freed it when the queue was made with
+// WithTracking. Free severs the queue first, so a
 // waiter that was asleep wakes instead of hanging.
 func (q *WaitQueue) Free() {
-	// Record where, as program counters: formatting a stack at every close
-	// cost a sixth of a FUSE server's time (issue 13); it is formatted only
-	// for a report.
+	// Free runs at every close of a file: formatting a stack here cost a
+	// sixth of a FUSE server's time (issue 13), and even recording the
+	// program counters a tenth. Only tracking records where (formatted for
+	// a report alone); without it a report gives the stack of the misuse.
 	var pcs [16]uintptr
-	n := runtime.Callers(2, pcs[:])
+	n := 0
+	if q.tracking {
+		n = runtime.Callers(2, pcs[:])
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.freed {
-		st := check.FormatStack(pcs[:n])
-		q.report(check.ReleaseTwice, "freed twice", st, check.FormatStack(q.freedAt))
+		q.report(check.ReleaseTwice, "freed twice", check.Stack(1), check.FormatStack(q.freedAt))
 		return
 	}
 	if q.waiters > 0 {
-		st := check.FormatStack(pcs[:n])
+		st := check.Stack(1)
 		q.report(check.UseAfterFree, fmt.Sprintf("freed with %d waiters still queued", q.waiters), st, st)
 	}
 	q.severed = true
 	q.wakeLocked()
 	q.freed = true
-	q.freedAt = append([]uintptr(nil), pcs[:n]...)
+	if n > 0 {
+		q.freedAt = append([]uintptr(nil), pcs[:n]...)
+	}
 }
 
 // use records a use of a freed queue. q.mu is held.

@@ -104,8 +104,8 @@ func (c *Conn) Dir() string { return c.dir }
 // the error that stopped a reader. It starts MountOptions.Readers readers,
 // each on its own clone of the descriptor, and adds one whenever all are
 // busy serving (up to maxReaders), so a handler that blocks never leaves
-// the kernel without a reader; a reader that finds more than Readers idle
-// stops. Serve returns when all have stopped. Call it once.
+// the kernel without a reader; a reader that finds more than Readers others
+// idle stops. Serve returns when all have stopped. Call it once.
 func (c *Conn) Serve(h Handler) error {
 	if c.served1.Swap(true) {
 		panic("fuse: Serve called twice on one connection")
@@ -236,7 +236,7 @@ func (c *Conn) read(fd int) {
 		}
 		c.serve(r)
 		c.rmu.Lock()
-		if c.nidle >= c.readers {
+		if c.nidle > c.readers { // more idle than wanted (not as many: that would churn one reader per request)
 			c.nreaders--
 			c.spare = append(c.spare, fd)
 			c.rmu.Unlock()
