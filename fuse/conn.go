@@ -27,6 +27,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"sync"
@@ -51,7 +52,8 @@ var ErrClosed = errors.New("fuse: connection closed")
 // goroutine while Serve runs.
 type Conn struct {
 	dir      string
-	fd       int // the /dev/fuse descriptor mount(2) was given
+	fd       int      // the /dev/fuse descriptor mount(2) was given
+	file     *os.File // fd, non-blocking, through the runtime's poller; nil when readers block in read(2) on clones
 	helper   bool
 	minor    uint32
 	maxWrite int
@@ -101,11 +103,13 @@ func (c *Conn) Dir() string { return c.dir }
 
 // Serve reads and serves requests until the connection ends (the file
 // system was unmounted or the connection aborted); it then returns nil, or
-// the error that stopped a reader. It starts MountOptions.Readers readers,
-// each on its own clone of the descriptor, and adds one whenever all are
-// busy serving (up to maxReaders), so a handler that blocks never leaves
-// the kernel without a reader; a reader that finds more than Readers others
-// idle stops. Serve returns when all have stopped. Call it once.
+// the error that stopped a reader. It starts MountOptions.Readers readers
+// (default 1). A reader serves the request it read before it reads again;
+// if that takes longer than takeoverAfter — a handler that blocks — and no
+// other reader is reading, another is started (up to maxReaders), so the
+// kernel is never left without a reader, and a reader that finishes while
+// Readers others are reading stops. Serve returns when all have stopped.
+// Call it once.
 func (c *Conn) Serve(h Handler) error {
 	if c.served1.Swap(true) {
 		panic("fuse: Serve called twice on one connection")
@@ -129,10 +133,35 @@ func (c *Conn) Serve(h Handler) error {
 // maxReaders bounds the readers Serve runs at once.
 const maxReaders = 64
 
+// takeoverAfter is how long a reader may serve one request before another
+// reader is started to read in its place. Starting one for every request
+// instead — a goroutine, and on a shared descriptor a hand-off of the read
+// at every request — costs more than the round trip it would save.
+const takeoverAfter = 500 * time.Microsecond
+
+// takeover starts a reader if the one whose request outlasted
+// takeoverAfter still serves it and nobody else reads.
+func (c *Conn) takeover(busy *bool) {
+	c.rmu.Lock()
+	spawn := *busy && c.nidle == 0 && c.nreaders < maxReaders
+	if spawn {
+		c.nreaders++
+		c.nidle++
+		c.rwg.Add(1)
+	}
+	c.rmu.Unlock()
+	if spawn {
+		go c.read(c.readerFD())
+	}
+}
+
 // readerFD returns a descriptor for a new reader: one an ended reader left,
 // or a new clone, or the connection's own if cloning fails (an old
 // kernel: readers then share it).
 func (c *Conn) readerFD() int {
+	if c.file != nil {
+		return c.fd // the readers take turns on the one descriptor
+	}
 	c.rmu.Lock()
 	if n := len(c.spare); n > 0 {
 		fd := c.spare[n-1]
@@ -183,8 +212,12 @@ func (c *Conn) read(fd int) {
 	buf := make([]byte, c.bufSize())
 	r := &Request{c: c, fd: fd, out: make([]byte, outHeaderSize+c.maxWrite)}
 	var forgets []Forget
+	busy := false // serving a request; guarded by c.rmu
+	slow := time.AfterFunc(time.Hour, func() { c.takeover(&busy) })
+	slow.Stop()
+	defer slow.Stop()
 	for {
-		n, err := syscall.Read(fd, buf)
+		n, err := c.readOne(fd, buf)
 		switch {
 		case err == nil && n > 0:
 		case err == syscall.EINTR || err == syscall.EAGAIN || err == syscall.ENOENT:
@@ -224,19 +257,14 @@ func (c *Conn) read(fd int) {
 		}
 		c.rmu.Lock()
 		c.nidle--
-		spawn := c.nidle == 0 && c.nreaders < maxReaders
-		if spawn {
-			c.nreaders++
-			c.nidle++
-			c.rwg.Add(1)
-		}
+		busy = true
 		c.rmu.Unlock()
-		if spawn {
-			go c.read(c.readerFD())
-		}
+		slow.Reset(takeoverAfter)
 		c.serve(r)
+		slow.Stop()
 		c.rmu.Lock()
-		if c.nidle > c.readers { // more idle than wanted (not as many: that would churn one reader per request)
+		busy = false
+		if c.nidle >= c.readers {
 			c.nreaders--
 			c.spare = append(c.spare, fd)
 			c.rmu.Unlock()
@@ -245,6 +273,30 @@ func (c *Conn) read(fd int) {
 		c.nidle++
 		c.rmu.Unlock()
 	}
+}
+
+// readOne reads one request from fd: through the runtime's poller when
+// the connection uses it (the goroutine then parks instead of holding a
+// thread, and the readers take turns on the one descriptor), else with a
+// blocking read(2).
+func (c *Conn) readOne(fd int, buf []byte) (int, error) {
+	if c.file == nil {
+		return syscall.Read(fd, buf)
+	}
+	n, err := c.file.Read(buf)
+	if err == nil {
+		return n, nil
+	}
+	if errors.Is(err, os.ErrClosed) || err == io.EOF {
+		return 0, syscall.ENODEV
+	}
+	var e syscall.Errno
+	if errors.As(err, &e) {
+		return 0, e
+	}
+	// The poller saw an error event (EPOLLERR: the connection was
+	// aborted or unmounted) and says so without an errno: ask read(2).
+	return syscall.Read(fd, buf)
 }
 
 // readerEnds records that a reader stopped because the connection ended
@@ -320,6 +372,9 @@ func (c *Conn) Close() error {
 	for _, fd := range c.clones {
 		syscall.Close(fd)
 	}
+	if c.file != nil {
+		return c.file.Close()
+	}
 	return syscall.Close(c.fd)
 }
 
@@ -350,6 +405,27 @@ func (c *Conn) write(fd int, msg []byte) error {
 		_, err := syscall.Write(fd, msg)
 		if err != syscall.EINTR {
 			return err
+		}
+	}
+}
+
+// reply sends a reply on fd. A reply never sleeps in the kernel (it ends
+// the request and wakes its process), so it is written without telling
+// the scheduler a blocking call began: that saves a reader the hand-off of
+// its processor and the work of taking one back, per request.
+func (c *Conn) reply(fd int, msg []byte) error {
+	c.fdMu.RLock()
+	defer c.fdMu.RUnlock()
+	if c.closed {
+		return ErrClosed
+	}
+	for {
+		_, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)))
+		if e != syscall.EINTR {
+			if e != 0 {
+				return e
+			}
+			return nil
 		}
 	}
 }
@@ -575,7 +651,7 @@ func (r *Request) finish(e syscall.Errno, n int) {
 	le.PutUint64(msg[8:], r.Unique)
 	// ENOENT: the request was interrupted and forgotten meanwhile;
 	// ENODEV, ErrClosed: the connection is gone. Nobody waits for either.
-	_ = r.c.write(r.fd, msg)
+	_ = r.c.reply(r.fd, msg)
 	if r.detached {
 		r.out = nil
 		r.c.detached.Done()

@@ -167,8 +167,10 @@ func TestInterruptCancelsABlockedRequestReadByAnAddedReader(t *testing.T) {
 	}
 	k.send(fuse.OpRead, 21, 5, readBody(1, 0, 4096))
 	<-entered
-	if n := k.c.Readers(); n < 2 {
-		t.Errorf("%d readers while the only one is busy; want another added", n)
+	for deadline := time.Now().Add(5 * time.Second); k.c.Readers() < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d readers 5s after the only one blocked; want another added", k.c.Readers())
+		}
 	}
 	k.send(fuse.OpInterrupt, 22, 0, u64(21))
 	if r := k.reply(5 * time.Second); r.unique != 21 || r.errno != syscall.EINTR {

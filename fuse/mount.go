@@ -23,16 +23,19 @@ type MountOptions struct {
 	// through fusermount3 by a non-root user, /etc/fuse.conf must say
 	// user_allow_other).
 	AllowOther bool
-	// Readers is how many goroutines read requests, each on its own
-	// clone of the connection's descriptor; default 4. A reader serves the
-	// request it read before reading another, so this bounds how many
-	// non-detached requests run at once.
+	// Readers is how many goroutines wait for requests when none is being
+	// served; default 1. More are started while requests take long (see
+	// Conn.Serve).
 	Readers int
 	// MaxWrite is the largest WRITE the kernel sends; default 128 KiB.
 	MaxWrite int
 	// NoHelper forbids falling back to fusermount3: Mount fails unless the
 	// process may call mount(2) itself. For tests of that path.
 	NoHelper bool
+	// Blocking makes every reader block in read(2) on its own clone of the
+	// descriptor (FUSE_DEV_IOC_CLONE), as libfuse's threads do, instead of
+	// taking turns on the one descriptor through the runtime's poller.
+	Blocking bool
 	// NoDirect skips mount(2) and goes straight to fusermount3. For tests
 	// of that path.
 	NoDirect bool
@@ -49,7 +52,7 @@ func Mount(dir string, o MountOptions) (*Conn, error) {
 		o.FSName = "fuse"
 	}
 	if o.Readers <= 0 {
-		o.Readers = 4
+		o.Readers = 1
 	}
 	if o.MaxWrite <= 0 {
 		o.MaxWrite = defaultMaxPage * pageSize
@@ -82,6 +85,11 @@ func Mount(dir string, o MountOptions) (*Conn, error) {
 		c.closed = true
 		syscall.Close(fd)
 		return nil, err
+	}
+	if !o.Blocking {
+		if err := syscall.SetNonblock(fd, true); err == nil {
+			c.file = os.NewFile(uintptr(fd), "/dev/fuse")
+		}
 	}
 	return c, nil
 }
