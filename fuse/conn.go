@@ -4,12 +4,15 @@
 // (see Opcode). It knows nothing of nodes or files: a Handler gets each
 // Request, decodes its body with the Request's methods and replies once.
 //
-// Requests are served on the goroutine that read them, by several readers
-// each reading its own clone of the connection's /dev/fuse descriptor
-// (FUSE_DEV_IOC_CLONE), so a request costs no goroutine and no hand-off
-// between threads. A handler that must block — a read that waits for
-// data — calls Request.Detach and replies later from a goroutine of its
-// own, so the readers keep reading.
+// Requests are served on the goroutine that read them, so a request costs
+// no goroutine and no hand-off between threads. The reader waits in the
+// runtime's poller, holding no thread; a second reader is started only
+// when a request is served for longer than 500µs and nobody else reads,
+// so a handler that blocks never leaves the kernel without a reader (with
+// MountOptions.Blocking the readers instead block in read(2), each on its
+// own clone of the descriptor, FUSE_DEV_IOC_CLONE, as libfuse's threads
+// do). A handler that must wait for long — a read that waits for data —
+// calls Request.Detach and replies later from a goroutine of its own.
 //
 // The server's side:
 //

@@ -23,8 +23,8 @@
 // A process's side is any program: `cat /run/sever/sys/class/gpio/gpiochip0/value`.
 //
 // Serving: requests are answered on the goroutine that read them from
-// /dev/fuse (package fuse runs several such readers, and adds one when all
-// are busy), so an open, a read of an attribute and a close cost no
+// /dev/fuse (package fuse starts another reader only while a request takes
+// long), so an open, a read of an attribute and a close cost no
 // goroutine. Only what may block for long — a char device's read or write,
 // which waits for the driver, and every write, whose Store may remove
 // nodes and so wait for the kernel to drop their entries — runs on a
@@ -446,7 +446,7 @@ func (m *Server) forget(n *kernfs.Node) {
 // lookup in dir waits for the lookup's reply and removes what it cached.
 // Nothing the mount does while the kernel holds that lock (a lookup, a
 // listing) waits for a removal, and a reader is always free to answer the
-// lookup (package fuse adds readers when all are busy), so this cannot
+// lookup (package fuse starts another when one is held up), so this cannot
 // deadlock with the removal that calls it.
 func (m *Server) invalidate(dir uint64, name string) {
 	// ENOENT: the kernel does not know dir or the entry; ErrClosed or any
