@@ -379,16 +379,7 @@ func (c *Conn) interrupt(r *Request) {
 // ones have replied and closes the descriptors. A request's reply after
 // Close is dropped. Calling it again does nothing.
 func (c *Conn) Close() error {
-	c.mu.Lock()
-	c.ending = true
-	reqs := make([]*Request, 0, len(c.inflight))
-	for _, r := range c.inflight {
-		reqs = append(reqs, r)
-	}
-	c.mu.Unlock()
-	for _, r := range reqs {
-		r.cancel(ErrClosed)
-	}
+	c.CancelAll()
 	c.detached.Wait()
 	c.fdMu.Lock()
 	defer c.fdMu.Unlock()
@@ -421,38 +412,30 @@ func (c *Conn) CancelAll() {
 	}
 }
 
-// write sends one message on fd, unless the connection is closed.
-func (c *Conn) write(fd int, msg []byte) error {
+// write sends one message on fd, unless the connection is closed. A
+// reply (raw) never sleeps in the kernel — it ends the request and wakes
+// its process — so it is written without telling the scheduler a blocking
+// call began: that saves the reader handing off its processor and taking
+// one back, per request. A notification may wait for a directory's lock,
+// so it is an ordinary blocking call.
+func (c *Conn) write(fd int, msg []byte, raw bool) error {
 	c.fdMu.RLock()
 	defer c.fdMu.RUnlock()
 	if c.closed {
 		return ErrClosed
 	}
 	for {
-		_, err := syscall.Write(fd, msg)
+		var err error
+		if raw {
+			_, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)))
+			if e != 0 {
+				err = e
+			}
+		} else {
+			_, err = syscall.Write(fd, msg)
+		}
 		if err != syscall.EINTR {
 			return err
-		}
-	}
-}
-
-// reply sends a reply on fd. A reply never sleeps in the kernel (it ends
-// the request and wakes its process), so it is written without telling
-// the scheduler a blocking call began: that saves a reader the hand-off of
-// its processor and the work of taking one back, per request.
-func (c *Conn) reply(fd int, msg []byte) error {
-	c.fdMu.RLock()
-	defer c.fdMu.RUnlock()
-	if c.closed {
-		return ErrClosed
-	}
-	for {
-		_, _, e := syscall.RawSyscall(syscall.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(msg))), uintptr(len(msg)))
-		if e != syscall.EINTR {
-			if e != 0 {
-				return e
-			}
-			return nil
 		}
 	}
 }
@@ -469,7 +452,7 @@ func (c *Conn) notify(code int32, fixed []byte, name string) error {
 	le.PutUint32(msg[0:], uint32(len(msg)))
 	le.PutUint32(msg[4:], uint32(code))
 	le.PutUint64(msg[8:], 0)
-	err := c.write(c.fd, msg)
+	err := c.write(c.fd, msg, false)
 	runtime.KeepAlive(msg)
 	return err
 }
@@ -678,7 +661,7 @@ func (r *Request) finish(e syscall.Errno, n int) {
 	le.PutUint64(msg[8:], r.Unique)
 	// ENOENT: the request was interrupted and forgotten meanwhile;
 	// ENODEV, ErrClosed: the connection is gone. Nobody waits for either.
-	_ = r.c.reply(r.fd, msg)
+	_ = r.c.write(r.fd, msg, true)
 	if r.detached {
 		r.out = nil
 		r.c.detached.Done()

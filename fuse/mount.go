@@ -333,3 +333,21 @@ func UnescapeMountinfo(s string) string {
 }
 
 func isOctal(c byte) bool { return c >= '0' && c <= '7' }
+
+// Available reports whether this process could mount: nil if /dev/fuse
+// exists and the process is root (Mount then calls mount(2) itself) or
+// fusermount3 is in PATH; otherwise an error saying what is missing and
+// what to install. Tests that mount skip with it. Mount may still be
+// refused (a container without CAP_SYS_ADMIN, /etc/fuse.conf).
+func Available() error {
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		return fmt.Errorf("fuse: no /dev/fuse (load the fuse module, or give the container the device): %w", err)
+	}
+	if os.Geteuid() == 0 {
+		return nil
+	}
+	if _, err := exec.LookPath("fusermount3"); err != nil {
+		return fmt.Errorf("fuse: not root and no fusermount3 (install fuse3): %w", err)
+	}
+	return nil
+}

@@ -193,11 +193,16 @@ func (m *Server) track(h *handle) (uint64, bool) {
 	return m.nextFH, true
 }
 
-// handle returns the open file fh names.
-func (m *Server) handle(fh uint64) *handle {
+// handle returns the open file fh names; if none, it answers r EBADF and
+// returns nil.
+func (m *Server) handle(r *fuse.Request, fh uint64) *handle {
 	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.handles[fh]
+	h := m.handles[fh]
+	m.mu.Unlock()
+	if h == nil {
+		r.Reply(syscall.EBADF)
+	}
+	return h
 }
 
 // maxIO bounds the buffer a READ may ask for.
@@ -213,9 +218,8 @@ func (m *Server) read(r *fuse.Request) {
 		r.Reply(syscall.EINVAL)
 		return
 	}
-	h := m.handle(in.Handle)
+	h := m.handle(r, in.Handle)
 	if h == nil {
-		r.Reply(syscall.EBADF)
 		return
 	}
 	nonblock := in.Flags&syscall.O_NONBLOCK != 0
@@ -249,9 +253,8 @@ func (m *Server) write(r *fuse.Request) {
 		r.Reply(syscall.EINVAL)
 		return
 	}
-	h := m.handle(in.Handle)
+	h := m.handle(r, in.Handle)
 	if h == nil {
-		r.Reply(syscall.EBADF)
 		return
 	}
 	d := r.Detach()
@@ -276,9 +279,8 @@ func (m *Server) poll(r *fuse.Request) {
 		r.Reply(syscall.EINVAL)
 		return
 	}
-	h := m.handle(in.Handle)
+	h := m.handle(r, in.Handle)
 	if h == nil {
-		r.Reply(syscall.EBADF)
 		return
 	}
 	ev, err := h.s.Poll()

@@ -22,6 +22,7 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/fusefs"
 	"github.com/sever-dev/sever/kernfs"
 )
@@ -165,13 +166,8 @@ func mount(t testing.TB, src fusefs.Sources, opts ...fusefs.Option) *fusefs.Serv
 // /dev/fuse, or neither root (which mounts directly) nor fusermount3.
 func skipWithoutFUSE(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE here (load the fuse module or give the container /dev/fuse): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			t.Skipf("not root and no fusermount3 here (install fuse3): %v", err)
-		}
+	if err := fuse.Available(); err != nil {
+		t.Skip(err)
 	}
 }
 

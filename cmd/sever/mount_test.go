@@ -61,13 +61,8 @@ type mounted struct {
 
 func skipWithoutFUSE(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE here (load the fuse module or give the container /dev/fuse): %v", err)
-	}
-	if os.Geteuid() != 0 {
-		if _, err := exec.LookPath("fusermount3"); err != nil {
-			t.Skipf("not root and no fusermount3 here (install fuse3): %v", err)
-		}
+	if err := fuse.Available(); err != nil {
+		t.Skip(err)
 	}
 }
 
