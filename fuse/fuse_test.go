@@ -2,6 +2,7 @@ package fuse_test
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"syscall"
 	"testing"
@@ -291,4 +292,50 @@ func TestUnescapeMountinfo(t *testing.T) {
 			t.Errorf("UnescapeMountinfo(%q) = %q, want %q", in, got, want)
 		}
 	}
+}
+
+// Notifications carry unique 0, their code in the error field, and their
+// fields and name (NUL-terminated) as linux/fuse.h lays them out; a name
+// that is empty or too long is refused with EINVAL and nothing is sent.
+func TestNotificationsAreEncoded(t *testing.T) {
+	k := start(t, 1, fuse.HandlerFunc(func(r *fuse.Request) { r.Reply(0) }))
+	read := func(code int32, size int) []byte {
+		t.Helper()
+		r := k.reply(5 * time.Second)
+		if r.unique != 0 || int32(-int32(r.errno)) != code || len(r.payload) != size {
+			t.Fatalf("notification: unique %d, code %d, %d bytes; want 0, %d, %d", r.unique, -int32(r.errno), len(r.payload), code, size)
+		}
+		return r.payload
+	}
+	if err := k.c.NotifyPollWakeup(77); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(1, 8); le.Uint64(p) != 77 {
+		t.Errorf("poll wakeup for %d, want 77", le.Uint64(p))
+	}
+	if err := k.c.InvalidateEntry(3, "value"); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(3, 16+6); le.Uint64(p) != 3 || le.Uint32(p[8:]) != 5 || string(p[16:]) != "value\x00" {
+		t.Errorf("inval entry: %x", p)
+	}
+	if err := k.c.NotifyDelete(3, 9, "value"); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(6, 24+6); le.Uint64(p) != 3 || le.Uint64(p[8:]) != 9 || le.Uint32(p[16:]) != 5 || string(p[24:]) != "value\x00" {
+		t.Errorf("delete: %x", p)
+	}
+	if err := k.c.InvalidateInode(5, 0, -1); err != nil {
+		t.Fatal(err)
+	}
+	if p := read(2, 24); le.Uint64(p) != 5 || int64(le.Uint64(p[16:])) != -1 {
+		t.Errorf("inval inode: %x", p)
+	}
+	if err := k.c.InvalidateEntry(3, ""); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("InvalidateEntry with no name: %v, want EINVAL", err)
+	}
+	if err := k.c.NotifyDelete(3, 9, string(make([]byte, 2000))); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("NotifyDelete with a 2000-byte name: %v, want EINVAL", err)
+	}
+	k.noReply(50 * time.Millisecond)
 }
