@@ -54,6 +54,8 @@ var opNames = map[Opcode]string{
 	OpPoll: "POLL", OpBatchForget: "BATCH_FORGET",
 }
 
+// String returns the opcode's name as linux/fuse.h spells it without
+// FUSE_ ("LOOKUP"), or "opcode N" for one this package does not serve.
 func (o Opcode) String() string {
 	if s, ok := opNames[o]; ok {
 		return s
