@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/bits"
+	"runtime"
 	"strings"
 	"sync"
 
@@ -45,7 +46,7 @@ func (e Events) String() string {
 // events. It belongs to the framework's shell — an open file, a line
 // request — never to the provider, and it stays valid for as long as the
 // shell does, whatever the provider has freed. That is the fix seed 002
-// arrived at (DESIGN.md, "Seed 002"): a provider that owns and frees the queue its pollers sleep on
+// arrived at: a provider that owns and frees the queue its pollers sleep on
 // cannot be made safe, so the queue is not the provider's to free.
 //
 // Waiting is edge-based. Every Notify advances a sequence number; a waiter
@@ -67,23 +68,25 @@ func (e Events) String() string {
 // The zero WaitQueue is live and ready to use. A WaitQueue is safe for
 // concurrent use.
 type WaitQueue struct {
-	mu      sync.Mutex
-	name    string
-	log     *check.Log
-	seq     uint64            // sequence of the last Notify
-	last    [eventBits]uint64 // per event bit, the seq of the last Notify carrying it
-	changed chan struct{}     // closed and replaced by each Notify; nil until wanted
-	waiters int
-	severed bool
-	freed   string    // stack of Free; "" until freed
-	life    *Lifeline // nil unless observed (WithObserver) or traced
+	mu       sync.Mutex
+	name     string
+	log      *check.Log
+	seq      uint64            // sequence of the last Notify
+	last     [eventBits]uint64 // per event bit, the seq of the last Notify carrying it
+	changed  chan struct{}     // closed and replaced by each Notify; nil until wanted
+	waiters  int
+	severed  bool
+	freed    bool      // Free has run
+	freedAt  []uintptr // where Free ran, with tracking; formatted only for a report
+	tracking bool
+	life     *Lifeline // nil unless observed (WithObserver) or traced
 }
 
 // NewWaitQueue returns a live queue named name. Options: WithLog reports use
 // after Free into a log instead of panicking.
 func NewWaitQueue(name string, opts ...Option) *WaitQueue {
 	o := buildOptions(opts)
-	return &WaitQueue{name: name, log: o.log, life: o.lifeline("waitqueue", name, "live")}
+	return &WaitQueue{name: name, log: o.log, tracking: o.tracking, life: o.lifeline("waitqueue", name, "live")}
 }
 
 // Notify wakes every waiter and every channel from Changed, and records ev
@@ -232,29 +235,42 @@ func (q *WaitQueue) Severed() bool {
 // framework, at the last put of the shell that embeds it — may call it.
 // Freeing a queue with waiters still asleep in it, or using it afterwards,
 // is a check.UseAfterFree (recorded in the log, or a panic without one),
-// reported with the stack that freed it. Free severs the queue first, so a
+// reported with the stack that freed it when the queue was made with
+// WithTracking. Free severs the queue first, so a
 // waiter that was asleep wakes instead of hanging.
 func (q *WaitQueue) Free() {
-	st := check.Stack(1)
+	// Free runs at every close of a file: formatting a stack here cost a
+	// sixth of a FUSE server's time (issue 13), and even recording the
+	// program counters a tenth. Only tracking records where (formatted for
+	// a report alone); without it a report gives the stack of the misuse.
+	var pcs [16]uintptr
+	n := 0
+	if q.tracking {
+		n = runtime.Callers(2, pcs[:])
+	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.freed != "" {
-		q.report(check.ReleaseTwice, "freed twice", st, q.freed)
+	if q.freed {
+		q.report(check.ReleaseTwice, "freed twice", check.Stack(1), check.FormatStack(q.freedAt))
 		return
 	}
 	if q.waiters > 0 {
+		st := check.Stack(1)
 		q.report(check.UseAfterFree, fmt.Sprintf("freed with %d waiters still queued", q.waiters), st, st)
 	}
 	q.severed = true
 	q.wakeLocked()
-	q.freed = st
+	q.freed = true
+	if n > 0 {
+		q.freedAt = append([]uintptr(nil), pcs[:n]...)
+	}
 	q.life.Emit(Event{Kind: EventFreed, State: "freed"})
 }
 
 // use records a use of a freed queue. q.mu is held.
 func (q *WaitQueue) use(op string) {
-	if q.freed != "" {
-		q.report(check.UseAfterFree, op+" after Free", check.Stack(2), q.freed)
+	if q.freed {
+		q.report(check.UseAfterFree, op+" after Free", check.Stack(2), check.FormatStack(q.freedAt))
 	}
 }
 

@@ -6,20 +6,29 @@
 // a removed path, POLLERR|POLLHUP for a poller whose node or device went
 // away.
 //
-// The adapter is thin; the semantics live in kernfs and chardev. Every
-// FUSE open is one kernfs.File or chardev.File, closed at the FUSE release
-// (or, for files a process still holds when the mount is closed, by
-// Close). Every failing request is answered with sever.Errno of the error.
-// Files are opened with direct I/O, so each read reaches the provider: a
-// read of an attribute at offset 0 shows fresh content, as in sysfs.
+// The adapter is thin; the semantics live in kernfs and chardev, the wire
+// protocol in package fuse. Every FUSE open is one kernfs.File or
+// chardev.File, closed at the FUSE release (or, for files a process still
+// holds when the mount is closed, by Close). Every failing request is
+// answered with sever.Errno of the error. Files are opened with direct
+// I/O, so each read reaches the provider: a read of an attribute at offset
+// 0 shows fresh content, as in sysfs.
 //
-// The server's side:
+// The server's side, in one call:
 //
 //	m, err := fusefs.Mount("/run/sever", fusefs.Sources{Sys: tree, Dev: chardev.RegistryOf(core)})
 //	...
 //	m.Close() // unmounts, even while processes hold files open
 //
 // A process's side is any program: `cat /run/sever/sys/class/gpio/gpiochip0/value`.
+//
+// Serving: requests are answered on the goroutine that read them from
+// /dev/fuse (package fuse starts another reader only while a request takes
+// long), so an open, a read of an attribute and a close cost no
+// goroutine. Only what may block for long — a char device's read or write,
+// which waits for the driver, and every write, whose Store may remove
+// nodes and so wait for the kernel to drop their entries — runs on a
+// goroutine of its own.
 //
 // sys/ is the tree. dev/ lists the registry's char devices (Names), each a
 // regular file of mode 0660 — not a character special file, which the
@@ -63,19 +72,15 @@ import (
 	"fmt"
 	"log"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"bazil.org/fuse"
-	bfs "bazil.org/fuse/fs"
-
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/internal/mutation"
 	"github.com/sever-dev/sever/kernfs"
 )
@@ -95,6 +100,8 @@ type config struct {
 	allowOther bool
 	logf       func(format string, args ...any)
 	debug      func(msg any)
+	noHelper   bool
+	noDirect   bool
 }
 
 // AllowOther lets users other than the one who mounted access the file
@@ -127,18 +134,28 @@ func EntryTimeout(d time.Duration) Option {
 	return func(c *config) { c.entryValid = max(d, 0) }
 }
 
-// Debug traces every FUSE request and response to f (bazil.org/fuse's
-// debug messages). It is for diagnosing; it is slow.
+// Debug traces every FUSE request to f, as a string naming its opcode,
+// node and unique ID. It is for diagnosing; it is slow.
 func Debug(f func(msg any)) Option { return func(c *config) { c.debug = f } }
+
+// MountHow chooses how Mount mounts, for tests of each path: "direct"
+// (mount(2) only, which needs root), "helper" (fusermount3 only) or ""
+// (the default: direct where permitted, else fusermount3).
+func MountHow(how string) Option {
+	return func(c *config) {
+		c.noHelper = how == "direct"
+		c.noDirect = how == "helper"
+	}
+}
 
 // Server is a machine's sys/ and dev/ served on a directory. Its states:
 //
-//	serving ──Close──▶ closing ──serve loop returned, files closed──▶ closed
+//	serving ──Close──▶ closing ──readers returned, files closed──▶ closed
 //
-// serving: a serve loop answers FUSE requests. closing: the directory is
-// being unmounted; requests in flight are cancelled, new ones still
-// answered until the kernel drops the connection. closed: the serve loop
-// and every watcher have returned, no invalidation is being sent, and
+// serving: the connection's readers answer FUSE requests. closing: the
+// directory is being unmounted; requests in flight are cancelled, new ones
+// still answered until the kernel drops the connection. closed: every
+// reader and watcher has returned, no invalidation is being sent, and
 // every file opened through the mount has been closed — by its FUSE
 // release, or by Close for those a process still held.
 type Server struct {
@@ -148,30 +165,23 @@ type Server struct {
 	uid  uint32 // owner reported for every node: the serving process's
 	gid  uint32
 	conn *fuse.Conn
-	srv  *bfs.Server
 
-	// ctx is cancelled by Close after the serve loop returned: it stops
+	// ctx is cancelled by Close after the readers returned: it stops
 	// every watcher.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// reqs is cancelled by Close once it has unmounted: requests in
-	// flight, which the serve loop waits for, stop waiting.
-	reqs       context.Context
-	cancelReqs context.CancelFunc
 
 	unhook func() // takes the invalidation hook off the tree
 
-	// notifyMu is held shared while an invalidation is sent and
-	// exclusively by Close to stop them, before the connection's file is
-	// closed (a notification must not be written to a reused descriptor).
-	notifyMu  sync.RWMutex
-	notifyOff bool
-
-	served   chan struct{} // closed when the serve loop returns
+	served   chan struct{} // closed when Serve returns
 	serveErr error         // valid after served is closed
 
+	inodes inodeTable
+
 	mu      sync.Mutex
-	handles map[*handle]struct{}       // files opened and not yet released
+	handles map[uint64]*handle         // files opened and not yet released, by FUSE handle
+	dirs    map[uint64]*dirHandle      // directories opened for listing
+	nextFH  uint64                     // the last handle number given out
 	cdevs   map[*chardev.Cdev]struct{} // char devices whose unregistration a watcher awaits
 	closed  bool                       // Close has begun: no new handle is tracked
 
@@ -184,23 +194,27 @@ type Server struct {
 }
 
 // Mount mounts src on dir, an existing directory, and serves it until
-// Close: src.Sys as dir/sys, src.Dev as dir/dev.
-// It mounts through fusermount3 (the setuid helper from the fuse3 package,
-// looked up in PATH), so it works for root and, where /etc/fuse.conf
-// allows, other users. The mount uses default_permissions: the kernel
-// checks the nodes' mode bits. It is not visible to other users unless
-// AllowOther is given.
+// Close: src.Sys as dir/sys, src.Dev as dir/dev. When it returns the mount
+// is ready.
 //
-// If dir is a stale FUSE mount left by a process that died without
-// unmounting (stat fails with ENOTCONN), Mount first lazily unmounts it
-// and reports that through Logf. Mount fails if /dev/fuse is missing or
-// mounting is not permitted; the error then wraps the helper's complaint.
+// As root it calls mount(2) itself; otherwise it mounts through
+// fusermount3 (the setuid helper from the fuse3 package, looked up in
+// PATH), which works where /etc/fuse.conf allows. The mount uses
+// default_permissions: the kernel checks the nodes' mode bits. It is not
+// visible to other users unless AllowOther is given.
+//
+// Mount never stacks a mount on a FUSE mount. If dir is a stale FUSE mount
+// left by a server that died without unmounting, Mount first detaches it
+// (see Unstale) and reports that through Logf; if a live server serves
+// dir, Mount fails with an error wrapping EBUSY. It fails if /dev/fuse is
+// missing or mounting is not permitted; the error then says what to
+// install.
 func Mount(dir string, src Sources, opts ...Option) (*Server, error) {
 	cfg := config{logf: log.Printf, entryValid: DefaultEntryTimeout}
 	for _, o := range opts {
 		o(&cfg)
 	}
-	abs, err := filepath.Abs(dir)
+	abs, err := canonical(dir)
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: %s: %w", dir, err)
 	}
@@ -209,15 +223,13 @@ func Mount(dir string, src Sources, opts ...Option) (*Server, error) {
 	} else if stale {
 		cfg.logf("fusefs: %s: unmounted a stale FUSE mount left by an earlier run", abs)
 	}
-	mopts := []fuse.MountOption{
-		fuse.FSName("sever"),
-		fuse.Subtype("sever"),
-		fuse.DefaultPermissions(),
-	}
-	if cfg.allowOther {
-		mopts = append(mopts, fuse.AllowOther())
-	}
-	conn, err := fuse.Mount(abs, mopts...)
+	conn, err := fuse.Mount(abs, fuse.MountOptions{
+		FSName:             "sever",
+		DefaultPermissions: true,
+		AllowOther:         cfg.allowOther,
+		NoHelper:           cfg.noHelper,
+		NoDirect:           cfg.noDirect,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("fusefs: mount %s: %w", abs, err)
 	}
@@ -229,30 +241,50 @@ func Mount(dir string, src Sources, opts ...Option) (*Server, error) {
 		gid:     uint32(os.Getgid()),
 		conn:    conn,
 		served:  make(chan struct{}),
-		handles: make(map[*handle]struct{}),
+		handles: make(map[uint64]*handle),
+		dirs:    make(map[uint64]*dirHandle),
 		cdevs:   make(map[*chardev.Cdev]struct{}),
 	}
+	m.inodes.init(src)
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.reqs, m.cancelReqs = context.WithCancel(context.Background())
-	fc := &bfs.Config{}
-	if cfg.debug != nil {
-		fc.Debug = cfg.debug
-	}
-	m.srv = bfs.New(conn, fc)
 	if src.Sys != nil {
 		m.unhook = src.Sys.OnRemove(m.forget)
 	}
 	go func() {
 		defer close(m.served)
-		m.serveErr = m.srv.Serve(root{m})
+		m.serveErr = conn.Serve(fuse.HandlerFunc(m.serve))
 	}()
 	return m, nil
+}
+
+// canonical is dir absolute with its symbolic links resolved, as
+// /proc/self/mountinfo names a mount point. The last component is not
+// resolved: it may be a dead mount, which cannot be examined.
+func canonical(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	parent, base := filepath.Split(abs)
+	if base == "" {
+		return abs, nil
+	}
+	if real, err := filepath.EvalSymlinks(parent); err == nil {
+		parent = real
+	}
+	p := filepath.Join(parent, base)
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSymlink != 0 {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			return real, nil
+		}
+	}
+	return p, nil
 }
 
 // Dir returns the absolute path of the mount point.
 func (m *Server) Dir() string { return m.dir }
 
-// Close unmounts the file system and returns when the serve loop has
+// Close unmounts the file system and returns when the readers have
 // returned, every watcher has stopped and every file opened through the
 // mount is closed (so every per-open Release has run).
 //
@@ -267,7 +299,7 @@ func (m *Server) Dir() string { return m.dir }
 // context cancelled: a read blocked in a char device or a Show that honours
 // its context returns (EINTR). Closing an already closed Server returns the
 // first Close's result. If a provider callback blocks forever regardless
-// of its context, so does Close: the serve loop waits for the request in
+// of its context, so does Close: the reader waits for the request in
 // flight.
 func (m *Server) Close() error {
 	m.closeOnce.Do(func() { m.closeErr = m.close() })
@@ -283,7 +315,7 @@ func (m *Server) close() error {
 			errs = append(errs, err)
 		}
 	}
-	m.cancelReqs()
+	m.conn.CancelAll()
 	<-m.served
 	if m.serveErr != nil {
 		errs = append(errs, fmt.Errorf("fusefs: %s: serve: %w", m.dir, m.serveErr))
@@ -293,101 +325,103 @@ func (m *Server) close() error {
 	if m.unhook != nil {
 		m.unhook()
 	}
-	m.notifyMu.Lock()
-	m.notifyOff = true
-	m.notifyMu.Unlock()
 	m.cancel()
 	m.watchers.Wait()
+	if err := m.conn.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("fusefs: %s: close connection: %w", m.dir, err))
+	}
 	m.mu.Lock()
 	m.closed = true
 	left := make([]*handle, 0, len(m.handles))
-	for h := range m.handles {
+	for _, h := range m.handles {
 		left = append(left, h)
 	}
 	clear(m.handles)
+	clear(m.dirs)
 	m.mu.Unlock()
 	for _, h := range left {
 		h.release()
-	}
-	if err := m.conn.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("fusefs: %s: close connection: %w", m.dir, err))
 	}
 	return errors.Join(errs...)
 }
 
 // unmount unmounts m.dir: cleanly if it can, else by force (see Close).
 func (m *Server) unmount() error {
-	out, err := exec.Command("fusermount3", "-u", m.dir).CombinedOutput()
+	err := m.conn.Unmount(false)
 	if err == nil {
 		return nil
 	}
-	if !strings.Contains(string(out), "busy") {
-		return fmt.Errorf("fusefs: unmount %s: %v: %s", m.dir, err, strings.TrimSpace(string(out)))
+	if !errors.Is(err, syscall.EBUSY) {
+		return fmt.Errorf("fusefs: %w", err)
 	}
-	// Busy. Abort the connection, which also fails the requests in
-	// flight, and detach the mount; needs CAP_SYS_ADMIN.
-	if err := syscall.Unmount(m.dir, syscall.MNT_FORCE|syscall.MNT_DETACH); err == nil {
+	if err := m.conn.Unmount(true); err != nil {
+		return fmt.Errorf("fusefs: %w", err)
+	}
+	if os.Geteuid() == 0 {
 		m.cfg.logf("fusefs: %s: busy; aborted the connection and detached the mount", m.dir)
-		return nil
+	} else {
+		m.cfg.logf("fusefs: %s: busy; detached the mount, waiting for its open files to be closed", m.dir)
 	}
-	if out, err := exec.Command("fusermount3", "-u", "-z", m.dir).CombinedOutput(); err != nil {
-		return fmt.Errorf("fusefs: lazy unmount %s: %v: %s", m.dir, err, strings.TrimSpace(string(out)))
-	}
-	m.cfg.logf("fusefs: %s: busy; detached the mount, waiting for its open files to be closed", m.dir)
 	return nil
 }
 
-// Unstale checks whether dir is a stale FUSE mount — one whose server died
-// without unmounting, so that stat fails with ENOTCONN — and if so detaches
-// it (fusermount3 -u -z) and reports true. It reports false, nil for a
-// directory that is not stale, and an error if dir cannot be examined or
-// the stale mount cannot be removed. Mount calls it first.
+// Unstale makes sure no dead FUSE mount sits on dir. It finds the FUSE
+// mounts on dir in /proc/self/mountinfo — never trusting stat, which the
+// kernel may answer from its cache on a dead connection — and asks each
+// for statfs, which the kernel always sends to the server: a mount whose
+// server is gone fails with ENOTCONN (or ECONNABORTED), and is detached
+// lazily (umount2 MNT_DETACH as root, fusermount3 -u -z otherwise), again
+// until none is left — a mount stacked on another by an older run is
+// found under it. It reports whether it removed one. A mount whose server
+// answers is live: Unstale leaves it and fails with an error wrapping
+// EBUSY, as it does when a server does not answer within 5 seconds.
 func Unstale(dir string) (bool, error) {
-	_, err := os.Stat(dir)
-	if err == nil || !errors.Is(err, syscall.ENOTCONN) {
+	abs, err := canonical(dir)
+	if err != nil {
+		return false, fmt.Errorf("fusefs: %s: %w", dir, err)
+	}
+	removed := false
+	for range 16 {
+		mps, err := fuse.Mounts(abs)
 		if err != nil {
-			return false, fmt.Errorf("fusefs: %w", err)
+			return removed, fmt.Errorf("fusefs: %s: %w", abs, err)
 		}
-		return false, nil
+		if len(mps) == 0 {
+			return removed, nil
+		}
+		switch err := statfsWithin(abs, 5*time.Second); {
+		case err == nil:
+			return removed, fmt.Errorf("fusefs: %s is already served by a live FUSE server (%s): %w", abs, mps[len(mps)-1].Source, syscall.EBUSY)
+		case errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED):
+			if err := fuse.UnmountDetached(abs); err != nil {
+				return removed, fmt.Errorf("fusefs: %s is a stale FUSE mount and unmounting it failed: %w", abs, err)
+			}
+			removed = true
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			return removed, fmt.Errorf("fusefs: %s is a FUSE mount whose server does not answer; unmount it (umount -l %s): %w", abs, abs, syscall.EBUSY)
+		default:
+			return removed, fmt.Errorf("fusefs: %s: statfs: %w", abs, err)
+		}
 	}
-	if out, err := exec.Command("fusermount3", "-u", "-z", dir).CombinedOutput(); err != nil {
-		return false, fmt.Errorf("fusefs: %s is a stale FUSE mount and unmounting it failed: %v: %s", dir, err, strings.TrimSpace(string(out)))
-	}
-	if _, err := os.Stat(dir); err != nil {
-		return true, fmt.Errorf("fusefs: %s: still unusable after unmounting a stale FUSE mount: %w", dir, err)
-	}
-	return true, nil
+	return removed, fmt.Errorf("fusefs: %s: still a dead FUSE mount after 16 unmounts: %w", abs, syscall.EBUSY)
 }
 
-// track records an open handle; it refuses once Close has begun.
-func (m *Server) track(h *handle) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.closed {
-		return false
+// statfsWithin calls statfs(2) on dir, giving up after d (the call itself
+// then finishes in the background when the server answers or dies).
+func statfsWithin(dir string, d time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		var st syscall.Statfs_t
+		done <- syscall.Statfs(dir, &st)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return os.ErrDeadlineExceeded
 	}
-	m.handles[h] = struct{}{}
-	return true
-}
-
-// untrack forgets h and reports whether it was tracked, so exactly one of
-// the FUSE release and Close closes it.
-func (m *Server) untrack(h *handle) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.handles[h]; !ok {
-		return false
-	}
-	delete(m.handles, h)
-	return true
-}
-
-// requestContext returns ctx, the context of a request, cancelled also
-// when Close has unmounted, and the function that releases it.
-func (m *Server) requestContext(ctx context.Context) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(ctx)
-	stop := context.AfterFunc(m.reqs, cancel)
-	return ctx, func() { stop(); cancel() }
 }
 
 // forget is the tree's OnRemove hook: the node no longer resolves, so the
@@ -396,30 +430,31 @@ func (m *Server) forget(n *kernfs.Node) {
 	if mutation.SkipInvalidation { // a planted bug: see package internal/mutation
 		return
 	}
-	if p := n.Parent(); p != nil {
-		m.invalidate(node{m, p}, n.Name())
+	p := n.Parent()
+	if p == nil {
+		return
+	}
+	if id, ok := m.inodes.sysID(p); ok {
+		m.invalidate(id, n.Name())
 	}
 }
 
-// invalidate tells the kernel to drop its entry name in dir, if it has
-// one, so that the next path walk asks Lookup. It is synchronous: when it
-// returns, the entry is gone. The kernel holds the directory's lock while
-// it does it, so an invalidation that races a lookup in dir waits for the
-// lookup's reply and removes what it cached. Nothing the mount does while
-// holding that lock (a lookup, a listing) waits for a removal, so this
-// cannot deadlock with the removal that calls it.
-func (m *Server) invalidate(dir bfs.Node, name string) {
-	m.notifyMu.RLock()
-	defer m.notifyMu.RUnlock()
-	if m.notifyOff {
-		return
-	}
-	// ErrNotCached: the kernel does not know dir or the entry; any
-	// other error means the connection is going away. Nothing to do.
-	_ = m.srv.InvalidateEntry(dir, name)
+// invalidate tells the kernel to drop its entry name in the directory
+// inode dir, if it has one, so that the next path walk asks LOOKUP. It is
+// synchronous: when it returns, the entry is gone. The kernel holds the
+// directory's lock while it does it, so an invalidation that races a
+// lookup in dir waits for the lookup's reply and removes what it cached.
+// Nothing the mount does while the kernel holds that lock (a lookup, a
+// listing) waits for a removal, and a reader is always free to answer the
+// lookup (package fuse starts another when one is held up), so this cannot
+// deadlock with the removal that calls it.
+func (m *Server) invalidate(dir uint64, name string) {
+	// ENOENT: the kernel does not know dir or the entry; ErrClosed or any
+	// other error: the connection is going away. Nothing to do.
+	_ = m.conn.InvalidateEntry(dir, name)
 }
 
 // errno is the answer to a failed request: the errno err means.
-func errno(err error) error {
-	return fuse.Errno(sever.Errno(err))
+func errno(err error) syscall.Errno {
+	return sever.Errno(err)
 }

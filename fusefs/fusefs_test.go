@@ -241,9 +241,7 @@ func TestStatShowsModeBits(t *testing.T) {
 // A stale mount left by a killed server is detected and detached, and the
 // new mount works.
 func TestMountRecoversStaleMount(t *testing.T) {
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
+	skipWithoutFUSE(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -443,4 +441,37 @@ func TestSignalInterruptsReadBlockedInShow(t *testing.T) {
 		t.Errorf("the killed reader's Show ended with %v, want context.Canceled", err)
 	}
 	eventually(t, "the killed process's file is released", func() bool { return s.Handles() == 1 })
+}
+
+// Both ways of mounting serve: mount(2) directly (root only; no helper
+// needed, as on a fresh machine) and fusermount3 (the fuse3 package). Each
+// unmounts at Close, leaving nothing on the directory.
+func TestMountDirectlyAndThroughFusermount3(t *testing.T) {
+	for _, how := range []string{"direct", "helper"} {
+		t.Run(how, func(t *testing.T) {
+			skipWithoutFUSE(t)
+			if how == "direct" && os.Geteuid() != 0 {
+				t.Skip("mounting with mount(2) needs root")
+			}
+			if _, err := exec.LookPath("fusermount3"); how == "helper" && err != nil {
+				t.Skipf("no fusermount3 here (install fuse3): %v", err)
+			}
+			p := newProvider(t)
+			dir := t.TempDir()
+			s, err := fusefs.Mount(dir, fusefs.Sources{Sys: p.tr}, fusefs.Logf(t.Logf), fusefs.MountHow(how))
+			if err != nil {
+				t.Fatalf("Mount (%s): %v", how, err)
+			}
+			if out, _, err := run(t, "cat", path(s, "sys/devices/dev0/value")); err != nil || out != "1\n" {
+				t.Errorf("cat through the %s mount = %q, %v", how, out, err)
+			}
+			if err := s.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			mi, _ := os.ReadFile("/proc/self/mountinfo")
+			if strings.Contains(string(mi), " "+s.Dir()+" ") {
+				t.Errorf("%s still mounted after Close", s.Dir())
+			}
+		})
+	}
 }

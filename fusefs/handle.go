@@ -7,11 +7,9 @@ import (
 	"sync"
 	"syscall"
 
-	"bazil.org/fuse"
-	bfs "bazil.org/fuse/fs"
-
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -26,13 +24,15 @@ import (
 // the data. Poll reports the readiness now without blocking; Wait blocks
 // until Poll would report one of want (or an error event), the stream is
 // closed or severed, or ctx is done. Close ends the open: no method but
-// Poll and Wait (which then return at once) is called after it.
+// Poll and Wait (which then return at once) is called after it. mayBlock
+// says a read or write may wait for long, so it must not hold a reader.
 type stream interface {
 	ReadAt(ctx context.Context, p []byte, off int64, nonblock bool) (int, error)
 	WriteAt(ctx context.Context, p []byte, off int64, nonblock bool) (int, error)
 	Poll() (sever.Events, error)
 	Wait(ctx context.Context, want sever.Events) (sever.Events, error)
 	Close() error
+	mayBlock() bool
 }
 
 // kernfsStream serves an open attribute. The request's context reaches the
@@ -53,7 +53,8 @@ func (k kernfsStream) Poll() (sever.Events, error) { return k.f.Poll() }
 func (k kernfsStream) Wait(ctx context.Context, _ sever.Events) (sever.Events, error) {
 	return k.f.Wait(ctx)
 }
-func (k kernfsStream) Close() error { return k.f.Close() }
+func (k kernfsStream) Close() error   { return k.f.Close() }
+func (k kernfsStream) mayBlock() bool { return false }
 
 // cdevStream serves an open char device. There is no offset: each read and
 // write is a request to the driver, passed through byte for byte. A read
@@ -74,7 +75,8 @@ func (c cdevStream) Poll() (sever.Events, error) { return c.f.Poll() }
 func (c cdevStream) Wait(ctx context.Context, want sever.Events) (sever.Events, error) {
 	return c.f.Wait(ctx, want)
 }
-func (c cdevStream) Close() error { return c.f.Close() }
+func (c cdevStream) Close() error   { return c.f.Close() }
+func (c cdevStream) mayBlock() bool { return true }
 
 // tryOnce runs a blocking chardev operation; for a non-blocking request on
 // a file the char device was opened blocking (the process set O_NONBLOCK
@@ -97,7 +99,7 @@ func tryOnce(ctx context.Context, nonblock bool, op func(context.Context) (int, 
 // FUSE release, or by Server.Close for a file a process still held when
 // the mount went away — whichever takes it out of the mount's table.
 //
-// Poll wakeups: the kernel asks to be woken (PollRequest.Wakeup) when a
+// Poll wakeups: the kernel asks to be woken (PollIn.WantsWakeup) when a
 // poll finds none of the events it waits for. The handle then runs one
 // watcher goroutine that sleeps in the stream's Wait for those events and,
 // when it returns — an event, the node or device severed, the file closed
@@ -121,67 +123,184 @@ type watcher struct {
 	stop context.CancelFunc
 }
 
-var (
-	_ bfs.HandleReader   = (*handle)(nil)
-	_ bfs.HandleWriter   = (*handle)(nil)
-	_ bfs.HandlePoller   = (*handle)(nil)
-	_ bfs.HandleReleaser = (*handle)(nil)
-	_ bfs.HandleFlusher  = (*handle)(nil)
-)
+// open opens an attribute as one kernfs.File, or a char device under dev/
+// (chardev.Cdev.Open with the open's access mode and O_NONBLOCK) as one
+// chardev.File without a file position (pread and pwrite fail with
+// ESPIPE); both with direct I/O and without FLUSH at close. A device whose
+// unregistration has begun is no longer in dev/: opening a name the
+// kernel still held fails with ENOENT.
+func (m *Server) open(r *fuse.Request) {
+	oin, err := r.Open()
+	if err != nil {
+		r.Reply(syscall.EINVAL)
+		return
+	}
+	in := m.inodes.get(r.Node)
+	if in == nil {
+		r.Reply(syscall.EISDIR) // the root and dev/ are the only inodes not in the table
+		return
+	}
+	var s stream
+	flags := fuse.OpenDirectIO | fuse.OpenNoFlush
+	if in.c != nil {
+		if in.c.Err() != nil {
+			r.Reply(syscall.ENOENT)
+			return
+		}
+		flag := accessMode(oin.Flags)
+		if oin.Flags&syscall.O_NONBLOCK != 0 {
+			flag |= syscall.O_NONBLOCK
+		}
+		f, err := in.c.Open(flag)
+		if err != nil {
+			r.Reply(errno(err))
+			return
+		}
+		s = cdevStream{f}
+		flags |= fuse.OpenNonSeekable
+	} else {
+		if in.n.Kind() == kernfs.KindDir {
+			r.Reply(syscall.EISDIR)
+			return
+		}
+		f, err := m.src.Sys.OpenNode(in.n, accessMode(oin.Flags))
+		if err != nil {
+			r.Reply(errno(err))
+			return
+		}
+		s = kernfsStream{f}
+	}
+	h := &handle{m: m, s: s}
+	fh, ok := m.track(h)
+	if !ok {
+		s.Close()
+		r.Reply(syscall.ENODEV)
+		return
+	}
+	r.ReplyOpen(fh, flags)
+}
 
-// Read reads at the request's offset. For a text attribute a read at
-// offset 0 calls Show; reads further in serve that text. For a char device
-// the offset is meaningless and the read may block.
-func (h *handle) Read(ctx context.Context, req *fuse.ReadRequest, resp *fuse.ReadResponse) error {
-	ctx, done := h.m.requestContext(ctx)
-	defer done()
-	buf := resp.Data[:req.Size]
-	n, err := h.s.ReadAt(ctx, buf, req.Offset, req.FileFlags&fuse.OpenNonblock != 0)
+// track records an open handle and returns its number; it refuses once
+// Close has begun.
+func (m *Server) track(h *handle) (uint64, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return 0, false
+	}
+	m.nextFH++
+	m.handles[m.nextFH] = h
+	return m.nextFH, true
+}
+
+// handle returns the open file fh names; if none, it answers r EBADF and
+// returns nil.
+func (m *Server) handle(r *fuse.Request, fh uint64) *handle {
+	m.mu.Lock()
+	h := m.handles[fh]
+	m.mu.Unlock()
+	if h == nil {
+		r.Reply(syscall.EBADF)
+	}
+	return h
+}
+
+// maxIO bounds the buffer a READ may ask for.
+const maxIO = 1 << 20
+
+// read reads at the request's offset. For a text attribute a read at
+// offset 0 calls Show; reads further in serve that text. It runs on the
+// reader. For a char device the offset is meaningless and the read may
+// block, so it runs on a goroutine of its own.
+func (m *Server) read(r *fuse.Request) {
+	in, err := r.Read()
+	if err != nil {
+		r.Reply(syscall.EINVAL)
+		return
+	}
+	h := m.handle(r, in.Handle)
+	if h == nil {
+		return
+	}
+	nonblock := in.Flags&syscall.O_NONBLOCK != 0
+	size := int(min(in.Size, maxIO))
+	if !h.s.mayBlock() {
+		h.readInto(r, size, in.Offset, nonblock)
+		return
+	}
+	d := r.Detach()
+	go h.readInto(d, size, in.Offset, nonblock)
+}
+
+func (h *handle) readInto(r *fuse.Request, size int, off int64, nonblock bool) {
+	buf := r.ReadBuffer(size)
+	n, err := h.s.ReadAt(r.Context(), buf, off, nonblock)
 	if err != nil && !errors.Is(err, io.EOF) && n == 0 {
-		return errno(err)
+		r.Reply(errno(err))
+		return
 	}
-	resp.Data = buf[:n]
-	return nil
+	r.ReplyRead(n)
 }
 
-// Write writes the request's data at its offset; a text attribute takes
-// each write as one Store, a char device's driver each write as one Write.
-func (h *handle) Write(ctx context.Context, req *fuse.WriteRequest, resp *fuse.WriteResponse) error {
-	ctx, done := h.m.requestContext(ctx)
-	defer done()
-	n, err := h.s.WriteAt(ctx, req.Data, req.Offset, req.FileFlags&fuse.OpenNonblock != 0)
-	if err != nil && n == 0 {
-		return errno(err)
+// write writes the request's data at its offset; a text attribute takes
+// each write as one Store, a char device's driver each write as one
+// Write. It runs on a goroutine of its own: a Store may remove nodes and
+// wait for the kernel to drop their entries, and a driver's Write may
+// block.
+func (m *Server) write(r *fuse.Request) {
+	in, err := r.Write()
+	if err != nil {
+		r.Reply(syscall.EINVAL)
+		return
 	}
-	resp.Size = n
-	return nil
+	h := m.handle(r, in.Handle)
+	if h == nil {
+		return
+	}
+	d := r.Detach()
+	go func() {
+		in, _ := d.Write() // the detached copy of what was decoded above
+		n, err := h.s.WriteAt(d.Context(), in.Data, in.Offset, in.Flags&syscall.O_NONBLOCK != 0)
+		if err != nil && n == 0 {
+			d.Reply(errno(err))
+			return
+		}
+		d.ReplyWrite(n)
+	}()
 }
 
-// Poll answers the readiness now and, if none of the events the kernel
+// poll answers the readiness now and, if none of the events the kernel
 // waits for is ready and it wants a wakeup, starts the watcher. The events
 // pass unchanged: sever's Events have Linux's poll bits. A severed file
 // answers POLLERR|POLLHUP, not an error.
-func (h *handle) Poll(ctx context.Context, req *fuse.PollRequest, resp *fuse.PollResponse) error {
+func (m *Server) poll(r *fuse.Request) {
+	in, err := r.Poll()
+	if err != nil {
+		r.Reply(syscall.EINVAL)
+		return
+	}
+	h := m.handle(r, in.Handle)
+	if h == nil {
+		return
+	}
 	ev, err := h.s.Poll()
 	if ev == 0 && err != nil {
-		return errno(err)
+		r.Reply(errno(err))
+		return
 	}
-	resp.REvents = fuse.PollEvents(ev)
 	// The kernel reports error events whether asked or not.
-	want := sever.Events(req.Events) | sever.EventErr | sever.EventHup
-	if ev&want == 0 {
-		if w, ok := req.Wakeup(); ok {
-			h.watch(w, want)
-		}
+	want := sever.Events(in.Events) | sever.EventErr | sever.EventHup
+	if ev&want == 0 && in.WantsWakeup {
+		h.watch(in.Wakeup, want)
 	}
-	return nil
+	r.ReplyPoll(uint32(ev))
 }
 
 // watch makes sure a watcher waits for want, unless the handle is
 // released. It is called only from a request handler, so never after
-// Server.Close began waiting for watchers (the serve loop, which waits for
-// its handlers, has returned by then).
-func (h *handle) watch(w fuse.PollWakeup, want sever.Events) {
+// Server.Close began waiting for watchers (the readers, which run the
+// handlers, have returned by then).
+func (h *handle) watch(kh uint64, want sever.Events) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.released {
@@ -215,23 +334,25 @@ func (h *handle) watch(w fuse.PollWakeup, want sever.Events) {
 			return
 		}
 		// An error means the connection is gone; nobody is left to wake.
-		_ = h.m.srv.NotifyPollWakeup(w)
+		_ = h.m.conn.NotifyPollWakeup(kh)
 	}()
 }
 
-// Flush answers ENOSYS, which tells the kernel never to send FLUSH on this
-// mount again: there is nothing to flush (as on sysfs), and every close(2)
-// would otherwise cost a round trip.
-func (h *handle) Flush(ctx context.Context, req *fuse.FlushRequest) error {
-	return syscall.ENOSYS
-}
-
-// Release is the kernel's last close of the open file.
-func (h *handle) Release(ctx context.Context, req *fuse.ReleaseRequest) error {
-	if h.m.untrack(h) {
+// release is the kernel's last close of the open file.
+func (m *Server) release(r *fuse.Request) {
+	in, err := r.Release()
+	if err != nil {
+		r.Reply(syscall.EINVAL)
+		return
+	}
+	m.mu.Lock()
+	h := m.handles[in.Handle]
+	delete(m.handles, in.Handle)
+	m.mu.Unlock()
+	if h != nil {
 		h.release()
 	}
-	return nil
+	r.Reply(0)
 }
 
 // release stops the watcher and closes the stream. The caller took h out

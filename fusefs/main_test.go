@@ -22,6 +22,7 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/fusefs"
 	"github.com/sever-dev/sever/kernfs"
 )
@@ -143,12 +144,7 @@ func (p *provider) unplug(t testing.TB) {
 // test. It skips the test if this machine cannot mount FUSE.
 func mount(t testing.TB, src fusefs.Sources, opts ...fusefs.Option) *fusefs.Server {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Skipf("no fusermount3 here (install fuse3): %v", err)
-	}
+	skipWithoutFUSE(t)
 	dir := t.TempDir()
 	s, err := fusefs.Mount(dir, src, append([]fusefs.Option{fusefs.Logf(t.Logf)}, opts...)...)
 	if err != nil {
@@ -164,6 +160,15 @@ func mount(t testing.TB, src fusefs.Sources, opts ...fusefs.Option) *fusefs.Serv
 		}
 	})
 	return s
+}
+
+// skipWithoutFUSE skips a test that needs to mount where nothing can: no
+// /dev/fuse, or neither root (which mounts directly) nor fusermount3.
+func skipWithoutFUSE(t testing.TB) {
+	t.Helper()
+	if err := fuse.Available(); err != nil {
+		t.Skip(err)
+	}
 }
 
 // run execs a command and returns its stdout, stderr and error.

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/fusefs"
 	"github.com/sever-dev/sever/sim/pc"
 )
@@ -156,6 +156,10 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		logf("%v", err)
 		return 1
 	}
+	if ctx.Err() != nil { // a signal while booting: end before mounting
+		fmt.Fprintln(stdout, "sever mount: stopped while booting; nothing mounted")
+		return quiesce(machine, stdout, stderr, f.verbose)
+	}
 	m := machine.Machine()
 	mopts := []fusefs.Option{fusefs.Logf(logf), fusefs.EntryTimeout(f.entryTimeout)}
 	if f.allowOther {
@@ -270,35 +274,9 @@ func isMountPoint(dir string) (bool, error) {
 	for sc.Scan() {
 		// Field 5 is the mount point, with spaces and the like octal-escaped.
 		fields := strings.Fields(sc.Text())
-		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+		if len(fields) > 4 && fuse.UnescapeMountinfo(fields[4]) == dir {
 			return true, nil
 		}
 	}
 	return false, errors.Join(sc.Err())
-}
-
-// unescapeMountinfo undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMountinfo(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, ok := octal(s[i+1 : i+4]); ok {
-				b.WriteByte(v)
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func octal(s string) (byte, bool) {
-	if len(s) != 3 || slices.ContainsFunc([]byte(s), func(c byte) bool { return c < '0' || c > '7' }) {
-		return 0, false
-	}
-	return (s[0]-'0')<<6 | (s[1]-'0')<<3 | (s[2] - '0'), true
 }

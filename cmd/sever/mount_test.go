@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sever-dev/sever/fuse"
 	"github.com/sever-dev/sever/fusefs"
 	"github.com/sever-dev/sever/sim/pc"
 )
@@ -60,11 +61,8 @@ type mounted struct {
 
 func skipWithoutFUSE(t testing.TB) {
 	t.Helper()
-	if _, err := os.Stat("/dev/fuse"); err != nil {
-		t.Skipf("no FUSE here: %v", err)
-	}
-	if _, err := exec.LookPath("fusermount3"); err != nil {
-		t.Skipf("no fusermount3 here (install fuse3): %v", err)
+	if err := fuse.Available(); err != nil {
+		t.Skip(err)
 	}
 }
 
@@ -555,8 +553,8 @@ func TestThousandHotplugCyclesUnderReaders(t *testing.T) {
 // as a signal does: it quiesces and exits 0.
 func TestUnmountFromOutsideEndsTheCommand(t *testing.T) {
 	mt := startMount(t)
-	if out, err := exec.Command("fusermount3", "-u", mt.dir).CombinedOutput(); err != nil {
-		t.Fatalf("fusermount3 -u: %v: %s", err, out)
+	if err := unmountByHand(mt.dir, false); err != nil {
+		t.Fatal(err)
 	}
 	select {
 	case mt.code = <-mt.done:
@@ -607,6 +605,29 @@ func TestOtherUsersNeedAllowOther(t *testing.T) {
 	mt.stopClean()
 }
 
+// unmountByHand unmounts dir as a user would by hand: umount(8)'s call as
+// root, fusermount3 -u otherwise; lazily (-l, -z) if lazy.
+func unmountByHand(dir string, lazy bool) error {
+	if os.Geteuid() == 0 {
+		flags := 0
+		if lazy {
+			flags = syscall.MNT_DETACH
+		}
+		if err := syscall.Unmount(dir, flags); err != nil {
+			return fmt.Errorf("umount %s: %w", dir, err)
+		}
+		return nil
+	}
+	args := []string{"-u"}
+	if lazy {
+		args = append(args, "-z")
+	}
+	if out, err := exec.Command("fusermount3", append(args, dir)...).CombinedOutput(); err != nil {
+		return fmt.Errorf("fusermount3 %v %s: %v: %s", args, dir, err, out)
+	}
+	return nil
+}
+
 // binary builds the sever command for the test that execs it.
 func binary(t *testing.T) string {
 	t.Helper()
@@ -629,7 +650,11 @@ func startBinary(t *testing.T, bin, dir string) (*exec.Cmd, *syncBuffer, *syncBu
 	t.Cleanup(func() {
 		cmd.Process.Kill()
 		cmd.Wait()
-		exec.Command("fusermount3", "-u", "-z", dir).Run()
+		for range 4 { // whatever the test left, stacked or not
+			if mps, _ := fuse.Mounts(dir); len(mps) == 0 || unmountByHand(dir, true) != nil {
+				break
+			}
+		}
 	})
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(stdout.String(), "serving") {
@@ -763,4 +788,141 @@ print(time.perf_counter_ns() - t)
 	b.ReportMetric(tmpfs, "tmpfs-ns/cycle")
 	b.ReportMetric(fuse/tmpfs, "fuse/tmpfs")
 	mt.stopClean()
+}
+
+// holder is a user process on the mount of a server about to be killed:
+// it holds an attribute open and sleeps in poll on another, then reports
+// what poll woke with and what a read and a new open of the held file
+// return.
+const holder = `
+import errno, os, select, sys
+def say(*a): print(*a, flush=True)
+held = os.open("sys/module/cp2112/refcnt", os.O_RDONLY)
+polled = os.open("sys/module/cp2112/refcnt", os.O_RDONLY)
+os.read(polled, 4096)
+p = select.poll(); p.register(polled, select.POLLPRI | select.POLLERR)
+say("polling")
+ev = p.poll(20000)
+say("woke", ev[0][1] if ev else 0)
+for what, f in (("read", lambda: os.pread(held, 4096, 0)), ("open", lambda: os.open("sys/module/cp2112/refcnt", os.O_RDONLY))):
+    try:
+        f(); say(what, "ok")
+    except OSError as e:
+        say(what, errno.errorcode[e.errno])
+os.close(held); os.close(polled)
+say("closed")
+`
+
+// fuseMounts is how many FUSE mounts sit on dir.
+func fuseMounts(t *testing.T, dir string) int {
+	t.Helper()
+	mps, err := fuse.Mounts(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(mps)
+}
+
+// The binary killed with SIGKILL while processes hold files open and
+// sleep in poll on its mount: nothing hangs — the poller wakes with
+// POLLERR, the held file fails with ENOTCONN, the processes exit. A run
+// started at once and one started after a delay each find the stale
+// mount, remove it and serve: exactly one mount on the directory each
+// time, never one stacked on a dead one. After SIGINT, none.
+func TestKilledServerHangsNobodyAndRestartsMountOnce(t *testing.T) {
+	skipWithoutFUSE(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("no python3")
+	}
+	dir := filepath.Join(t.TempDir(), "mnt")
+	bin := binary(t)
+	srv, _, _ := startBinary(t, bin, dir)
+	for i, delay := range []time.Duration{0, 1500 * time.Millisecond} {
+		py := startProc(t, dir, "python3", "-c", holder)
+		if l := py.line(10 * time.Second); l != "polling" {
+			t.Fatalf("holder: %q", l)
+		}
+		time.Sleep(100 * time.Millisecond) // into poll(2)
+		srv.Process.Kill()
+		srv.Wait()
+		if l := py.line(5 * time.Second); !strings.HasPrefix(l, "woke ") {
+			t.Fatalf("the poller, after the server was killed: %q", l)
+		} else if ev, _ := strconv.Atoi(strings.TrimPrefix(l, "woke ")); ev&pollErr == 0 {
+			t.Errorf("the poller woke with revents %#x, want POLLERR", ev)
+		}
+		for _, want := range []string{"read ENOTCONN", "open ENOTCONN", "closed"} {
+			if l := py.line(5 * time.Second); l != want {
+				t.Errorf("holder after the kill: %q, want %q", l, want)
+			}
+		}
+		if err := py.wait(5 * time.Second); err != nil {
+			t.Errorf("holder: %v", err)
+		}
+		if n := fuseMounts(t, dir); n != 1 {
+			t.Errorf("%d FUSE mounts on %s after the kill, want the 1 stale one", n, dir)
+		}
+		time.Sleep(delay)
+		var stderr *syncBuffer
+		srv, _, stderr = startBinary(t, bin, dir)
+		if !strings.Contains(stderr.String(), "stale FUSE mount") {
+			t.Errorf("restart %d did not report the stale mount: %q", i, stderr.String())
+		}
+		if n := fuseMounts(t, dir); n != 1 {
+			t.Errorf("restart %d (after %v): %d FUSE mounts on %s, want exactly 1", i, delay, n, dir)
+		}
+		if out, err := exec.Command("cat", filepath.Join(dir, "sys/module/cp2112/refcnt")).CombinedOutput(); err != nil {
+			t.Errorf("restart %d: cat through the new mount: %v, %s", i, err, out)
+		}
+	}
+	srv.Process.Signal(os.Interrupt)
+	if code := waitExit(t, srv, 30*time.Second); code != 0 {
+		t.Errorf("exit %d after SIGINT, want 0", code)
+	}
+	if n := fuseMounts(t, dir); n != 0 {
+		t.Errorf("%d FUSE mounts on %s after SIGINT, want none", n, dir)
+	}
+}
+
+// A second server started on a directory a live one serves refuses: it
+// never stacks a mount on a live mount either.
+func TestSecondServerOnALiveMountRefuses(t *testing.T) {
+	mt := startMount(t)
+	var out, errb syncBuffer
+	code := serveMount(context.Background(), []string{mt.dir}, &out, &errb, nil)
+	if code == 0 || !strings.Contains(errb.String(), "live FUSE server") {
+		t.Errorf("second sever mount on a live mount: exit %d, %s%s; want a refusal naming the live server", code, out.String(), errb.String())
+	}
+	if n := fuseMounts(t, mt.dir); n != 1 {
+		t.Errorf("%d FUSE mounts after the refused second server, want 1", n)
+	}
+	mt.stopClean()
+}
+
+// SIGINT or SIGTERM at any moment of the start — while the machine boots,
+// while it mounts — ends the command with nothing mounted.
+func TestSignalWhileBootingLeavesNothingMounted(t *testing.T) {
+	skipWithoutFUSE(t)
+	bin := binary(t)
+	for i, after := range []time.Duration{0, 2 * time.Millisecond, 10 * time.Millisecond, 30 * time.Millisecond, 60 * time.Millisecond, 120 * time.Millisecond} {
+		sig := os.Interrupt
+		if i%2 == 1 {
+			sig = syscall.SIGTERM
+		}
+		dir := filepath.Join(t.TempDir(), "mnt")
+		cmd := exec.Command(bin, "mount", dir)
+		var out syncBuffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(after)
+		cmd.Process.Signal(sig)
+		waitExit(t, cmd, 30*time.Second)
+		if n := fuseMounts(t, dir); n != 0 {
+			t.Errorf("%v after %v: %d FUSE mounts left on %s:\n%s", sig, after, n, dir, out.String())
+			for range n {
+				unmountByHand(dir, true)
+			}
+		}
+	}
 }
