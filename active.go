@@ -142,9 +142,16 @@ const selfGrace = 20 * time.Millisecond
 // Token: go vet reports copies.
 type Token struct {
 	_ noCopy
-	s *slot  // the access's slot; nil: not an access
-	w uint64 // the odd value E1 stored in *s; 0 once broken
+	s *slot  // the access's slot; nil: never an access
+	w uint64 // the odd value E1 stored in *s; tokenExited, tokenBroken
 }
+
+// The even values of Token.w. Exit and Break refuse them before any
+// compare-and-swap, so neither is ever tried against a slot.
+const (
+	tokenExited uint64 = 0 // Exit has ended the access
+	tokenBroken uint64 = 2 // Break has ended the access's hold; Exit is still due
+)
 
 // noCopy makes go vet's copylocks check report copies of the struct that
 // holds it (see sync.noCopy).
@@ -194,17 +201,21 @@ func (a *Active) Name() string {
 // begun; otherwise the caller is inside until it calls Exit with the Token,
 // and no Sever returns before then.
 func (a *Active) Enter() (Token, bool) {
-	p := uint32(procPin())
-	procUnpin()
-	if a != nil && p&a.mask < uint32(len(a.shards)) {
-		s := &a.shards[p&a.mask].slots[0]
-		if w := s.Load(); w&1 == 0 && s.CompareAndSwap(w, w+1) { // E1
-			st := a.state.Load() // E2
-			if st == activeLive && a.tr == nil {
-				return Token{s: s, w: w + 1}, true
-			}
-			return a.entered(s, w+1, st, 1)
+	if a == nil || len(a.shards) == 0 {
+		return a.enterSlow(0) // panics, naming the misuse
+	}
+	var p uint32
+	if a.mask != 0 { // one shard: no need to ask which CPU this is
+		p = uint32(procPin()) & a.mask
+		procUnpin()
+	}
+	s := &a.shards[p].slots[0]
+	if w := s.Load(); w&1 == 0 && s.CompareAndSwap(w, w+1) { // E1
+		st := a.state.Load() // E2
+		if st == activeLive && a.tr == nil {
+			return Token{s: s, w: w + 1}, true
 		}
+		return a.entered(s, w+1, st, 1)
 	}
 	return a.enterSlow(p)
 }
@@ -291,18 +302,18 @@ func (a *Active) entered(s *slot, w uint64, st uint32, skip int) (Token, bool) {
 	return Token{s: s, w: w}, true
 }
 
-// Exit ends the access t began and clears t. It must be called exactly
-// once per successful Enter, with a pointer to that Enter's Token — also
-// after Break or SeverSelf, which mark the Token through the same pointer
-// (so write defer a.Exit(&t), never defer a.Exit on a copy). Exit of a zero
-// Token, of another Active's Token, or of a Token whose access already
-// exited (a second Exit, or an Exit of a copy) is misuse: it changes
-// nothing and panics, or records check.Misuse given WithLog.
+// Exit ends the access t began and marks t exited. It must be called
+// exactly once per successful Enter, with a pointer to that Enter's Token —
+// also after Break or SeverSelf, which mark the Token through the same
+// pointer (so write defer a.Exit(&t), never defer a.Exit on a copy). Exit
+// of a zero Token, of another Active's Token, or of a Token whose access
+// already exited (a second Exit, or an Exit of a copy) is misuse: it
+// changes nothing and panics, or records check.Misuse given WithLog.
 func (a *Active) Exit(t *Token) {
 	s, w := t.s, t.w
-	x1 := within(s, a.fast) && s.CompareAndSwap(w, w+1) // X1
-	if x1 && a.state.Load() == activeLive {             // X2
-		*t = Token{}
+	x1 := w&1 != 0 && within(s, a.fast) && s.CompareAndSwap(w, w+1) // X1
+	if x1 && a.state.Load() == activeLive {                         // X2
+		t.w = tokenExited
 		return
 	}
 	a.exitSlow(t, x1)
@@ -317,27 +328,27 @@ func (a *Active) exitSlow(t *Token, x1 bool) {
 		s, w := t.s, t.w
 		switch {
 		case s == nil:
-			a.misuse("Exit of a Token that is not inside (the zero Token, or one already exited)")
+			a.misuse("Exit of a Token that was never inside (the zero Token)")
 			return
 		case !a.issued(s):
 			a.misuse("Exit of a Token it did not issue (another Active's)")
 			return
-		case w == 0: // broken: Break already ended its hold
-			*t = Token{}
+		case w == tokenBroken: // Break already ended its hold
+			t.w = tokenExited
 			return
-		case !s.CompareAndSwap(w, w+1): // X1
+		case w&1 == 0 || !s.CompareAndSwap(w, w+1): // X1
 			a.misuse("Exit of a Token whose access already exited (Exit called twice, or on a copy of the Token)")
 			return
 		}
 		if a.tr != nil {
 			a.tr.remove(tokenKey{s, w})
 		}
-		*t = Token{}
+		t.w = tokenExited
 		if a.state.Load() == activeLive { // X2
 			return
 		}
 	}
-	*t = Token{}
+	t.w = tokenExited
 	a.settle()
 }
 
@@ -366,22 +377,22 @@ func (a *Active) Break(t *Token) {
 	s, w := t.s, t.w
 	switch {
 	case s == nil:
-		a.misuse("Break of a Token that is not inside (the zero Token, or one already exited)")
+		a.misuse("Break of a Token that was never inside (the zero Token)")
 		return
 	case !a.issued(s):
 		a.misuse("Break of a Token it did not issue (another Active's)")
 		return
-	case w == 0:
+	case w == tokenBroken:
 		a.misuse("Break of a Token already broken")
 		return
-	case !s.CompareAndSwap(w, w+1): // X1
-		a.misuse("Break of a Token whose access already exited (a copy of the Token)")
+	case w&1 == 0 || !s.CompareAndSwap(w, w+1): // X1
+		a.misuse("Break of a Token whose access already exited (Exit called before, or a copy of the Token)")
 		return
 	}
 	if a.tr != nil {
 		a.tr.remove(tokenKey{s, w})
 	}
-	t.w = 0                           // broken: still a's Token, holding nothing
+	t.w = tokenBroken                 // still a's Token, holding nothing; Exit is still due
 	if a.state.Load() != activeLive { // X2
 		a.settle()
 	}
@@ -416,7 +427,7 @@ func (a *Active) Sever(ctx context.Context) error {
 // wrapping ErrInvalid and does not sever.
 func (a *Active) SeverSelf(ctx context.Context, t *Token) (won bool, err error) {
 	a.Break(t)
-	if t.s == nil || t.w != 0 {
+	if t.w != tokenBroken {
 		return false, &ObjectError{Object: a.name, Err: fmt.Errorf("SeverSelf with a Token that is not inside: %w", ErrInvalid)}
 	}
 	return a.sever(ctx)
@@ -544,7 +555,29 @@ func (a *Active) idle() bool {
 // access ends when fn returns or panics. fn must not Sever a: that Sever
 // fails with ErrDeadlock (see Sever).
 func (a *Active) Do(fn func() error) error {
-	t, ok := a.Enter()
+	// Enter, written out: Enter cannot be inlined (it calls the runtime for
+	// the CPU), and this saves the call. Keep the two the same.
+	var t Token
+	if a == nil || len(a.shards) == 0 {
+		a.enterSlow(0) // panics, naming the misuse
+	}
+	var p uint32
+	if a.mask != 0 {
+		p = uint32(procPin()) & a.mask
+		procUnpin()
+	}
+	ok := true
+	s := &a.shards[p].slots[0]
+	if w := s.Load(); w&1 == 0 && s.CompareAndSwap(w, w+1) { // E1
+		st := a.state.Load() // E2
+		if st == activeLive && a.tr == nil {
+			t.s, t.w = s, w+1
+		} else {
+			t, ok = a.entered(s, w+1, st, 1)
+		}
+	} else {
+		t, ok = a.enterSlow(p)
+	}
 	if !ok {
 		return a.gone
 	}

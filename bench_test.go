@@ -141,9 +141,12 @@ func BenchmarkEnterExitSerial(b *testing.B) {
 // no slow path, no misuse checks (the benchmarks never take either). They
 // are inlined into the benchmark loop.
 func protocolEnter(a *Active) (*slot, uint64) {
-	p := uint32(procPin())
-	procUnpin()
-	s := &a.shards[p&a.mask].slots[0]
+	var p uint32
+	if a.mask != 0 {
+		p = uint32(procPin()) & a.mask
+		procUnpin()
+	}
+	s := &a.shards[p].slots[0]
 	w := s.Load()
 	if s.CompareAndSwap(w, w+1) && a.state.Load() == activeLive { // E1, E2
 		return s, w + 1
@@ -258,9 +261,12 @@ func newSharded() *sharded {
 }
 
 func (s *sharded) inc() *slot {
-	p := uint32(procPin())
-	procUnpin()
-	c := &s.shards[p&s.mask].slots[0]
+	var p uint32
+	if s.mask != 0 {
+		p = uint32(procPin()) & s.mask
+		procUnpin()
+	}
+	c := &s.shards[p].slots[0]
 	c.Add(1)
 	return c
 }
