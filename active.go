@@ -581,7 +581,15 @@ func (a *Active) Do(fn func() error) error {
 	if !ok {
 		return a.gone
 	}
-	defer a.Exit(&t)
+	// Exit, written out: a deferred a.Exit(&t) would be two calls, the
+	// compiler's wrapper and Exit. Keep the two the same.
+	defer func() {
+		s, w := t.s, t.w
+		x1 := w&1 != 0 && within(s, a.fast) && s.CompareAndSwap(w, w+1) // X1
+		if !x1 || a.state.Load() != activeLive {                        // X2
+			a.exitSlow(&t, x1)
+		}
+	}()
 	return fn()
 }
 
