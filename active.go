@@ -311,8 +311,8 @@ func (a *Active) entered(s *slot, w uint64, st uint32, skip int) (Token, bool) {
 // changes nothing and panics, or records check.Misuse given WithLog.
 func (a *Active) Exit(t *Token) {
 	s, w := t.s, t.w
-	x1 := w&1 != 0 && within(s, a.fast) && s.CompareAndSwap(w, w+1) // X1
-	if x1 && a.state.Load() == activeLive {                         // X2
+	x1 := a != nil && w&1 != 0 && within(s, a.fast) && s.CompareAndSwap(w, w+1) // X1
+	if x1 && a.state.Load() == activeLive {                                     // X2
 		t.w = tokenExited
 		return
 	}

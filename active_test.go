@@ -525,6 +525,7 @@ func TestZeroAndNilActivePanicNamingTheMisuse(t *testing.T) {
 	mustPanic(t, "Enter on a nil Active", "nil *Active", func() { nilA.Enter() })
 	mustPanic(t, "Sever on a nil Active", "nil *Active", func() { nilA.Sever(context.Background()) })
 	mustPanic(t, "Severed on a nil Active", "nil *Active", func() { nilA.Severed() })
+	mustPanic(t, "Exit on a nil Active", "nil *Active", func() { nilA.Exit(&sever.Token{}) })
 }
 
 func TestSeverInsideOwnDoFailsWithEDEADLK(t *testing.T) {
