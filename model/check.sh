@@ -5,8 +5,8 @@
 #
 # Usage: model/check.sh [-j JOBS] [--deep] [-v]
 #   -j JOBS  pan runs at once (default 2)
-#   --deep   also run three larger configurations (11-21M states, up to
-#            1.7 GB each, about 2 more minutes)
+#   --deep   also run three larger configurations (about 18M states and
+#            1.5 GB each, and more; several more minutes)
 #   -v       print the counterexample trail of each broken variant
 #
 # Every run is a full (non-bitstate) state-space search for assertion
@@ -46,9 +46,10 @@ trap 'rm -rf "$tmp"' EXIT
 # violation / an invalid end state.
 runs=(
 	"base          |ok    |NACC=2 NITER=2 NSEV=1 NSELF=1|24"
-	"acc3          |ok    |NACC=3 NITER=1 NSEV=1 NSELF=1|24"
+	"acc3          |ok    |NACC=3 NITER=1 NSEV=1 NSELF=0|24"
 	"iter3         |ok    |NACC=2 NITER=3 NSEV=1 NSELF=1|24"
-	"slot+1        |ok    |NSLOT=4 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
+	"shard1        |ok    |NSHARD=1 SPS=3 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
+	"shard3        |ok    |NSHARD=3 SPS=1 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
 	"self2         |ok    |NACC=2 NITER=2 NSEV=0 NSELF=2|24"
 	"self2+sev     |ok    |NACC=2 NITER=1 NSEV=1 NSELF=2|24"
 	"sev2          |ok    |NACC=2 NITER=2 NSEV=2 NSELF=0|24"
@@ -64,9 +65,9 @@ runs=(
 )
 if [ "$deep" = 1 ]; then
 	runs+=(
-		"deep-acc3iter2|ok    |NACC=3 NITER=2 NSEV=1 NSELF=1|26"
+		"deep-acc3+self|ok    |NACC=3 NITER=1 NSEV=1 NSELF=1|26"
 		"deep-self2+sev|ok    |NACC=2 NITER=2 NSEV=1 NSELF=2|26"
-		"deep-stale    |ok    |NACC=2 NITER=2 NSEV=1 NSELF=1 NSTALE=1|26"
+		"deep-stale    |ok    |NACC=2 NITER=2 NSEV=1 NSELF=1 NSTALE=1 NSHARD=3 SPS=2|26"
 	)
 fi
 
