@@ -60,9 +60,11 @@ import (
 //
 // Cost: Enter is one compare-and-swap on a slot of the current CPU's shard
 // and one load of the state word; Exit is one compare-and-swap and one load.
-// Exit inlines into its caller; Enter is one call (it must ask the runtime
-// for the CPU, which no inlined code can). Nothing is allocated and no two
-// CPUs write one cache line, unless tracking is on.
+// Each is one call, with its slow paths out of line: Go cannot inline
+// either (Enter asks the runtime for the CPU; a call to a slow path costs
+// most of the inlining budget). Do makes the same calls as Enter, fn and
+// Exit. Nothing is allocated and no two CPUs write one cache line, unless
+// tracking is on. BENCHMARKS.md has the figures.
 //
 // Misuse is detected before it changes anything, without tracking: Exit or
 // Break of a zero Token, of another Active's Token, or of a Token whose
@@ -103,10 +105,10 @@ import (
 // no wake-up is lost: the last release of a slot after S1 (an X1 or an E3)
 // is followed by that goroutine's own settle, which sees every earlier
 // release and so every slot even; if the last release came before S1, the
-// severer's own S2 sees them all even. A spill block is published before
-// any of its slots is taken, so a check that loads the chain before the
-// block is published read those slots as free at that moment — which they
-// were.
+// severer's own S2 sees them all even. A spill block's first slot is
+// taken by the very compare-and-swap that publishes the block, its others
+// only after, so an idle check that loaded the chain before the publication
+// read the block's slots as free at that moment — which they were.
 type Active struct {
 	state   atomic.Uint32 // activeLive → activeSevering → activeSevered
 	mask    uint32        // len(shards) - 1
