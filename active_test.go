@@ -399,14 +399,14 @@ func TestExitOfStaleCopyWhileAnotherIsInsideChangesNothing(t *testing.T) {
 		tok, _ := a.Enter()
 		var cp sever.Token
 		copyToken(&cp, &tok)
-		var neighbour sever.Token
-		if !sameSlot {
-			neighbour, _ = a.Enter() // takes the next slot, so the innocent access below lands elsewhere
-		}
 		a.Exit(&tok)
+		var reuse sever.Token
+		if !sameSlot {
+			reuse, _ = a.Enter() // retakes the copy's slot, so the innocent access lands on another
+		}
 		other, _ := a.Enter() // the innocent access
 		if !sameSlot {
-			a.Exit(&neighbour)
+			a.Exit(&reuse) // the copy's slot is free again, a generation on
 		}
 		mustPanic(t, "Exit of a stale copy", "already exited", func() { a.Exit(&cp) })
 		if n := a.Inside(); n != 1 {
