@@ -3,6 +3,7 @@ package sever_test
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -98,7 +99,8 @@ func TestSeverConcurrentCallersAllWaitForDrain(t *testing.T) {
 func TestSeverTimeoutNamesHolders(t *testing.T) {
 	var log check.Log
 	a := sever.NewActive("usb1/1-1", sever.WithTracking(), sever.WithLog(&log))
-	tok := enterHere(t, a)
+	var tok sever.Token
+	enterHere(t, a, &tok)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
 	err := a.Sever(ctx)
@@ -118,12 +120,11 @@ func TestSeverTimeoutNamesHolders(t *testing.T) {
 	}
 }
 
-func enterHere(t *testing.T, a *sever.Active) sever.Token {
-	tok, ok := a.Enter()
-	if !ok {
+func enterHere(t *testing.T, a *sever.Active, tok *sever.Token) {
+	var ok bool
+	if *tok, ok = a.Enter(); !ok {
 		t.Fatal("Enter failed")
 	}
-	return tok
 }
 
 func TestSeverSelfDoesNotDeadlock(t *testing.T) {
@@ -359,4 +360,280 @@ func TestDeferredExitSeesSeverSelf(t *testing.T) {
 		t.Fatal("Sever returned while another caller was still inside")
 	}
 	a.Exit(&other)
+}
+
+// copyToken copies a Token behind go vet's back, as code that ignores vet's
+// copylocks report would.
+func copyToken(dst, src *sever.Token) {
+	reflect.ValueOf(dst).Elem().Set(reflect.ValueOf(src).Elem())
+}
+
+func TestExitOfStaleCopyWithNothingInsidePanicsBeforeAnyChange(t *testing.T) {
+	a := sever.NewActive("dev")
+	tok, _ := a.Enter()
+	var cp sever.Token
+	copyToken(&cp, &tok)
+	a.Exit(&tok)
+	mustPanic(t, "Exit of a stale copy", "already exited", func() { a.Exit(&cp) })
+	if n := a.Inside(); n != 0 {
+		t.Fatalf("Inside = %d after a refused stale Exit, want 0", n)
+	}
+	// Still usable: a new access counts, and Sever waits for it.
+	t2, ok := a.Enter()
+	if !ok {
+		t.Fatal("Enter failed after a recovered misuse")
+	}
+	assertSeverWaits(t, a)
+	a.Exit(&t2)
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The case that used to be silent: a stale copy exits while another access
+// is inside — on the very slot the copy names, or on another — and that
+// other access must still hold off Sever.
+func TestExitOfStaleCopyWhileAnotherIsInsideChangesNothing(t *testing.T) {
+	for _, sameSlot := range []bool{true, false} {
+		a := sever.NewActive("dev")
+		tok, _ := a.Enter()
+		var cp sever.Token
+		copyToken(&cp, &tok)
+		a.Exit(&tok)
+		var reuse sever.Token
+		if !sameSlot {
+			reuse, _ = a.Enter() // retakes the copy's slot, so the innocent access lands on another
+		}
+		other, _ := a.Enter() // the innocent access
+		if !sameSlot {
+			a.Exit(&reuse) // the copy's slot is free again, a generation on
+		}
+		mustPanic(t, "Exit of a stale copy", "already exited", func() { a.Exit(&cp) })
+		if n := a.Inside(); n != 1 {
+			t.Fatalf("sameSlot=%v: Inside = %d after the refused stale Exit, want the innocent access's 1", sameSlot, n)
+		}
+		assertSeverWaits(t, a)
+		a.Exit(&other) // the innocent access exits normally, no panic
+		if err := a.Sever(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// assertSeverWaits checks that a Sever of a does not return nil while an
+// access is inside (it begins the severing).
+func assertSeverWaits(t *testing.T, a *sever.Active) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	if err := a.Sever(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sever with an access inside returned %v, want it to wait until the deadline", err)
+	}
+}
+
+func TestExitOfForeignTokenChangesNeitherActive(t *testing.T) {
+	a := sever.NewActive("a")
+	b := sever.NewActive("b")
+	ta, _ := a.Enter()
+	tb, _ := b.Enter()
+	mustPanic(t, "Exit of b's Token on a", "did not issue", func() { a.Exit(&tb) })
+	mustPanic(t, "Break of b's Token on a", "did not issue", func() { a.Break(&tb) })
+	if a.Inside() != 1 || b.Inside() != 1 {
+		t.Fatalf("Inside = %d, %d after refused foreign Exits, want 1, 1", a.Inside(), b.Inside())
+	}
+	b.Exit(&tb)
+	a.Exit(&ta)
+	if a.Inside() != 0 || b.Inside() != 0 {
+		t.Fatalf("Inside = %d, %d after the real Exits", a.Inside(), b.Inside())
+	}
+}
+
+func TestBreakOfStaleCopyPanicsBeforeAnyChange(t *testing.T) {
+	a := sever.NewActive("dev")
+	tok, _ := a.Enter()
+	var cp sever.Token
+	copyToken(&cp, &tok)
+	a.Break(&tok)
+	other, _ := a.Enter()
+	mustPanic(t, "Exit of a copy made before Break", "already exited", func() { a.Exit(&cp) })
+	a.Exit(&tok) // the broken Token itself: fine
+	if n := a.Inside(); n != 1 {
+		t.Fatalf("Inside = %d, want the other access's 1", n)
+	}
+	assertSeverWaits(t, a)
+	a.Exit(&other)
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With WithLog, misuse is recorded as check.Misuse instead of panicking, and
+// changes nothing.
+func TestMisuseWithLogIsRecordedNotPanicked(t *testing.T) {
+	var log check.Log
+	a := sever.NewActive("usb1/1-1", sever.WithLog(&log))
+	b := sever.NewActive("other")
+	tok, _ := a.Enter()
+	var cp sever.Token
+	copyToken(&cp, &tok)
+	a.Exit(&tok)
+	inside, _ := a.Enter()
+	a.Exit(&cp)            // stale copy
+	a.Exit(&sever.Token{}) // zero Token
+	tb, _ := b.Enter()
+	a.Exit(&tb) // foreign
+	a.Break(&cp)
+	if got := log.Count(check.Misuse); got != 4 {
+		t.Fatalf("log has %d Misuse violations, want 4: %v", got, log.Violations())
+	}
+	for _, v := range log.Violations() {
+		if v.Object != "usb1/1-1" || v.Stack == "" {
+			t.Fatalf("violation does not name the Active and its stack: %+v", v)
+		}
+	}
+	if a.Inside() != 1 || b.Inside() != 1 {
+		t.Fatalf("Inside = %d, %d after recorded misuse, want 1, 1", a.Inside(), b.Inside())
+	}
+	if _, err := a.SeverSelf(context.Background(), &cp); !errors.Is(err, syscall.EINVAL) {
+		t.Fatalf("SeverSelf with a stale Token = %v, want EINVAL", err)
+	}
+	assertSeverWaits(t, a)
+	a.Exit(&inside)
+	b.Exit(&tb)
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestZeroAndNilActivePanicNamingTheMisuse(t *testing.T) {
+	var zero sever.Active
+	var nilA *sever.Active
+	mustPanic(t, "Enter on a zero Active", "zero Active", func() { zero.Enter() })
+	mustPanic(t, "Do on a zero Active", "zero Active", func() { zero.Do(func() error { return nil }) })
+	mustPanic(t, "Sever on a zero Active", "zero Active", func() { zero.Sever(context.Background()) })
+	mustPanic(t, "Exit on a zero Active", "zero Active", func() { zero.Exit(&sever.Token{}) })
+	mustPanic(t, "Err on a zero Active", "zero Active", func() { zero.Err() })
+	mustPanic(t, "Enter on a nil Active", "nil *Active", func() { nilA.Enter() })
+	mustPanic(t, "Sever on a nil Active", "nil *Active", func() { nilA.Sever(context.Background()) })
+	mustPanic(t, "Severed on a nil Active", "nil *Active", func() { nilA.Severed() })
+	mustPanic(t, "Exit on a nil Active", "nil *Active", func() { nilA.Exit(&sever.Token{}) })
+}
+
+func TestSeverInsideOwnDoFailsWithEDEADLK(t *testing.T) {
+	var log check.Log
+	a := sever.NewActive("cp2112/gpio", sever.WithLog(&log))
+	start := time.Now()
+	var err error
+	doErr := a.Do(func() error {
+		err = a.Sever(context.Background())
+		return nil
+	})
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("Sever inside its own Do took %v to fail, want under 1s", d)
+	}
+	if !errors.Is(err, syscall.EDEADLK) || !errors.Is(err, sever.ErrDeadlock) {
+		t.Fatalf("Sever inside its own Do = %v, want EDEADLK", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "cp2112/gpio") || !strings.Contains(msg, "SeverSelf") {
+		t.Fatalf("error %q does not name the object and point to SeverSelf", msg)
+	}
+	if doErr != nil || log.Count(check.Misuse) != 1 {
+		t.Fatalf("Do = %v, log = %v; want nil and one Misuse", doErr, log.Violations())
+	}
+	// Severing began: the Do has exited, so a later Sever completes.
+	if _, ok := a.Enter(); ok {
+		t.Fatal("Enter succeeded after the refused Sever began severing")
+	}
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Only a Do of the same Active is a self-deadlock: a Sever inside another
+// Active's Do waits as usual.
+func TestSeverInsideAnotherActivesDoIsNotDeadlock(t *testing.T) {
+	a := sever.NewActive("a")
+	b := sever.NewActive("b")
+	tok, _ := a.Enter()
+	var err error
+	b.Do(func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		err = a.Sever(ctx)
+		return nil
+	})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sever of a inside b.Do with a's access stuck = %v, want DeadlineExceeded", err)
+	}
+	a.Exit(&tok)
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWatchdogReportsAStuckSeverOnce(t *testing.T) {
+	lines := make(chan string, 4)
+	a := sever.NewActive("zram0", sever.WithTracking(),
+		sever.WithWatchdog(40*time.Millisecond, func(l string) { lines <- l }))
+	var tok sever.Token
+	enterHere(t, a, &tok) // a forgotten Exit
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if err := a.Sever(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Sever with a forgotten Exit = %v", err)
+	}
+	if len(lines) != 1 {
+		t.Fatalf("watchdog reported %d times, want once", len(lines))
+	}
+	l := <-lines
+	for _, want := range []string{`"zram0"`, "waited", "1 accesses still inside", "enterHere"} {
+		if !strings.Contains(l, want) {
+			t.Fatalf("watchdog line %q does not contain %q", l, want)
+		}
+	}
+	a.Exit(&tok)
+	if err := a.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != 0 {
+		t.Fatalf("watchdog reported a Sever that did not wait: %q", <-lines)
+	}
+}
+
+// More accesses inside at once than an Active has shard slots spill into
+// blocks; they count, drain and are checked like the others.
+func TestManyAccessesInsideSpillAndDrain(t *testing.T) {
+	a := sever.NewActive("dev")
+	b := sever.NewActive("other")
+	const n = 16*64 + 50 // more than the slots of the widest Active
+	toks := make([]sever.Token, n)
+	for i := range toks {
+		var ok bool
+		if toks[i], ok = a.Enter(); !ok {
+			t.Fatal("Enter failed")
+		}
+	}
+	if got := a.Inside(); got != n {
+		t.Fatalf("Inside = %d, want %d", got, n)
+	}
+	last := &toks[n-1]
+	mustPanic(t, "Exit of a spilled Token on another Active", "did not issue", func() { b.Exit(last) })
+	var cp sever.Token
+	copyToken(&cp, last)
+	a.Exit(last)
+	mustPanic(t, "Exit of a stale spilled Token", "already exited", func() { a.Exit(&cp) })
+	done := make(chan error)
+	go func() { done <- a.Sever(context.Background()) }()
+	<-a.Severed()
+	for i := range toks[:n-1] {
+		select {
+		case err := <-done:
+			t.Fatalf("Sever returned %v with %d accesses inside", err, n-1-i)
+		default:
+		}
+		a.Exit(&toks[i])
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }

@@ -9,9 +9,12 @@ import (
 
 // The Enter+Exit benchmarks compare Active with what else could guard a
 // provider call: a sync.RWMutex read lock, a single shared atomic counter
-// with a state check (the shape of gVisor's pkg/gate), and a bare sharded
-// counter with no protocol at all (the floor for any counting scheme).
-// Each has a serial and a parallel form; run with -cpu 1,2.
+// with a state check (the shape of gVisor's pkg/gate), a bare sharded
+// counter with Active's shard choice and no protocol at all (the floor for
+// any per-CPU counting scheme), and Active's own protocol written inline in
+// the loop (what Enter+Exit would cost with no call and no misuse checks).
+// Each has a serial and a parallel form; run with -cpu 1,2 and compare
+// ratios within one run (see BENCHMARKS.md).
 
 func BenchmarkEnterExit(b *testing.B) {
 	b.Run("impl=active", func(b *testing.B) {
@@ -23,12 +26,44 @@ func BenchmarkEnterExit(b *testing.B) {
 			}
 		})
 	})
-	b.Run("impl=rwmutex", func(b *testing.B) {
-		var mu sync.RWMutex
+	b.Run("impl=active-do", func(b *testing.B) {
+		a := NewActive("bench")
+		fn := opaqueFn()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				mu.RLock()
-				mu.RUnlock() //lint:ignore SA2001 the empty read section is what is measured
+				a.Do(fn)
+			}
+		})
+	})
+	b.Run("impl=active-fn", func(b *testing.B) {
+		// Enter, the same call Do makes, Exit: Do's fair baseline.
+		a := NewActive("bench")
+		fn := opaqueFn()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				t, ok := a.Enter()
+				if ok {
+					fn()
+				}
+				a.Exit(&t)
+			}
+		})
+	})
+	b.Run("impl=protocol-inline", func(b *testing.B) {
+		a := NewActive("bench")
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				s, w := protocolEnter(a)
+				protocolExit(a, s, w)
+			}
+		})
+	})
+	b.Run("impl=sharded", func(b *testing.B) {
+		c := newSharded()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				i := c.inc()
+				c.dec(i)
 			}
 		})
 	})
@@ -42,12 +77,12 @@ func BenchmarkEnterExit(b *testing.B) {
 			}
 		})
 	})
-	b.Run("impl=sharded", func(b *testing.B) {
-		c := newSharded()
+	b.Run("impl=rwmutex", func(b *testing.B) {
+		var mu sync.RWMutex
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				i := c.inc()
-				c.dec(i)
+				mu.RLock()
+				mu.RUnlock() //lint:ignore SA2001 the empty read section is what is measured
 			}
 		})
 	})
@@ -61,6 +96,38 @@ func BenchmarkEnterExitSerial(b *testing.B) {
 			a.Exit(&t)
 		}
 	})
+	b.Run("impl=active-do", func(b *testing.B) {
+		a := NewActive("bench")
+		fn := opaqueFn()
+		for b.Loop() {
+			a.Do(fn)
+		}
+	})
+	b.Run("impl=active-fn", func(b *testing.B) {
+		a := NewActive("bench")
+		fn := opaqueFn()
+		for b.Loop() {
+			t, ok := a.Enter()
+			if ok {
+				fn()
+			}
+			a.Exit(&t)
+		}
+	})
+	b.Run("impl=protocol-inline", func(b *testing.B) {
+		a := NewActive("bench")
+		for b.Loop() {
+			s, w := protocolEnter(a)
+			protocolExit(a, s, w)
+		}
+	})
+	b.Run("impl=sharded", func(b *testing.B) {
+		c := newSharded()
+		for b.Loop() {
+			i := c.inc()
+			c.dec(i)
+		}
+	})
 	b.Run("impl=atomic-pair", func(b *testing.B) {
 		var n atomic.Int64
 		for b.Loop() {
@@ -68,6 +135,37 @@ func BenchmarkEnterExitSerial(b *testing.B) {
 			n.Add(-1)
 		}
 	})
+}
+
+// opaqueFn returns a function the compiler cannot see through, so the
+// benchmarks' calls of it are real calls, as Do's call of its argument is.
+func opaqueFn() func() error {
+	fns := []func() error{func() error { return nil }}
+	return fns[len(fns)-1]
+}
+
+// protocolEnter and protocolExit are Active's fast paths with nothing else:
+// no slow path, no misuse checks (the benchmarks never take either). They
+// are inlined into the benchmark loop.
+func protocolEnter(a *Active) (*slot, uint64) {
+	var p uint32
+	if a.mask != 0 {
+		p = uint32(procPin()) & a.mask
+		procUnpin()
+	}
+	s := &a.shards[p].slots[0]
+	w := s.Load()
+	if s.CompareAndSwap(w, w+1) && a.state.Load() == activeLive { // E1, E2
+		return s, w + 1
+	}
+	return nil, 0
+}
+
+func protocolExit(a *Active, s *slot, w uint64) {
+	if s.CompareAndSwap(w, w+1) && a.state.Load() == activeLive { // X1, X2
+		return
+	}
+	panic("benchmark Active severed")
 }
 
 func BenchmarkRevocableAccess(b *testing.B) {
@@ -158,7 +256,7 @@ func (g *gate) enter() bool {
 func (g *gate) leave() { g.n.Add(-1) }
 
 // sharded is a bare per-CPU counter: the same shards and shard choice as
-// Active, and nothing else.
+// Active (one counter in each shard's first word), and nothing else.
 type sharded struct {
 	mask   uint32
 	shards []shard
@@ -169,10 +267,15 @@ func newSharded() *sharded {
 	return &sharded{mask: uint32(n - 1), shards: make([]shard, n)}
 }
 
-func (s *sharded) inc() uint32 {
-	i := shardHint() & s.mask
-	s.shards[i].n.Add(1)
-	return i
+func (s *sharded) inc() *slot {
+	var p uint32
+	if s.mask != 0 {
+		p = uint32(procPin()) & s.mask
+		procUnpin()
+	}
+	c := &s.shards[p].slots[0]
+	c.Add(1)
+	return c
 }
 
-func (s *sharded) dec(i uint32) { s.shards[i].n.Add(-1) }
+func (s *sharded) dec(c *slot) { c.Add(^uint64(0)) }

@@ -35,8 +35,18 @@
 // (ErrNoDevice with syscall.ENODEV, and so on), so a Go caller and a process
 // reading a file on the FUSE mount see the same failure.
 //
-// Contract violations are reported into a check.Log given WithLog, or panic
-// without one; see package check.
+// Misuse — using a primitive against its contract — is loud. An Active
+// detects it (an Exit with a Token whose access already exited, or with a
+// copy of one; a foreign or zero Token; a Sever inside its own Do) before it
+// changes anything, so the Active stays correct afterwards: given WithLog
+// it records check.Misuse into that log and the call changes nothing, and
+// without a log it panics with a sentence naming the object and the misuse
+// (a Sever inside its own Do returns an error wrapping ErrDeadlock either
+// way, having begun severing). A zero or nil Active always
+// panics: it has no log to report into. Misuse of Ref, Owner and Region
+// panics with or without a log. Contract violations by providers (a callback
+// after sever, a release run twice) are recorded into the log given
+// WithLog; see package check.
 //
 // Lifetimes can be watched: WithObserver reports every primitive's
 // creation, state changes and refused calls to an Observer (packages

@@ -35,6 +35,7 @@ var (
 	ErrWouldBlock   error = &errnoError{syscall.EAGAIN, "operation would block"}
 	ErrReadOnly     error = &errnoError{syscall.EROFS, "read-only"}
 	ErrNotTTY       error = &errnoError{syscall.ENOTTY, "inappropriate ioctl for device"} // unknown ioctl command
+	ErrDeadlock     error = &errnoError{syscall.EDEADLK, "resource deadlock avoided"}     // a call that would wait for itself
 )
 
 // Errno returns the errno err means: the syscall.Errno found by errors.As

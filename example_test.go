@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
@@ -95,4 +97,51 @@ func ExampleRef() {
 	// Output:
 	// still held by 1 holder
 	// shell freed
+}
+
+// Misuse of a Token is refused before it changes any count. With WithLog it
+// is recorded as check.Misuse; without a log the same call panics.
+func ExampleWithLog_misuse() {
+	var log check.Log
+	a := sever.NewActive("gpiochip0", sever.WithLog(&log))
+	t, _ := a.Enter()
+	a.Exit(&t)
+	a.Exit(&t) // a second Exit: recorded, nothing changes
+	fmt.Println(log.Count(check.Misuse), a.Inside())
+	fmt.Println(a.Sever(context.Background()))
+	// Output:
+	// 1 0
+	// <nil>
+}
+
+// A Sever called from inside its own Do would wait for itself forever; it
+// notices within a fraction of a second and says so.
+func ExampleActive_Sever_insideDo() {
+	a := sever.NewActive("zram0/reset")
+	a.Do(func() error {
+		err := a.Sever(context.Background())
+		fmt.Println(errors.Is(err, syscall.EDEADLK))
+		return nil
+	})
+	fmt.Println(a.Err() != nil) // severing began all the same
+	// Output:
+	// true
+	// true
+}
+
+// A Sever still waiting after the watchdog's delay says so, once, instead
+// of hanging silently: here an access was entered and never exited.
+func ExampleWithWatchdog() {
+	a := sever.NewActive("usb1/1-1", sever.WithWatchdog(10*time.Millisecond, func(line string) {
+		before, _, _ := strings.Cut(line, " has waited")
+		fmt.Println(before)
+	}))
+	a.Enter() // a forgotten Exit
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	err := a.Sever(ctx)
+	fmt.Println(errors.Is(err, context.DeadlineExceeded))
+	// Output:
+	// sever: Active "usb1/1-1": Sever
+	// true
 }

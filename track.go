@@ -100,17 +100,16 @@ func (t *tracker) add(key, tag any, skip int) uint64 {
 	return h.id
 }
 
-// enter records an access with the stack skip frames above enter's caller
-// and returns its id, which is also its key.
-func (t *tracker) enter(skip int) uint64 {
+// enter records an access under key (which names it alone) with the stack
+// skip frames above enter's caller.
+func (t *tracker) enter(key any, skip int) {
 	h := &holding{}
 	h.n = runtime.Callers(skip+2, h.pcs[:])
 	t.mu.Lock()
 	t.next++
 	h.id = t.next
-	t.live[h.id] = append(t.live[h.id], h)
+	t.live[key] = append(t.live[key], h)
 	t.mu.Unlock()
-	return h.id
 }
 
 // remove forgets the newest holder under key and reports whether there was

@@ -93,33 +93,33 @@ func (f *File) release() {
 
 // enter begins an operation in the driver: it takes f.rw shared and enters
 // the device's active reference.
-func (f *File) enter() (sever.Token, error) {
+func (f *File) enter(tok *sever.Token) error {
 	if f.closed.Load() {
-		return sever.Token{}, f.c.closed
+		return f.c.closed
 	}
 	f.rw.RLock()
 	if f.closed.Load() { // Close won the race for rw
 		f.rw.RUnlock()
-		return sever.Token{}, f.c.closed
+		return f.c.closed
 	}
 	c := f.c
-	tok, ok := c.a.Enter()
-	if !ok {
+	var ok bool
+	if *tok, ok = c.a.Enter(); !ok {
 		f.rw.RUnlock()
-		return sever.Token{}, c.gone
+		return c.gone
 	}
 	// Deny from the moment the owner starts unloading: its hook is about
 	// to sever the device.
 	if o := c.owner; o != nil && o.State() != sever.OwnerLive {
-		c.a.Exit(&tok)
+		c.a.Exit(tok)
 		f.rw.RUnlock()
-		return sever.Token{}, c.gone
+		return c.gone
 	}
-	return tok, nil
+	return nil
 }
 
-func (f *File) exit(tok sever.Token) {
-	f.c.a.Exit(&tok)
+func (f *File) exit(tok *sever.Token) {
+	f.c.a.Exit(tok)
 	f.rw.RUnlock()
 }
 
@@ -146,11 +146,12 @@ func (f *File) ReadContext(ctx context.Context, p []byte) (int, error) {
 }
 
 func (f *File) read(p []byte) (n int, err error) {
-	tok, err := f.enter()
+	var tok sever.Token
+	err = f.enter(&tok)
 	if err != nil {
 		return 0, err
 	}
-	defer f.exit(tok)
+	defer f.exit(&tok)
 	c := f.c
 	if !f.canRead {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("not open for reading: %w", syscall.EBADF)}
@@ -180,11 +181,12 @@ func (f *File) WriteContext(ctx context.Context, p []byte) (int, error) {
 }
 
 func (f *File) write(p []byte) (n int, err error) {
-	tok, err := f.enter()
+	var tok sever.Token
+	err = f.enter(&tok)
 	if err != nil {
 		return 0, err
 	}
-	defer f.exit(tok)
+	defer f.exit(&tok)
 	c := f.c
 	if !f.canWrite {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("not open for writing: %w", syscall.EBADF)}
@@ -237,11 +239,12 @@ func (f *File) Ioctl(cmd Cmd, arg []byte) (int, error) {
 	if len(arg) != cmd.Size() {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("ioctl %v: argument of %d bytes: %w", cmd, len(arg), syscall.EINVAL)}
 	}
-	tok, err := f.enter()
+	var tok sever.Token
+	err := f.enter(&tok)
 	if err != nil {
 		return 0, err
 	}
-	defer f.exit(tok)
+	defer f.exit(&tok)
 	if c.ops.Ioctl == nil {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("ioctl %v: %w", cmd, sever.ErrNotTTY)}
 	}
@@ -269,14 +272,15 @@ func (f *File) Ioctl(cmd Cmd, arg []byte) (int, error) {
 // after Close, 0 and an error wrapping ErrClosed. If Ops.Poll panics it
 // returns EventErr and an error wrapping ErrIO.
 func (f *File) Poll() (sever.Events, error) {
-	tok, err := f.enter()
+	var tok sever.Token
+	err := f.enter(&tok)
 	if err != nil {
 		if f.closed.Load() {
 			return 0, err
 		}
 		return sever.EventErr | sever.EventHup, err
 	}
-	defer f.exit(tok)
+	defer f.exit(&tok)
 	c := f.c
 	if c.ops.Poll == nil {
 		return sever.EventIn | sever.EventOut, nil
@@ -325,11 +329,12 @@ func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error
 // unregistered and the last mapping and open are gone. An index out of range fails with an error
 // wrapping EINVAL; other errors as for Read.
 func (f *File) Mmap(index int) (*sever.Mapping, error) {
-	tok, err := f.enter()
+	var tok sever.Token
+	err := f.enter(&tok)
 	if err != nil {
 		return nil, err
 	}
-	defer f.exit(tok)
+	defer f.exit(&tok)
 	c := f.c
 	if index < 0 || index >= len(c.regions) {
 		return nil, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("mmap of region %d of %d: %w", index, len(c.regions), syscall.EINVAL)}

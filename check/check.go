@@ -50,6 +50,10 @@ const (
 	SeverTimeout
 	// DriverFault: provider code panicked; the framework recovered.
 	DriverFault
+	// Misuse: a primitive was used against its contract (an Exit of a
+	// Token that is not inside, a Sever that would wait for itself); the
+	// call changed nothing and the primitive stays correct.
+	Misuse
 )
 
 var classNames = [...]string{
@@ -62,6 +66,7 @@ var classNames = [...]string{
 	GoroutineLeft:            "goroutine left behind",
 	SeverTimeout:             "sever past deadline",
 	DriverFault:              "driver fault",
+	Misuse:                   "misuse",
 }
 
 // Classes lists every Class in declaration order.

@@ -79,7 +79,7 @@ func TestClassesHaveNames(t *testing.T) {
 			t.Errorf("class %d has no name", int(c))
 		}
 	}
-	if len(check.Classes()) != 9 {
+	if len(check.Classes()) != 10 {
 		t.Errorf("Classes() = %v", check.Classes())
 	}
 }

@@ -155,7 +155,7 @@ func (p *Provider[T]) call(fn func(T) error) (err error) {
 	if !ok {
 		return p.gone
 	}
-	defer p.exit(t, &err)
+	defer p.exit(&t, &err)
 	if o := p.owner; o != nil && o.State() == sever.OwnerGone {
 		o.Call(p.name, func() {}) // records check.CallIntoGoneOwner
 		return p.gone
@@ -163,8 +163,8 @@ func (p *Provider[T]) call(fn func(T) error) (err error) {
 	return fn(p.v)
 }
 
-func (p *Provider[T]) exit(t sever.Token, err *error) {
-	p.a.Exit(&t)
+func (p *Provider[T]) exit(t *sever.Token, err *error) {
+	p.a.Exit(t)
 	if r := recover(); r != nil {
 		p.dev.core.fault(p.name, "provider call", r)
 		*err = &sever.ObjectError{Object: p.name, Err: fmt.Errorf("provider panicked: %w", sever.ErrIO)}

@@ -122,20 +122,20 @@ func Open(path string, flag int) (*File, error) {
 // Name returns the name the handle was made with.
 func (h *File) Name() string { return h.name }
 
-// enter begins a call: it fails with ErrClosed after Close and with the
+// enter begins a call in *t: it fails with ErrClosed after Close and with the
 // gone error once severing has begun.
-func (h *File) enter() (sever.Token, error) {
+func (h *File) enter(t *sever.Token) error {
 	if h.closed.Load() {
-		return sever.Token{}, h.closedErr()
+		return h.closedErr()
 	}
-	t, ok := h.a.Enter()
-	if !ok || h.down.Load() {
+	var ok bool
+	if *t, ok = h.a.Enter(); !ok || h.down.Load() {
 		if ok {
-			h.a.Exit(&t)
+			h.a.Exit(t)
 		}
-		return sever.Token{}, h.downErr()
+		return h.downErr()
 	}
-	return t, nil
+	return nil
 }
 
 func (h *File) closedErr() error {
@@ -203,7 +203,8 @@ func (h *File) finish(t *sever.Token, err error, eof bool) error {
 // Host's word) or Close (sever.ErrClosed). It returns io.EOF only for an
 // end of file that is not a hang-up.
 func (h *File) Read(p []byte) (int, error) {
-	t, err := h.enter()
+	var t sever.Token
+	err := h.enter(&t)
 	if err != nil {
 		return 0, err
 	}
@@ -217,7 +218,8 @@ func (h *File) Read(p []byte) (int, error) {
 
 // Write writes to the device; it blocks, wakes and fails as Read does.
 func (h *File) Write(p []byte) (int, error) {
-	t, err := h.enter()
+	var t sever.Token
+	err := h.enter(&t)
 	if err != nil {
 		return 0, err
 	}
@@ -232,7 +234,8 @@ func (h *File) Write(p []byte) (int, error) {
 // of fn that says the device is gone severs the handle; Control returns
 // fn's error otherwise.
 func (h *File) Control(fn func(fd uintptr) error) error {
-	t, err := h.enter()
+	var t sever.Token
+	err := h.enter(&t)
 	if err != nil {
 		return err
 	}
@@ -254,7 +257,8 @@ func (h *File) Poll(ctx context.Context, want sever.Events) (sever.Events, error
 	if want == 0 || want&^(sever.EventIn|sever.EventOut|sever.EventPri) != 0 {
 		return 0, fmt.Errorf("hostdev: %s: Poll for %v: %w", h.name, want, sever.ErrInvalid)
 	}
-	t, err := h.enter()
+	var t sever.Token
+	err := h.enter(&t)
 	if err != nil {
 		if h.closed.Load() {
 			return 0, err

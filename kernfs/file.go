@@ -330,17 +330,18 @@ func (f *File) enter() error {
 		return f.node.errorf(sever.ErrClosed)
 	}
 	n := f.node
-	tok, ok := n.active.Enter()
-	if !ok {
+	f.call = Call{f: f, node: n}
+	var ok bool
+	if f.call.tok, ok = n.active.Enter(); !ok {
 		return n.errGone
 	}
 	// Deny from the moment a remover claims the node, before its drain,
 	// and from the moment the owner starts unloading.
 	if nodeState(n.state.Load()) != stateLive || n.owner != nil && n.owner.State() != sever.OwnerLive {
-		n.active.Exit(&tok)
+		n.active.Exit(&f.call.tok)
 		return n.errGone
 	}
-	f.call = Call{f: f, node: n, tok: tok, inOp: true}
+	f.call.inOp = true
 	return nil
 }
 

@@ -5,8 +5,8 @@
 #
 # Usage: model/check.sh [-j JOBS] [--deep] [-v]
 #   -j JOBS  pan runs at once (default 2)
-#   --deep   also run three larger configurations (11-21M states, up to
-#            1.7 GB each, about 2 more minutes)
+#   --deep   also run five larger configurations (18M states and more,
+#            1.5 GB and more each; many more minutes)
 #   -v       print the counterexample trail of each broken variant
 #
 # Every run is a full (non-bitstate) state-space search for assertion
@@ -45,28 +45,31 @@ trap 'rm -rf "$tmp"' EXIT
 # expect: ok = no error; assert / end = pan must report an assertion
 # violation / an invalid end state.
 runs=(
-	"base          |ok    |NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
-	"acc3          |ok    |NSHARD=2 NACC=3 NITER=1 NSEV=1 NSELF=1|24"
-	"iter3         |ok    |NSHARD=2 NACC=2 NITER=3 NSEV=1 NSELF=1|24"
-	"shard1        |ok    |NSHARD=1 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
-	"shard3        |ok    |NSHARD=3 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
-	"self2         |ok    |NSHARD=2 NACC=2 NITER=2 NSEV=0 NSELF=2|24"
-	"self2+sev     |ok    |NSHARD=2 NACC=2 NITER=1 NSEV=1 NSELF=2|24"
-	"sev2          |ok    |NSHARD=2 NACC=2 NITER=2 NSEV=2 NSELF=0|24"
-	"sev2+self     |ok    |NSHARD=2 NACC=2 NITER=2 NSEV=2 NSELF=1|24"
-	"fullsum       |ok    |FULL_SUM NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
-	"fullsum-self2 |ok    |FULL_SUM NSHARD=2 NACC=2 NITER=2 NSEV=0 NSELF=2|24"
-	"fullsum-sev2  |ok    |FULL_SUM NSHARD=2 NACC=2 NITER=2 NSEV=2 NSELF=0|24"
-	"BUG_CHECK_BEFORE_INC |assert|BUG_CHECK_BEFORE_INC NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|22"
-	"BUG_NO_SETTLE_ON_EXIT|end   |BUG_NO_SETTLE_ON_EXIT NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|22"
-	"BUG_NO_SETTLE_ON_FAIL|end   |BUG_NO_SETTLE_ON_FAIL NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|22"
-	"BUG_SETTLE_NO_CAS    |assert|BUG_SETTLE_NO_CAS NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=1|22"
+	"base          |ok    |NACC=2 NITER=2 NSEV=1 NSELF=1|24"
+	"acc3          |ok    |NACC=3 NITER=1 NSEV=1 NSELF=0|24"
+	"iter3         |ok    |NACC=2 NITER=3 NSEV=1 NSELF=1|24"
+	"shard1        |ok    |NSHARD=1 SPS=3 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
+	"shard3        |ok    |NSHARD=3 SPS=1 NACC=2 NITER=2 NSEV=1 NSELF=1|24"
+	"self2         |ok    |NACC=2 NITER=2 NSEV=0 NSELF=2|24"
+	"self2+sev     |ok    |NSHARD=3 SPS=1 NACC=1 NITER=2 NSEV=1 NSELF=2|24"
+	"sev2          |ok    |NACC=2 NITER=2 NSEV=2 NSELF=0|24"
+	"sev2+self     |ok    |NSHARD=3 SPS=1 NACC=2 NITER=1 NSEV=2 NSELF=1|24"
+	"stale         |ok    |NACC=2 NITER=1 NSEV=1 NSELF=0 NSTALE=1|24"
+	"stale+self    |ok    |NACC=1 NITER=1 NSEV=1 NSELF=1 NSTALE=1|24"
+	"gen-sev2      |ok    |GEN=256 NACC=2 NITER=2 NSEV=2 NSELF=0|24"
+	"BUG_CHECK_BEFORE_INC |assert|BUG_CHECK_BEFORE_INC NACC=2 NITER=2 NSEV=1 NSELF=1|22"
+	"BUG_NO_SETTLE_ON_EXIT|end   |BUG_NO_SETTLE_ON_EXIT NACC=2 NITER=2 NSEV=1 NSELF=1|22"
+	"BUG_NO_SETTLE_ON_FAIL|end   |BUG_NO_SETTLE_ON_FAIL NACC=2 NITER=2 NSEV=1 NSELF=1|22"
+	"BUG_SETTLE_NO_CAS    |assert|BUG_SETTLE_NO_CAS NACC=2 NITER=2 NSEV=1 NSELF=1|22"
+	"BUG_EXIT_ADD         |assert|BUG_EXIT_ADD NACC=2 NITER=1 NSEV=1 NSELF=0 NSTALE=1|22"
 )
 if [ "$deep" = 1 ]; then
 	runs+=(
-		"deep-acc3iter2|ok    |NSHARD=2 NACC=3 NITER=2 NSEV=1 NSELF=1|26"
-		"deep-self2+sev|ok    |NSHARD=2 NACC=2 NITER=2 NSEV=1 NSELF=2|26"
-		"deep-fullsum3 |ok    |FULL_SUM NSHARD=2 NACC=3 NITER=1 NSEV=1 NSELF=1|26"
+		"deep-acc3+self|ok    |NACC=3 NITER=1 NSEV=1 NSELF=1|26"
+		"deep-self2+sev|ok    |NACC=2 NITER=1 NSEV=1 NSELF=2|26"
+		"deep-sev2+self|ok    |NACC=2 NITER=2 NSEV=2 NSELF=1|26"
+		"deep-stale+self|ok   |NACC=1 NITER=2 NSEV=1 NSELF=1 NSTALE=1|26"
+		"deep-gen-base |ok    |GEN=256 NACC=2 NITER=2 NSEV=1 NSELF=1|26"
 	)
 fi
 

@@ -159,11 +159,10 @@ func selfRemoveCheck(ctx context.Context, log *check.Log) (int, string) {
 		var wg sync.WaitGroup
 		toks := make([]sever.Token, 4)
 		for i := range toks {
-			tok, ok := a.Enter()
-			if !ok {
+			var ok bool
+			if toks[i], ok = a.Enter(); !ok {
 				return ops, "Enter failed on a live node"
 			}
-			toks[i] = tok
 			ops++
 		}
 		for i := range toks {
