@@ -235,6 +235,14 @@ func (s *Scope) InvokeAs(o *Owner, site string, fn func() error) error {
 	return s.invoke(o, true, site, fn)
 }
 
+// InvokeHeld is InvokeAs for a caller that already holds a pin on o
+// taken for this call — deferred work pinned when it was scheduled, which
+// must run even while o is unloading (the unload waits for that pin). It
+// refuses, and records, only a call into an o that is gone.
+func (s *Scope) InvokeHeld(o *Owner, site string, fn func() error) error {
+	return s.invoke(o, false, site, fn)
+}
+
 // invoke is the fault policy and the owner check, the one place either is
 // written.
 func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) (err error) {
