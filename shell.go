@@ -180,8 +180,15 @@ func (sh *Shell) Call(site string, fn func() error) error {
 	return sh.s.invoke(sh.s.owner, false, site, fn)
 }
 
-// Seq returns the sequence of the last Notify of the shell's wait queue.
-func (sh *Shell) Seq() uint64 { return sh.q.Seq() }
+// Seq returns the sequence of the last Notify of the shell's wait queue,
+// or 0 once the shell is freed.
+func (sh *Shell) Seq() uint64 {
+	if !sh.ref.TryGet(tagShellWait) {
+		return 0
+	}
+	defer sh.ref.Put(tagShellWait)
+	return sh.q.Seq()
+}
 
 // Notify notifies this shell's wait queue only (Scope.Notify notifies
 // every shell).
