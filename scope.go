@@ -407,9 +407,7 @@ func (s *Scope) unlinkChild(c *Scope) {
 // severing and a later Sever finishes it. Calling Sever from inside a Call
 // of the scope waits for itself until ctx is done.
 func (s *Scope) Sever(ctx context.Context) error {
-	if s.state.CompareAndSwap(scopeLive, scopeSevering) { // deny
-		close(s.begun)
-	}
+	s.deny()
 	if err := s.severChildren(ctx); err != nil { // children
 		return err
 	}
@@ -418,6 +416,13 @@ func (s *Scope) Sever(ctx context.Context) error {
 	}
 	s.finish() // release, wake, regions, detach
 	return nil
+}
+
+// deny is Sever's first step: from here on Enter, Open and Adopt refuse.
+func (s *Scope) deny() {
+	if s.state.CompareAndSwap(scopeLive, scopeSevering) {
+		close(s.begun)
+	}
 }
 
 // severChildren severs s's children, newest first. No child joins once
