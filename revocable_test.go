@@ -121,7 +121,6 @@ func TestRevokeAsyncReleasesWhenTheLastHolderLeaves(t *testing.T) {
 }
 
 type embeddingProvider struct {
-	name string
 	regs sever.Revocable[*regs]
 }
 

@@ -37,7 +37,7 @@ type File struct {
 	tree    *Tree
 	canRead bool
 	canWrt  bool
-	sh      *sever.Shell  // the open as the framework owns it: Release once, free at the last reference
+	sh      *sever.Shell // the open as the framework owns it: Release once, free at the last reference
 	private any
 	region  *sever.Region // the node's Region, if any; the shell holds it
 

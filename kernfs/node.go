@@ -33,8 +33,8 @@ type Node struct {
 	kind   Kind
 	mode   fs.FileMode
 	owner  *sever.Owner
-	scope  *sever.Scope  // every call into the node's provider code, its open files and Region
-	state  atomic.Int32  // nodeState
+	scope  *sever.Scope // every call into the node's provider code, its open files and Region
+	state  atomic.Int32 // nodeState
 
 	// directories
 	mu       sync.RWMutex     // guards children; claims of a dir take it
@@ -49,7 +49,7 @@ type Node struct {
 	target *Node
 
 	errGone error // "kernfs: <path>: no such device", built once
-	sites     *[siteCount]string
+	sites   *[siteCount]string
 }
 
 type nodeState int32
