@@ -243,50 +243,77 @@ func (s *Scope) InvokeHeld(o *Owner, site string, fn func() error) error {
 	return s.invoke(o, false, site, fn)
 }
 
+// invoke is the fault policy and the owner check of the scope's calls.
+func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
+	return invoke(s.log, s.name, o, pin, site, fn)
+}
+
+// Invoke runs fn, code of owner o named site, outside any scope: the
+// protocol's Call without the enter and exit, for the driver core's calls
+// that no scope guards (a driver's Probe). o is pinned for the call and the
+// call is refused while o is not live — recorded as check.CallIntoGoneOwner
+// in log if o is gone; a panic in fn is recovered, recorded in log as a
+// check.DriverFault with the panicking stack (log may be nil), and returned
+// as an error wrapping ErrIO.
+func Invoke(log *check.Log, o *Owner, site string, fn func() error) error {
+	return invoke(log, site, o, true, site, fn)
+}
+
+// InvokeHeld is Invoke for a caller that already holds a pin on o that
+// lasts across the call — a binding's, which is held while its driver's
+// Remove runs during an unload. It refuses, and records, only a call into
+// an o that is gone.
+func InvokeHeld(log *check.Log, o *Owner, site string, fn func() error) error {
+	return invoke(log, site, o, false, site, fn)
+}
+
 // invoke is the fault policy and the owner check, the one place either is
-// written.
-func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) (err error) {
+// written. object names the error.
+func invoke(log *check.Log, object string, o *Owner, pin bool, site string, fn func() error) (err error) {
 	if o != nil {
 		if pin {
-			if !o.TryGet(s) {
-				return s.refuse(o, site)
+			if !o.TryGet(&pinTag) {
+				return refuse(log, object, o, site)
 			}
-			defer o.Put(s)
+			defer o.Put(&pinTag)
 		} else if o.State() == OwnerGone {
-			return s.refuse(o, site)
+			return refuse(log, object, o, site)
 		}
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			err = s.fault(site, p)
+			err = fault(log, site, p)
 		}
 	}()
 	return fn()
 }
 
+// pinTag tags the pins Call takes for the duration of a call.
+var pinTag = struct{ call string }{"a call in flight"}
+
 // refuse reports a call the framework will not make because o is not
 // live. Into a going owner it is the protocol at work (the owner's hooks
 // are severing what reaches it); into a gone owner it is a contract breach,
 // recorded as check.CallIntoGoneOwner.
-func (s *Scope) refuse(o *Owner, site string) error {
+func refuse(log *check.Log, object string, o *Owner, site string) error {
 	st := o.State()
-	if st == OwnerGone && s.log != nil {
-		s.log.Record(check.Violation{
+	if st == OwnerGone && log != nil {
+		log.Record(check.Violation{
 			Class:  check.CallIntoGoneOwner,
 			Object: o.Name(),
 			Detail: "call to " + site + " after unload",
 			Stack:  check.Stack(2),
 		})
 	}
-	return &ObjectError{Object: s.name, Err: fmt.Errorf("%s: owner %s is %v: %w", site, o.Name(), st, ErrNoDevice)}
+	return &ObjectError{Object: object, Err: fmt.Errorf("%s: owner %s is %v: %w", site, o.Name(), st, ErrNoDevice)}
 }
 
 // fault turns a recovered panic into a recorded check.DriverFault and an
 // error wrapping ErrIO. It runs in the deferred function, before the stack
 // unwinds, so the stack recorded is the panicking one.
-func (s *Scope) fault(site string, p any) error {
-	if s.log != nil {
-		s.log.Record(check.Violation{
+func fault(log *check.Log, site string, p any) error {
+	if log != nil {
+		log.Record(check.Violation{
 			Class:  check.DriverFault,
 			Object: site,
 			Detail: fmt.Sprint("panic: ", p),
