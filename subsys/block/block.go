@@ -167,7 +167,11 @@ func AddDisk(ctx context.Context, parent *device.Device, cfg DiskConfig) (*Disk,
 		r.forget(d)
 		return nil, &sever.ObjectError{Object: obj, Err: fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice)}
 	}
-	d.q = blockq.New(cfg.Name, &accountingDriver{d: d, drv: cfg.Driver}, depth, c.Options()...)
+	var drv blockq.Driver = &accountingDriver{d: d, drv: cfg.Driver}
+	if d.owner != nil {
+		drv = blockq.OwnedBy(d.owner, drv) // every driver call pins the owner
+	}
+	d.q = blockq.New(cfg.Name, drv, depth, c.Options()...)
 
 	dev, err := c.Register(ctx, device.Config{
 		Name: cfg.Name, Parent: parent, Class: r.class, Owner: cfg.Owner,
