@@ -179,7 +179,7 @@ type ownedDriver struct {
 }
 
 func (od ownedDriver) QueueRq(ctx context.Context, rq *Request) error { return od.d.QueueRq(ctx, rq) }
-func (od ownedDriver) Owner() *sever.Owner                           { return od.o }
+func (od ownedDriver) Owner() *sever.Owner                            { return od.o }
 
 // Name returns the name given to New.
 func (q *Queue) Name() string { return q.name }
