@@ -105,7 +105,7 @@ func Register(dev *device.Device, cfg Config) (*Cdev, error) {
 	c.s = sever.NewScopeGone(obj, c.owner, gone, c.opts...)
 	c.gone = c.s.Gone()
 	for _, r := range c.regions {
-		c.s.AddRegion(r) // a fresh scope is live: this cannot fail
+		_ = c.s.AddRegion(r) // a fresh scope is live: this cannot fail
 	}
 	for i, s := range siteNames {
 		c.sites[i] = obj + ": " + s

@@ -122,7 +122,7 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		err = c.call(drv.Owner, d.path, drv.Name+".Probe", func() error { return drv.Probe(ctx, d) })
 	}
 	if err != nil {
-		d.teardown(ctx, b, false)
+		_ = d.teardown(ctx, b, false) // the error that matters is Probe's
 		return err
 	}
 	d.mu.Lock()

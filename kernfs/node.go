@@ -245,7 +245,7 @@ func (t *Tree) add(parent *Node, name string, kind Kind, mode fs.FileMode, owner
 		init(n)
 	}
 	if n.bin != nil && n.bin.Region != nil {
-		n.scope.AddRegion(n.bin.Region) // a fresh scope is live: this cannot fail
+		_ = n.scope.AddRegion(n.bin.Region) // a fresh scope is live: this cannot fail
 	}
 	// Register with the owner first, so an owner that starts unloading
 	// after this point finds the node and removes it.

@@ -178,7 +178,7 @@ func AddDisk(ctx context.Context, parent *device.Device, cfg DiskConfig) (*Disk,
 		Groups: d.groups(cfg.Attrs),
 	})
 	if err != nil {
-		d.q.Kill(ctx)
+		_ = d.q.Kill(ctx) // nothing was submitted: it returns at once
 		d.release()
 		return nil, err
 	}
@@ -191,12 +191,12 @@ func AddDisk(ctx context.Context, parent *device.Device, cfg DiskConfig) (*Disk,
 		// parent, or a DelSelf from an attribute): the removal path did
 		// not take what we failed to join, so undo it here.
 		d.dying.Store(true)
-		d.q.Kill(ctx)
+		_ = d.q.Kill(ctx) // the errors that matter are err and the remover's
 		if d.link != nil {
-			c.Sysfs().Remove(ctx, d.link)
+			_ = c.Sysfs().Remove(ctx, d.link)
 		}
 		d.release()
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx)
 		return nil, err
 	}
 	return d, nil
