@@ -105,12 +105,7 @@ func (r *Revocable[T]) Access(fn func(T) error) error {
 	if s == nil {
 		return &ObjectError{Object: "revocable", Err: ErrNoDevice}
 	}
-	t, ok := s.Enter()
-	if !ok {
-		return s.gone
-	}
-	defer s.a.Exit(&t)
-	return s.invoke(s.owner, true, r.site, func() error { return fn(r.v) })
+	return s.call(s.owner, r.site, func() error { return fn(r.v) })
 }
 
 // Revoke refuses every new Access, waits for the running ones, then drops
