@@ -112,6 +112,14 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 
 	b := &binding{drv: drv}
 	d.mu.Lock()
+	if d.state >= StateRemoving { // an Unregister began since the check above
+		d.mu.Unlock()
+		drv.dropBound(d)
+		if drv.Owner != nil {
+			drv.Owner.Put(d)
+		}
+		return d.errNoDevice("being removed")
+	}
 	d.state, d.driver, d.bind = StateProbing, drv, b
 	d.mu.Unlock()
 
@@ -126,7 +134,9 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		return err
 	}
 	d.mu.Lock()
-	d.state = StateBound
+	if d.state == StateProbing { // an Unregister that began meanwhile ends the binding
+		d.state = StateBound
+	}
 	d.mu.Unlock()
 	c.sys.activateDriver(d, b)
 	c.uevent(d, ActionBind, nil)
