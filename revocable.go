@@ -56,17 +56,32 @@ func NewRevocable[T any](name string, v T, release func(T), opts ...Option) *Rev
 // the Revocable is shared, and once: Init of a Revocable already
 // initialized panics and leaves it as it was.
 func (r *Revocable[T]) Init(name string, v T, release func(T), opts ...Option) {
-	r.InitOwned(name, nil, v, release, opts...)
+	r.init(name, nil, false, v, release, opts)
 }
 
 // InitOwned is Init for a value whose methods are owner's code: every
 // Access pins owner for its call, and is refused (recorded as a call into
 // a gone owner if it is gone) while owner is not live.
 func (r *Revocable[T]) InitOwned(name string, owner *Owner, v T, release func(T), opts ...Option) {
+	r.init(name, owner, false, v, release, opts)
+}
+
+// InitHeld is InitOwned for a caller that holds a pin on owner until the
+// Revocable's Revoke has returned (a driver binding, for what its Probe
+// publishes): Accesses are refused while owner is not live, but take no
+// pin of their own (see Scope.HoldsOwner).
+func (r *Revocable[T]) InitHeld(name string, owner *Owner, v T, release func(T), opts ...Option) {
+	r.init(name, owner, true, v, release, opts)
+}
+
+func (r *Revocable[T]) init(name string, owner *Owner, held bool, v T, release func(T), opts []Option) {
 	if r.s != nil {
 		panic(fmt.Sprintf("sever: Revocable %q: Init of a Revocable already initialized (as %q)", name, r.s.name))
 	}
 	s := NewScope(name, owner, opts...)
+	if held {
+		s.HoldsOwner()
+	}
 	r.site = name + ": Access"
 	r.v = v
 	r.release = release

@@ -69,6 +69,7 @@ type Scope struct {
 	name  string
 	a     *Active
 	owner *Owner
+	held  bool // the creator pins owner while the scope can be entered: calls take no pin
 	log   *check.Log
 	opts  []Option
 	gone  error // what Call and Open return once severing has begun
@@ -151,6 +152,15 @@ func NewScopeGone(name string, owner *Owner, gone error, opts ...Option) *Scope 
 	}
 }
 
+// HoldsOwner tells the scope that its creator holds a pin on the scope's
+// owner for as long as the scope can be entered — until its Sever has
+// returned — as a driver binding does for the providers it creates (the
+// binding's pin is dropped only after they are revoked). Calls then check
+// that the owner is not gone but take no pin of their own, which saves two
+// atomic operations on the owner's shared word per call. It must be called
+// before the scope is shared.
+func (s *Scope) HoldsOwner() { s.held = true }
+
 // Name returns the scope's name.
 func (s *Scope) Name() string { return s.name }
 
@@ -228,7 +238,7 @@ func (s *Scope) call(o *Owner, site string, fn func() error) error {
 		if s.state.Load() != scopeLive || s.owner != nil && s.owner.State() != OwnerLive {
 			return s.gone
 		}
-		return s.invoke(o, true, site, fn)
+		return s.invoke(o, o != s.owner || !s.held, site, fn)
 	})
 	if !entered {
 		return s.gone

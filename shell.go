@@ -180,15 +180,24 @@ func (sh *Shell) Call(site string, fn func() error) error {
 	return sh.s.invoke(sh.s.owner, false, site, fn)
 }
 
-// Seq returns the sequence of the last Notify of the shell's wait queue,
-// or 0 once the shell is freed.
-func (sh *Shell) Seq() uint64 {
-	if !sh.ref.TryGet(tagShellWait) {
-		return 0
+// Seq returns the sequence of the last Notify of the shell's wait queue.
+// The caller must keep the shell from being freed meanwhile: call it inside
+// an operation (between Enter and Exit), or between Hold and Unhold.
+func (sh *Shell) Seq() uint64 { return sh.q.Seq() }
+
+// Hold takes a reference that keeps the shell's memory — its wait queue —
+// alive until Unhold, for a caller that sleeps on it across operations (a
+// blocking read's retry loop). It fails, taking nothing, once the shell is
+// closed.
+func (sh *Shell) Hold() bool {
+	if sh.state.Load() >= shellClosed {
+		return false
 	}
-	defer sh.ref.Put(tagShellWait)
-	return sh.q.Seq()
+	return sh.ref.TryGet(tagShellWait)
 }
+
+// Unhold drops the reference Hold took.
+func (sh *Shell) Unhold() { sh.ref.Put(tagShellWait) }
 
 // Notify notifies this shell's wait queue only (Scope.Notify notifies
 // every shell).

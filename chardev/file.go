@@ -157,6 +157,10 @@ func (f *File) write(p []byte) (n int, err error) {
 // queue between tries. The sequence is taken before each try, so a Notify
 // that lands between the driver's "nothing yet" and the sleep is not lost.
 func (f *File) block(ctx context.Context, op func() (int, error)) (int, error) {
+	if !f.sh.Hold() { // keeps the queue alive while we sleep on it
+		return 0, f.c.closed
+	}
+	defer f.sh.Unhold()
 	for {
 		seq := f.sh.Seq()
 		n, err := op()
@@ -245,9 +249,10 @@ func (f *File) Poll() (sever.Events, error) {
 // when the File is closed, 0 and an error wrapping ErrClosed; when ctx is
 // done, 0 and ctx's error.
 func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error) {
-	if f.sh.Closed() {
+	if !f.sh.Hold() { // keeps the queue alive while we sleep on it
 		return 0, f.c.closed
 	}
+	defer f.sh.Unhold()
 	mask := want | sever.EventErr | sever.EventHup
 	for {
 		seq := f.sh.Seq()

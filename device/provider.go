@@ -51,13 +51,25 @@ type Provider[T any] struct {
 // NewProvider publishes v as a service of d named name, joining d's
 // removal path at StageProviders in the current scope (see AddSeverable):
 // created in Probe, it is revoked when that binding ends. Calls through its
-// handles pin the owner of d's code at creation (see Device.Owner), and
-// are refused while it is not live. On a device being removed it returns
+// handles run with the owner of d's code at creation (see Device.Owner)
+// pinned — by the binding, for a provider made in Probe, or by each call —
+// and are refused while it is not live. On a device being removed it returns
 // an error wrapping sever.ErrNoDevice.
 func NewProvider[T any](d *Device, name string, v T) (*Provider[T], error) {
 	obj := d.path + ": " + name
 	p := &Provider[T]{dev: d, name: obj}
-	p.rv.InitOwned(obj, d.Owner(), v, nil, d.core.opts...)
+	owner := d.Owner()
+	d.mu.Lock()
+	// Made by the binding whose driver is the owner: the binding's pin
+	// outlives the provider (it is dropped after StageProviders), so calls
+	// need no pin of their own.
+	held := d.bind != nil && d.bind.drv.Owner == owner
+	d.mu.Unlock()
+	if held {
+		p.rv.InitHeld(obj, owner, v, nil, d.core.opts...)
+	} else {
+		p.rv.InitOwned(obj, owner, v, nil, d.core.opts...)
+	}
 	rm, err := d.AddSeverable("provider "+name, StageProviders, p.Revoke)
 	if err != nil {
 		return nil, err
