@@ -511,8 +511,6 @@ func (s *Scope) finish() {
 	s.shut = true
 	shells := s.shells.takeAll()
 	regions := s.regions
-	hooks := s.onSever
-	s.onSever = nil
 	parent := s.parent
 	s.mu.Unlock()
 	for _, sh := range shells { // release, oldest first
@@ -526,6 +524,8 @@ func (s *Scope) finish() {
 	}
 	s.mu.Lock()
 	s.state.Store(scopeSevered)
+	hooks := s.onSever // taken with the state: a later OnSever runs at once
+	s.onSever = nil
 	s.mu.Unlock()
 	for _, fn := range hooks {
 		fn()
