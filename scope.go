@@ -222,28 +222,18 @@ func (s *Scope) Exit(t *Token) { s.a.Exit(t) }
 // panicked (recorded as check.DriverFault with the panicking stack when
 // the scope has a log). fn may block; Sever waits for it. fn must not
 // Sever its own scope, which would wait for it.
-//
-// The call runs inside the scope Active's Do, a stack frame whose receiver
-// is the Active, so a Sever of this scope made from inside fn can be told
-// from a Sever that waits for someone else.
 func (s *Scope) Call(site string, fn func() error) error {
 	return s.call(s.owner, site, fn)
 }
 
 // call is Call of code of owner o.
 func (s *Scope) call(o *Owner, site string, fn func() error) error {
-	entered := false
-	err := s.a.Do(func() error {
-		entered = true
-		if s.state.Load() != scopeLive || s.owner != nil && s.owner.State() != OwnerLive {
-			return s.gone
-		}
-		return s.invoke(o, o != s.owner || !s.held, site, fn)
-	})
-	if !entered {
+	t, ok := s.Enter()
+	if !ok {
 		return s.gone
 	}
-	return err
+	defer s.a.Exit(&t)
+	return s.invoke(o, o != s.owner || !s.held, site, fn)
 }
 
 // Invoke runs fn as Call does, for a caller already inside an access it
