@@ -9,6 +9,15 @@
 // anyone may hold for as long as they like; and the code behind its
 // callbacks, which can be unloaded. The primitives keep them apart:
 //
+//   - Scope is the sever protocol, written once, that every package giving
+//     consumers a way into provider code stands on (kernfs nodes, chardev
+//     devices, device providers, IRQ requests, blockq drivers). Its Call
+//     enters, checks and pins the owner of the code it runs, recovers a
+//     panic as a driver fault (EIO), and exits; its Open gives a Shell whose
+//     Release runs exactly once and whose memory the framework frees; its
+//     Sever denies, severs its children, drains, releases open shells, wakes
+//     their pollers with EventErr|EventHup, severs its regions and detaches
+//     from its parent. Read its documentation first: the rest is the pieces.
 //   - Active guards calls into a provider. Severing it refuses new calls and
 //     waits for the calls in flight — never for handles that are merely
 //     held — so unregistering is immediate.

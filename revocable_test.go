@@ -33,7 +33,7 @@ func TestRevokeWaitsForAccessThenReleasesOnce(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := r.Revoke(context.Background()); err != nil {
+			if _, err := r.Revoke(context.Background()); err != nil {
 				t.Error(err)
 			}
 		}()
@@ -57,14 +57,106 @@ func TestRevokeTimeoutKeepsValueUntilLaterRevoke(t *testing.T) {
 	<-entered
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
-	if err := r.Revoke(ctx); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := r.Revoke(ctx); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("Revoke with a stuck Access = %v", err)
 	}
 	if released.Load() {
 		t.Fatal("released while an Access was still running")
 	}
 	close(stop)
-	if err := r.Revoke(context.Background()); err != nil || !released.Load() {
+	if _, err := r.Revoke(context.Background()); err != nil || !released.Load() {
 		t.Fatalf("later Revoke = %v, released %v", err, released.Load())
+	}
+}
+
+func TestRevokeSaysWhichCallRevoked(t *testing.T) {
+	r := sever.NewRevocable("v", 1, nil)
+	var won atomic.Int32
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ok, err := r.Revoke(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			if ok {
+				won.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if won.Load() != 1 {
+		t.Errorf("%d Revoke calls reported revoking, want exactly 1", won.Load())
+	}
+}
+
+func TestRevokeAsyncReleasesWhenTheLastHolderLeaves(t *testing.T) {
+	released := make(chan int, 1)
+	r := sever.NewRevocable("v", 7, func(v int) { released <- v })
+	inside := make(chan struct{})
+	leave := make(chan struct{})
+	go r.Access(func(int) error { close(inside); <-leave; return nil })
+	<-inside
+	if !r.RevokeAsync() {
+		t.Fatal("the first RevokeAsync did not report revoking")
+	}
+	if r.RevokeAsync() {
+		t.Error("a second RevokeAsync reported revoking too")
+	}
+	if err := r.Access(func(int) error { t.Error("Access after RevokeAsync"); return nil }); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Access after RevokeAsync = %v, want ENODEV", err)
+	}
+	select {
+	case <-released:
+		t.Fatal("released while a holder was still inside")
+	case <-time.After(10 * time.Millisecond):
+	}
+	close(leave)
+	if v := <-released; v != 7 {
+		t.Errorf("released %d, want 7", v)
+	}
+	<-r.Released()
+}
+
+type embeddingProvider struct {
+	regs sever.Revocable[*regs]
+}
+
+func TestRevocableEmbeddedWithInit(t *testing.T) {
+	var p embeddingProvider
+	if err := p.regs.Access(func(*regs) error { t.Error("Access of a zero Revocable ran"); return nil }); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("Access of a zero Revocable = %v, want ENODEV", err)
+	}
+	if ok, err := p.regs.Revoke(context.Background()); ok || err != nil {
+		t.Errorf("Revoke of a zero Revocable = %v, %v; want false, nil", ok, err)
+	}
+	hw := &regs{}
+	p.regs.Init("embedded/regs", hw, func(h *regs) { h.freed.Store(true) })
+	if err := p.regs.Access(func(h *regs) error {
+		if h != hw {
+			t.Error("Access got another value")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("a second Init did not panic")
+			}
+		}()
+		p.regs.Init("again", nil, nil)
+	}()
+	if p.regs.Name() != "embedded/regs" {
+		t.Errorf("a refused Init changed the Revocable: name %q", p.regs.Name())
+	}
+	if ok, err := p.regs.Revoke(context.Background()); !ok || err != nil {
+		t.Fatalf("Revoke = %v, %v", ok, err)
+	}
+	if !hw.freed.Load() {
+		t.Error("release did not run")
 	}
 }

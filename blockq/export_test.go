@@ -28,6 +28,6 @@ func (q *Queue) KillWithoutDrain() {
 		ctx := context.Background()
 		_ = q.drain(ctx) // queued requests still reach the driver: it was not severed
 		_ = q.stopWorkers(ctx)
-		_ = q.active.Sever(ctx)
+		_ = q.s.Sever(ctx)
 	})
 }

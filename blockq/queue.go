@@ -46,15 +46,23 @@ import (
 // queue is dead and Kill returns. Freeze still works on a dying or dead
 // queue (it waits for the same drain), and Unfreeze never revives one.
 //
+// A driver whose code belongs to an unloadable module says so with
+// OwnedBy: every driver call then pins that owner for the call (and is
+// refused once it is unloading), and unloading the owner kills the queue
+// first — so no driver call starts after the unload has begun and none is
+// still running when it returns.
+//
 // Admission is q_usage_counter-style: one word holds the gate flags and
 // the number of admitted requests, so a submitter is admitted by a single
 // atomic add that also reads the gate, and the last request to complete
 // while the gate is closed wakes the freezer or killer. Driver calls are
-// guarded by a sever.Active, severed by Kill; that is where "no driver call
-// after Kill returns" comes from. Cost on top of a plain channel queue: two
-// atomic adds on the shared word, an Active enter and exit, and one
-// uncontended compare-and-swap on the Request; nothing is allocated when a
-// Request is reused.
+// made through a sever.Scope — the protocol's one Call: enter, pin the
+// driver's owner, recover a panic, exit — severed by Kill; that is where
+// "no driver call after Kill returns" comes from. Cost on top of a plain
+// channel queue: two atomic adds on the shared word, the scope's enter and
+// exit (and an owner pin, with an owner), and one uncontended
+// compare-and-swap on the Request; nothing is allocated when a Request is
+// reused.
 //
 // Every error the queue makes names it ("blockq: ram0: no such device")
 // and satisfies errors.Is with its errno (or with the context's error);
@@ -74,7 +82,9 @@ type Queue struct {
 	usage atomic.Int64
 
 	reqs    chan *Request // admitted requests; closed once dying and empty
-	active  *sever.Active // held across every driver call; severed by Kill
+	s       *sever.Scope  // every driver call goes through it; severed by Kill
+	site    string        // "blockq: <name>: QueueRq"
+	unhook  func()        // takes Kill off the owner's unload hooks
 	killed  atomic.Bool   // Kill has returned: the driver must never run again
 	running atomic.Int32  // workers not yet exited
 	stopped chan struct{} // closed by the last worker to exit
@@ -111,6 +121,10 @@ const (
 // never killed). Without a log a driver panic is reported only through the
 // failed request, and a driver called after Kill panics the process. With
 // sever.WithTracking a Kill past its deadline names the requests in flight.
+//
+// If d came from OwnedBy, the queue joins its owner's unload: the owner's
+// Unload kills the queue before the owner goes. A queue whose owner is not
+// live is dying from the start.
 func New(name string, d Driver, depth int, opts ...sever.Option) *Queue {
 	log := sever.LogOf(opts...)
 	depth = depthOrDefault(depth)
@@ -128,16 +142,44 @@ func New(name string, d Driver, depth int, opts ...sever.Option) *Queue {
 		log:     log,
 		gone:    &sever.ObjectError{Object: obj, Err: sever.ErrNoDevice},
 		reqs:    make(chan *Request, depth),
-		active:  sever.NewActive(obj, opts...),
+		site:    obj + ": QueueRq",
 		stopped: make(chan struct{}),
 		dying:   make(chan struct{}),
 	}
+	var owner *sever.Owner
+	if od, ok := d.(interface{ Owner() *sever.Owner }); ok {
+		owner = od.Owner()
+	}
+	q.s = sever.NewScope(obj, owner, opts...)
 	q.running.Store(int32(depth))
 	for range depth {
 		q.log.Go(obj+" worker", q.worker)
 	}
+	if owner != nil {
+		unhook, err := owner.OnUnload(obj, q.Kill)
+		if err != nil {
+			_ = q.Kill(context.Background()) // nothing was submitted: it returns at once
+			return q
+		}
+		q.mu.Lock()
+		q.unhook = unhook
+		q.mu.Unlock()
+	}
 	return q
 }
+
+// OwnedBy returns d as a driver whose code is o's (a module's): a Queue
+// made with it pins o for every driver call and is killed by o's Unload
+// before o goes. The returned Driver's QueueRq is d's.
+func OwnedBy(o *sever.Owner, d Driver) Driver { return ownedDriver{o: o, d: d} }
+
+type ownedDriver struct {
+	o *sever.Owner
+	d Driver
+}
+
+func (od ownedDriver) QueueRq(ctx context.Context, rq *Request) error { return od.d.QueueRq(ctx, rq) }
+func (od ownedDriver) Owner() *sever.Owner                            { return od.o }
 
 // Name returns the name given to New.
 func (q *Queue) Name() string { return q.name }
@@ -353,7 +395,7 @@ func (q *Queue) Kill(ctx context.Context) error {
 	// 2. Sever the driver: no call begins from here, and we wait for those
 	// running. This comes before the drain so that requests still queued
 	// are failed with ErrNoDevice rather than run.
-	if err := q.active.Sever(ctx); err != nil {
+	if err := q.s.Sever(ctx); err != nil {
 		q.finishLater()
 		return err
 	}
@@ -368,6 +410,13 @@ func (q *Queue) Kill(ctx context.Context) error {
 		return err
 	}
 	q.killed.Store(true)
+	q.mu.Lock()
+	unhook := q.unhook
+	q.unhook = nil
+	q.mu.Unlock()
+	if unhook != nil {
+		unhook()
+	}
 	return nil
 }
 
@@ -379,7 +428,7 @@ func (q *Queue) finishLater() {
 	q.finishing.Do(func() {
 		q.log.Go(q.obj+" kill (after its deadline)", func() {
 			ctx := context.Background()
-			if q.active.Sever(ctx) == nil && q.drain(ctx) == nil && q.stopWorkers(ctx) == nil {
+			if q.s.Sever(ctx) == nil && q.drain(ctx) == nil && q.stopWorkers(ctx) == nil {
 				q.killed.Store(true)
 			}
 		})
@@ -466,42 +515,35 @@ func (q *Queue) dispatch(rq *Request) {
 	var err error
 	if cerr := rq.ctx.Err(); cerr != nil {
 		err = &sever.ObjectError{Object: q.obj, Err: cerr}
-	} else if t, ok := q.active.Enter(); !ok {
-		err = q.gone // queued when Kill began
 	} else {
-		err = q.call(rq)
-		q.active.Exit(&t)
+		var t sever.Token
+		if !q.s.Enter(&t) {
+			err = q.gone // queued when Kill began, or the owner is unloading
+		} else {
+			err = q.call(rq)
+			q.s.Exit(&t)
+		}
 	}
 	rq.err = err
 	rq.done <- struct{}{} // capacity 1, and only this Submit waits on it
 	q.exit()
 }
 
-// call runs the driver on rq, recovering a panic, and checks that Kill has
-// not returned before the call began or before it ended.
-func (q *Queue) call(rq *Request) (err error) {
+// call runs the driver on rq through the scope's one fault policy (owner
+// pinned, panic recovered), and checks that Kill has not returned before
+// the call began or before it ended.
+func (q *Queue) call(rq *Request) error {
 	late := q.killed.Load()
 	if late {
 		q.afterKill("QueueRq called after Kill returned")
 	}
-	defer func() {
-		if r := recover(); r != nil {
-			err = q.fault(r, check.Stack(0))
-		}
-		if !late && q.killed.Load() {
-			q.afterKill("QueueRq still running when Kill returned")
-		}
-	}()
-	return q.driver.QueueRq(rq.ctx, rq)
+	err := q.s.Invoke(q.site, func() error { return q.driver.QueueRq(rq.ctx, rq) })
+	if !late && q.killed.Load() {
+		q.afterKill("QueueRq still running when Kill returned")
+	}
+	return err
 }
 
 func (q *Queue) afterKill(detail string) {
 	q.log.Record(check.Violation{Class: check.CallbackAfterSever, Object: q.obj, Detail: detail, Stack: check.Stack(2)})
-}
-
-func (q *Queue) fault(r any, stack string) error {
-	if q.log != nil {
-		q.log.Record(check.Violation{Class: check.DriverFault, Object: q.obj, Detail: fmt.Sprintf("QueueRq panicked: %v", r), Stack: stack})
-	}
-	return &sever.ObjectError{Object: q.obj, Err: fmt.Errorf("driver panicked: %v: %w", r, sever.ErrIO)}
 }

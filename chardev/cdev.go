@@ -13,7 +13,6 @@ import (
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
-	"github.com/sever-dev/sever/internal/mutation"
 )
 
 // Cdev is a registered char device: a name under dev/, a number, the
@@ -30,10 +29,14 @@ import (
 // Open files stay as shells; their operations return the chosen Gone
 // error until they are closed.
 //
+// The protocol — calls into Ops, open files, the sweep at unregister — is
+// the device's sever.Scope; chardev adds the device number, the name under
+// dev/ and the ioctl and blocking rules.
+//
 // Cost of an operation on a File: a read lock of the File, one Enter and
-// Exit of the device's sever.Active (an atomic add each, on the caller's
-// CPU shard), a load of the owner's state and a deferred recover. Nothing
-// is allocated.
+// Exit of the device's scope (an atomic add each, on the caller's CPU
+// shard), a load of the owner's state and a deferred recover. Nothing is
+// allocated.
 type Cdev struct {
 	reg     *Registry
 	dev     *device.Device
@@ -44,9 +47,9 @@ type Cdev struct {
 	regions []*sever.Region
 	log     *check.Log
 	opts    []sever.Option
-	a       *sever.Active
-	gone    error // what operations return once severing has begun
-	closed  error // what operations return after Close
+	s       *sever.Scope // the protocol: calls into Ops, open files, regions
+	gone    error        // what operations return once severing has begun
+	closed  error        // what operations return after Close
 	sites   [siteCount]string
 
 	// Set by the registry under its lock.
@@ -54,19 +57,14 @@ type Cdev struct {
 	ownMajor    bool
 	unpublished bool
 
-	// Set by Register, read by release, which may run as soon as the hook
-	// or the severable is in place (an unplug during the driver's Probe):
-	// guarded by mu.
+	// Set by Register, read by Unregister, which may run as soon as the
+	// hook or the severable is in place (an unplug during the driver's
+	// Probe): guarded by mu.
 	unsever func() // takes the severable off the device's removal path
 	unhook  func() // takes the unload hook off the owner
-
-	mu     sync.Mutex
-	opens  map[*File]struct{} // files whose Release is not yet claimed by the severer
-	nextID uint64
+	mu      sync.Mutex
 
 	begin sync.Once
-	end   sync.Once
-	done  chan struct{} // closed when severed
 }
 
 // Register creates the char device cfg describes on dev, with the next
@@ -99,15 +97,16 @@ func Register(dev *device.Device, cfg Config) (*Cdev, error) {
 		regions: slices.Clone(cfg.Regions),
 		log:     core.Log(),
 		opts:    core.Options(),
-		gone:    &sever.ObjectError{Object: obj, Err: gone},
 		closed:  &sever.ObjectError{Object: obj, Err: sever.ErrClosed},
-		opens:   make(map[*File]struct{}),
-		done:    make(chan struct{}),
 	}
 	if c.owner == nil {
 		c.owner = dev.Owner()
 	}
-	c.a = sever.NewActive(obj, c.opts...)
+	c.s = sever.NewScopeGone(obj, c.owner, gone, c.opts...)
+	c.gone = c.s.Gone()
+	for _, r := range c.regions {
+		_ = c.s.AddRegion(r) // a fresh scope is live: this cannot fail
+	}
 	for i, s := range siteNames {
 		c.sites[i] = obj + ": " + s
 	}
@@ -171,28 +170,19 @@ func (c *Cdev) Regions() []*sever.Region { return slices.Clone(c.regions) }
 
 // Err returns nil while the device is live and the Gone error from the
 // start of its unregistration.
-func (c *Cdev) Err() error {
-	if c.a.Err() != nil {
-		return c.gone
-	}
-	return nil
-}
+func (c *Cdev) Err() error { return c.s.Err() }
 
 // Severing returns a channel closed when the device's unregistration
 // begins.
-func (c *Cdev) Severing() <-chan struct{} { return c.a.Severed() }
+func (c *Cdev) Severing() <-chan struct{} { return c.s.Severing() }
 
 // Unregistered returns a channel closed when the device is severed: no
 // callback runs now or later and every open's Release has run.
-func (c *Cdev) Unregistered() <-chan struct{} { return c.done }
+func (c *Cdev) Unregistered() <-chan struct{} { return c.s.Severed() }
 
 // Opens returns the number of files open on the device whose Release has
 // not run, for reports and tests.
-func (c *Cdev) Opens() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.opens)
-}
+func (c *Cdev) Opens() int { return c.s.Shells() }
 
 // Open opens the device. flag carries the access mode (os.O_RDONLY,
 // os.O_WRONLY or os.O_RDWR), which Read and Write check, and
@@ -205,15 +195,6 @@ func (c *Cdev) Opens() int {
 // fails with the Gone error once unregistration has begun (or the owner is
 // unloading), and with Ops.Open's error.
 func (c *Cdev) Open(flag int) (*File, error) {
-	tok, ok := c.a.Enter()
-	if !ok {
-		return nil, c.gone
-	}
-	defer c.a.Exit(&tok)
-	o := c.owner
-	if o != nil && o.State() != sever.OwnerLive {
-		return nil, c.gone
-	}
 	acc := flag & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)
 	f := &File{
 		c:        c,
@@ -222,49 +203,23 @@ func (c *Cdev) Open(flag int) (*File, error) {
 		nonblock: flag&syscall.O_NONBLOCK != 0,
 	}
 	f.call.f = f
-	if o != nil && !o.TryGet(f) {
-		return nil, c.gone
-	}
-	held := 0
-	undo := func() {
-		for _, r := range c.regions[:held] {
-			r.Put()
-		}
-		if o != nil {
-			o.Put(f)
+	var open func() error
+	if o := c.ops.Open; o != nil {
+		open = func() error {
+			priv, err := o(&f.call)
+			f.private = priv
+			return err
 		}
 	}
-	for _, r := range c.regions {
-		if err := r.Get(); err != nil {
-			undo()
-			return nil, c.wrap(err)
-		}
-		held++
+	var release func()
+	if rel := c.ops.Release; rel != nil {
+		release = func() { rel(&f.call) }
 	}
-	if open := c.ops.Open; open != nil {
-		var priv any
-		var oerr error
-		if err := c.invoke(siteOpen, func() { priv, oerr = open(&f.call) }); err != nil {
-			oerr = err
-		}
-		if oerr != nil {
-			undo()
-			return nil, c.wrap(oerr)
-		}
-		f.private = priv
+	sh, err := c.s.Open(open, release)
+	if err != nil {
+		return nil, c.wrap(err)
 	}
-	c.mu.Lock()
-	c.nextID++
-	f.id = c.nextID
-	c.mu.Unlock()
-	what := fmt.Sprintf("open %d", f.id)
-	f.q = sever.NewWaitQueue(c.obj+": "+what, c.opts...)
-	f.ref = sever.NewRef(c.obj+": "+what, f.free, c.opts...)
-	f.pending = c.log.Expect(c.obj, "Release of "+what)
-	f.ref.Get(tagOpenList)
-	c.mu.Lock()
-	c.opens[f] = struct{}{} // inside the access: the severer has not taken the list
-	c.mu.Unlock()
+	f.sh = sh
 	return f, nil
 }
 
@@ -274,13 +229,7 @@ func (c *Cdev) Open(flag int) (*File, error) {
 // (see sever.WaitQueue). The driver calls it after the change, from
 // anywhere, including a callback; it calls no driver code and does nothing
 // once the device is severed.
-func (c *Cdev) Notify(ev sever.Events) {
-	c.mu.Lock()
-	for f := range c.opens {
-		f.q.Notify(ev)
-	}
-	c.mu.Unlock()
-}
+func (c *Cdev) Notify(ev sever.Events) { c.s.Notify(ev) }
 
 // Unregister removes the char device, in this order:
 //
@@ -305,94 +254,27 @@ func (c *Cdev) Notify(ev sever.Events) {
 // deadlocks until ctx ends.
 func (c *Cdev) Unregister(ctx context.Context) error {
 	c.begin.Do(c.unpublish)                // 1
-	if err := c.a.Sever(ctx); err != nil { // 2
+	if err := c.s.Sever(ctx); err != nil { // 2, 3, 4: the scope's Sever
 		return err
 	}
-	c.end.Do(c.release) // 3, 4
+	c.dropHooks()
 	return nil
 }
 
 // unpublish is step 1 of Unregister.
 func (c *Cdev) unpublish() { c.reg.unpublish(c) }
 
-// release is steps 3 and 4 of Unregister. Nothing is inside the device and
-// nothing can enter, so no Close is running a Release now or will: the
-// files left in opens are exactly those whose Release nobody has claimed.
-func (c *Cdev) release() {
-	c.mu.Lock()
-	files := make([]*File, 0, len(c.opens))
-	for f := range c.opens {
-		files = append(files, f)
-	}
-	c.opens = nil
-	c.mu.Unlock()
-	slices.SortFunc(files, func(a, b *File) int { return int(a.id) - int(b.id) })
-	for _, f := range files { // 3
-		f.release()
-		if mutation.FreeWaitQueueEarly { // a planted bug: see package internal/mutation
-			f.q.Free()
-		}
-		f.q.Sever()
-		f.ref.Put(tagOpenList) // the list's reference: the shell may be freed here
-	}
-	for _, r := range c.regions { // 4
-		r.Sever()
-	}
-	c.dropHooks()
-	close(c.done)
-}
-
-// unlink takes f off the open list and reports whether it was on it (and so
-// whether the caller now owns the list's reference).
-func (c *Cdev) unlink(f *File) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if _, ok := c.opens[f]; !ok {
-		return false
-	}
-	delete(c.opens, f)
-	return true
-}
-
 // Sites of driver callbacks, for Owner.Call reports and DriverFaults.
 const (
-	siteOpen = iota
-	siteRead
+	siteRead = iota
 	siteWrite
 	siteIoctl
 	sitePoll
 	siteMmap
-	siteRelease
 	siteCount
 )
 
-var siteNames = [siteCount]string{"Open", "Read", "Write", "Ioctl", "Poll", "Mmap", "Release"}
-
-// invoke calls the driver's fn as the owner's code at site. A panic in fn
-// is recovered, recorded as check.DriverFault, and turned into an error
-// wrapping sever.ErrIO; a call into a gone owner is recorded by Owner.Call
-// and not made.
-func (c *Cdev) invoke(site int, fn func()) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.log.Record(check.Violation{
-				Class:  check.DriverFault,
-				Object: c.sites[site],
-				Detail: fmt.Sprint("panic: ", p),
-				Stack:  check.Stack(2),
-			})
-			err = &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("%s panicked: %w", siteNames[site], sever.ErrIO)}
-		}
-	}()
-	if c.owner == nil {
-		fn()
-		return nil
-	}
-	if !c.owner.Call(c.sites[site], fn) {
-		return c.gone
-	}
-	return nil
-}
+var siteNames = [siteCount]string{"Read", "Write", "Ioctl", "Poll", "Mmap"}
 
 // wrap names the device in a driver's error, unless it already names an
 // object.

@@ -5,17 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"syscall"
 
 	"github.com/sever-dev/sever"
-	"github.com/sever-dev/sever/check"
-	"github.com/sever-dev/sever/internal/mutation"
 )
 
-// File is an open char device: a shell the framework owns. It holds the
-// open's Private, the wait queue its pollers and blocked readers sleep on,
-// and a hold on each of the device's regions.
+// File is an open char device: a sever.Shell of the device's scope, plus
+// the open's access mode and Private. The shell holds the wait queue its
+// pollers and blocked readers sleep on and a hold on each of the device's
+// regions. Its states are the shell's:
 //
 //	open ──device unregistered──▶ severed ──Close──▶ closed ──last reference──▶ freed
 //	  └────────────────────────────Close──────────────▲
@@ -36,91 +34,46 @@ import (
 type File struct {
 	c        *Cdev
 	call     Call
-	id       uint64
+	sh       *sever.Shell
 	canRead  bool
 	canWrite bool
 	nonblock bool
 	private  any
-	ref      *sever.Ref
-	q        *sever.WaitQueue
-	pending  *check.Pending
 
 	// rw is held shared by each operation inside the driver and exclusively
 	// by Close around Release, so Release never overlaps a call of its open.
-	rw       sync.RWMutex
-	closed   atomic.Bool
-	released atomic.Bool // the open's Release has been claimed
+	rw sync.RWMutex
 }
-
-// Tags of the references on a File's Ref besides its creator's (nil, put by
-// Close).
-type refTag string
-
-const (
-	tagOpenList refTag = "open list"
-	tagWait     refTag = "Wait"
-)
 
 // Cdev returns the char device the file is open on.
 func (f *File) Cdev() *Cdev { return f.c }
 
-// free runs at the last reference: framework-owned memory only.
-func (f *File) free() {
-	f.q.Free()
-	for _, r := range f.c.regions {
-		r.Put()
-	}
-}
-
-// release runs the driver's Release for this open, once across Close and
-// Unregister, and then drops the open's pin on the owner.
-func (f *File) release() {
-	if f.released.Swap(true) {
-		return
-	}
-	c := f.c
-	if rel := c.ops.Release; rel != nil {
-		c.invoke(siteRelease, func() { rel(&f.call) })
-		if mutation.ReleaseTwice { // a planted bug: see package internal/mutation
-			c.invoke(siteRelease, func() { rel(&f.call) })
-		}
-	}
-	f.pending.Done()
-	if c.owner != nil {
-		c.owner.Put(f)
-	}
-}
-
 // enter begins an operation in the driver: it takes f.rw shared and enters
-// the device's active reference.
+// the device's scope through the shell.
 func (f *File) enter(tok *sever.Token) error {
-	if f.closed.Load() {
+	if f.sh.Closed() {
 		return f.c.closed
 	}
 	f.rw.RLock()
-	if f.closed.Load() { // Close won the race for rw
+	if err := f.sh.Enter(tok); err != nil { // fails if Close won the race for rw
 		f.rw.RUnlock()
-		return f.c.closed
-	}
-	c := f.c
-	var ok bool
-	if *tok, ok = c.a.Enter(); !ok {
-		f.rw.RUnlock()
-		return c.gone
-	}
-	// Deny from the moment the owner starts unloading: its hook is about
-	// to sever the device.
-	if o := c.owner; o != nil && o.State() != sever.OwnerLive {
-		c.a.Exit(tok)
-		f.rw.RUnlock()
-		return c.gone
+		if f.sh.Closed() {
+			return f.c.closed
+		}
+		return err
 	}
 	return nil
 }
 
 func (f *File) exit(tok *sever.Token) {
-	f.c.a.Exit(tok)
+	f.sh.Exit(tok)
 	f.rw.RUnlock()
+}
+
+// invoke calls the driver's fn, Ops code at site, through the protocol's
+// one fault policy (sever.Shell.Invoke).
+func (f *File) invoke(site int, fn func() error) error {
+	return f.sh.Invoke(f.c.sites[site], fn)
 }
 
 func wouldBlock(err error) bool {
@@ -160,7 +113,7 @@ func (f *File) read(p []byte) (n int, err error) {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("read: %w", syscall.EINVAL)}
 	}
 	var rerr error
-	if err := c.invoke(siteRead, func() { n, rerr = c.ops.Read(&f.call, p) }); err != nil {
+	if err := f.invoke(siteRead, func() error { n, rerr = c.ops.Read(&f.call, p); return nil }); err != nil {
 		return 0, err
 	}
 	return n, c.wrap(rerr)
@@ -195,7 +148,7 @@ func (f *File) write(p []byte) (n int, err error) {
 		return 0, &sever.ObjectError{Object: c.obj, Err: fmt.Errorf("write: %w", syscall.EINVAL)}
 	}
 	var werr error
-	if err := c.invoke(siteWrite, func() { n, werr = c.ops.Write(&f.call, p) }); err != nil {
+	if err := f.invoke(siteWrite, func() error { n, werr = c.ops.Write(&f.call, p); return nil }); err != nil {
 		return 0, err
 	}
 	return n, c.wrap(werr)
@@ -205,21 +158,21 @@ func (f *File) write(p []byte) (n int, err error) {
 // queue between tries. The sequence is taken before each try, so a Notify
 // that lands between the driver's "nothing yet" and the sleep is not lost.
 func (f *File) block(ctx context.Context, op func() (int, error)) (int, error) {
-	if !f.ref.TryGet(tagWait) { // keeps the queue alive while we sleep on it
+	if !f.sh.Hold() { // keeps the queue alive while we sleep on it
 		return 0, f.c.closed
 	}
-	defer f.ref.Put(tagWait)
+	defer f.sh.Unhold()
 	for {
-		seq := f.q.Seq()
+		seq := f.sh.Seq()
 		n, err := op()
 		if !wouldBlock(err) {
 			return n, err
 		}
-		if _, _, werr := f.q.Wait(ctx, seq); werr != nil {
+		if _, _, werr := f.sh.Wait(ctx, seq); werr != nil {
 			switch {
-			case f.closed.Load():
+			case f.sh.Closed():
 				return 0, f.c.closed
-			case errors.Is(werr, sever.ErrNoDevice):
+			case errors.Is(werr, f.c.gone):
 				continue // severed: the next try returns the Gone error
 			}
 			return 0, &sever.ObjectError{Object: f.c.obj, Err: werr}
@@ -254,7 +207,7 @@ func (f *File) Ioctl(cmd Cmd, arg []byte) (int, error) {
 	}
 	var r int
 	var ierr error
-	if err := c.invoke(siteIoctl, func() { r, ierr = c.ops.Ioctl(&f.call, cmd, buf) }); err != nil {
+	if err := f.invoke(siteIoctl, func() error { r, ierr = c.ops.Ioctl(&f.call, cmd, buf); return nil }); err != nil {
 		return 0, err
 	}
 	if ierr != nil {
@@ -275,7 +228,7 @@ func (f *File) Poll() (sever.Events, error) {
 	var tok sever.Token
 	err := f.enter(&tok)
 	if err != nil {
-		if f.closed.Load() {
+		if f.sh.Closed() {
 			return 0, err
 		}
 		return sever.EventErr | sever.EventHup, err
@@ -286,7 +239,7 @@ func (f *File) Poll() (sever.Events, error) {
 		return sever.EventIn | sever.EventOut, nil
 	}
 	var ev sever.Events
-	if err := c.invoke(sitePoll, func() { ev = c.ops.Poll(&f.call) }); err != nil {
+	if err := f.invoke(sitePoll, func() error { ev = c.ops.Poll(&f.call); return nil }); err != nil {
 		return sever.EventErr, err
 	}
 	return ev, nil
@@ -299,22 +252,22 @@ func (f *File) Poll() (sever.Events, error) {
 // when the File is closed, 0 and an error wrapping ErrClosed; when ctx is
 // done, 0 and ctx's error.
 func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error) {
-	if f.closed.Load() || !f.ref.TryGet(tagWait) {
+	if !f.sh.Hold() { // keeps the queue alive while we sleep on it
 		return 0, f.c.closed
 	}
-	defer f.ref.Put(tagWait)
+	defer f.sh.Unhold()
 	mask := want | sever.EventErr | sever.EventHup
 	for {
-		seq := f.q.Seq()
+		seq := f.sh.Seq()
 		ev, err := f.Poll()
 		if err != nil || ev&mask != 0 {
 			return ev & mask, err
 		}
-		if _, _, werr := f.q.Wait(ctx, seq); werr != nil {
+		if _, _, werr := f.sh.Wait(ctx, seq); werr != nil {
 			switch {
-			case f.closed.Load():
+			case f.sh.Closed():
 				return 0, f.c.closed
-			case errors.Is(werr, sever.ErrNoDevice):
+			case errors.Is(werr, f.c.gone):
 				continue // severed: the next Poll reports it
 			}
 			return 0, &sever.ObjectError{Object: f.c.obj, Err: werr}
@@ -325,8 +278,8 @@ func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error
 // Mmap maps the device's region index (Config.Regions), after asking
 // Ops.Mmap if there is one. The mapping stays valid — after Close, after
 // the device is unregistered, after its driver is unloaded — until Unmap;
-// the framework frees the region's memory only when the device is
-// unregistered and the last mapping and open are gone. An index out of range fails with an error
+// the region's Free runs only when the device is unregistered and the last
+// mapping and open are gone. An index out of range fails with an error
 // wrapping EINVAL; other errors as for Read.
 func (f *File) Mmap(index int) (*sever.Mapping, error) {
 	var tok sever.Token
@@ -341,7 +294,7 @@ func (f *File) Mmap(index int) (*sever.Mapping, error) {
 	}
 	if mm := c.ops.Mmap; mm != nil {
 		var merr error
-		if err := c.invoke(siteMmap, func() { merr = mm(&f.call, index) }); err != nil {
+		if err := f.invoke(siteMmap, func() error { merr = mm(&f.call, index); return nil }); err != nil {
 			return nil, err
 		}
 		if merr != nil {
@@ -364,25 +317,13 @@ func (f *File) Mmap(index int) (*sever.Mapping, error) {
 // freed when its last reference is put, here or later. A second Close
 // returns an error wrapping ErrClosed.
 func (f *File) Close() error {
-	if f.closed.Swap(true) {
+	if f.sh.Closed() {
 		return f.c.closed
 	}
-	f.q.Sever() // wake this file's waiters; they see closed
 	f.rw.Lock() // wait for this file's operations inside the driver
-	c := f.c
-	if tok, ok := c.a.Enter(); ok {
-		// Inside the access, so an Unregister draining the device waits
-		// for this Release: after it returns no Release is running. If
-		// the Enter fails, the Unregister will run the Release (it holds
-		// the list's reference until it has).
-		mine := c.unlink(f)
-		f.release()
-		c.a.Exit(&tok)
-		if mine {
-			f.ref.Put(tagOpenList)
-		}
+	defer f.rw.Unlock()
+	if err := f.sh.Close(); err != nil {
+		return f.c.closed
 	}
-	f.rw.Unlock()
-	f.ref.Put(nil)
 	return nil
 }

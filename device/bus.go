@@ -205,7 +205,7 @@ func (b *Bus) RegisterDriver(ctx context.Context, drv *Driver) error {
 	b.core.sys.addDriver(b, drv)
 	for _, d := range devs {
 		if d.Driver() == nil && b.match(d, drv) {
-			d.probe(ctx, drv) // errors stay with the device, as in Linux
+			_ = d.probe(ctx, drv) // errors stay with the device, as in Linux
 		}
 	}
 	return nil

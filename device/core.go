@@ -2,8 +2,6 @@ package device
 
 import (
 	"context"
-	"fmt"
-	"runtime/debug"
 	"sync"
 
 	"github.com/sever-dev/sever"
@@ -119,36 +117,13 @@ func (c *Core) Shutdown(ctx context.Context) error {
 	}
 }
 
-// fault records a panic recovered from provider code at site on object as
-// check.DriverFault.
-func (c *Core) fault(object, site string, p any) {
-	c.log.Record(check.Violation{
-		Class:  check.DriverFault,
-		Object: object,
-		Detail: fmt.Sprintf("%s panicked: %v", site, p),
-		Stack:  string(debug.Stack()),
-	})
-}
-
 // call runs fn, provider code of owner o at site for object, the way every
-// driver callback is run: through o.Call, so a call into an unloaded owner is
-// recorded and not made, with a panic recovered and recorded as
-// check.DriverFault. It returns fn's error; an error wrapping ErrNoDevice if
-// the owner is gone; an error wrapping ErrIO if fn panicked.
-func (c *Core) call(o *sever.Owner, object, site string, fn func() error) (err error) {
-	defer func() {
-		if p := recover(); p != nil {
-			c.fault(object, site, p)
-			err = &sever.ObjectError{Object: object, Err: fmt.Errorf("%s panicked: %w", site, sever.ErrIO)}
-		}
-	}()
-	run := func() { err = fn() }
-	if o == nil {
-		run()
-		return err
-	}
-	if !o.Call(site, run) {
-		return &sever.ObjectError{Object: object, Err: fmt.Errorf("%s: owner %s unloaded: %w", site, o.Name(), sever.ErrNoDevice)}
-	}
-	return err
+// driver callback the core makes is run: through the protocol's one fault
+// policy and owner check (sever.InvokeHeld — the binding holds o's pin
+// across its Probe, Remove and managed releases, also while o unloads). It
+// returns fn's error; an error wrapping ErrNoDevice, without calling fn,
+// if the owner is gone (recorded as check.CallIntoGoneOwner); an error
+// wrapping ErrIO if fn panicked (recorded as check.DriverFault).
+func (c *Core) call(o *sever.Owner, object, site string, fn func() error) error {
+	return sever.InvokeHeld(c.log, o, object+": "+site, fn)
 }

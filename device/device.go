@@ -39,7 +39,9 @@ type Config struct {
 //	                         └──fail──────────────────────────────────────────┘
 //	registered | bound ──Unregister──▶ removing ──▶ removed
 //
-// Unbinding and removing take the one removal path (see Unregister).
+// Unbinding and removing take the one removal path (see Device.remove). A
+// device whose Register failed is removed at once. The device holds
+// exactly this word; there is no other flag.
 type State int
 
 const (
@@ -102,18 +104,14 @@ type Device struct {
 	lock sync.Mutex
 
 	mu       sync.Mutex // guards the fields below
-	state    State      // StateRegistered..StateUnbinding; see removing, removed
-	removing bool       // Unregister has begun: no new children, bindings, severables
-	removed  bool
+	state    State      // from StateUnbinding on: no new children, bindings or undo entries
 	driver   *Driver
 	bind     *binding // the current binding; nil when unbound
 	children []*Device
-	res      []*Resource
-	sev      []*severable
-	severing []*severable // taken from sev by a removal path, not yet severed
+	undo     []*undoEntry // what the removal path undoes: severables and resources, by scope and stage
+	undoing  []*undoEntry // taken from undo by a removal, not yet undone
 	drvdata  any
 	done     chan struct{} // closed when removed
-	failed   bool          // Register failed: there is nothing to unregister
 
 	// ready is closed when Register returns. The device is in its parent's
 	// list before that, so a parent's removal can find it half-made;
@@ -177,7 +175,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	if p := d.parent; p != nil {
 		p.mu.Lock()
 		switch {
-		case p.removing:
+		case p.state >= StateRemoving:
 			p.mu.Unlock()
 			return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("parent is being removed: %w", sever.ErrNoDevice)}
 		case slices.ContainsFunc(p.children, func(x *Device) bool { return x.name == d.name }):
@@ -198,14 +196,18 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		c.mu.Unlock()
 	}
 	if cfg.Release != nil {
-		d.res = append(d.res, d.newResource("release", cfg.Release, nil))
+		d.undo = append(d.undo, &undoEntry{name: "devres release", stage: stageResources, res: d.newResource("release", cfg.Release, nil)})
 	}
 	if err := c.sys.addDevice(d); err != nil {
 		d.mu.Lock()
-		d.failed = true
+		d.state = StateRemoved // there is nothing to unregister
+		undo := d.undo
+		d.undo = nil
 		d.mu.Unlock()
-		for _, r := range d.res { // the creator keeps its cleanup
-			r.pending.Done()
+		for _, e := range undo { // the creator keeps its cleanup
+			if e.res != nil {
+				e.res.pending.Done()
+			}
 		}
 		d.unlinkFromTree()
 		if d.parent != nil {
@@ -276,12 +278,6 @@ func (d *Device) Data() any { return d.data }
 func (d *Device) State() State {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	switch {
-	case d.removed:
-		return StateRemoved
-	case d.removing && d.state == StateRegistered:
-		return StateRemoving
-	}
 	return d.state
 }
 

@@ -43,11 +43,11 @@ type Resource struct {
 func (d *Device) AddResource(name string, release ReleaseFunc) (*Resource, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.removing || d.state == StateUnbinding {
+	if d.refusingLocked() {
 		return nil, d.errNoDevice("adding resource " + name)
 	}
 	r := d.newResource(name, release, nil)
-	d.res = append(d.res, r)
+	d.pushLocked(&undoEntry{name: "devres " + name, stage: stageResources, res: r})
 	return r, nil
 }
 
@@ -86,23 +86,21 @@ func (r *Resource) Forget() {
 	}
 }
 
-// unlink takes r out of its list and reports whether it was still there.
+// unlink takes r out of its list — its group's, or the device's undo list
+// — and reports whether it was still there.
 func (r *Resource) unlink() bool {
 	d := r.d
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	var list *[]*Resource
 	if g := r.group; g != nil {
-		list = &g.items
-	} else {
-		list = &d.res
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		i := slices.Index(g.items, r)
+		if i < 0 {
+			return false
+		}
+		g.items = slices.Delete(g.items, i, i+1)
+		return true
 	}
-	i := slices.Index(*list, r)
-	if i < 0 {
-		return false
-	}
-	*list = slices.Delete(*list, i, i+1)
-	return true
+	return d.dropEntry(func(e *undoEntry) bool { return e.res == r })
 }
 
 // run calls the release function once.
@@ -150,7 +148,7 @@ func (g *Group) Add(name string, release ReleaseFunc) (*Resource, error) {
 	d := g.r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.removing || d.state == StateUnbinding || !slices.Contains(d.res, g.r) {
+	if d.refusingLocked() || !slices.ContainsFunc(d.undo, func(e *undoEntry) bool { return e.res == g.r }) {
 		return nil, d.errNoDevice("adding resource " + name)
 	}
 	r := d.newResource(name, release, g)
@@ -174,27 +172,6 @@ func (g *Group) releaseItems() {
 		r := g.items[n-1]
 		g.items = g.items[:n-1]
 		d.mu.Unlock()
-		r.run()
-	}
-}
-
-// releaseResources releases, newest first, the resources of scope b (nil:
-// the device's own).
-func (d *Device) releaseResources(b *binding) {
-	for {
-		d.mu.Lock()
-		var r *Resource
-		for i := len(d.res) - 1; i >= 0; i-- {
-			if d.res[i].scope == b {
-				r = d.res[i]
-				d.res = slices.Delete(d.res, i, i+1)
-				break
-			}
-		}
-		d.mu.Unlock()
-		if r == nil {
-			return
-		}
 		r.run()
 	}
 }

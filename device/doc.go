@@ -1,11 +1,17 @@
 // Package device is the driver core: buses match devices to drivers,
 // devices form a tree with a kernfs directory each, and every removal —
-// unplug, unbind, driver or owner unload, a failed Probe — takes one path
-// whose order is the design (see Device.Unregister):
+// unplug, unbind, driver or owner unload, supplier removal, a failed
+// Probe — takes one function, whose steps are the design (Device.remove,
+// unexported; its doc comment is the list Unregister's repeats):
 //
-//	children first, bottom-up → sever files and char devices → unbind
-//	managed consumers → revoke provider handles → driver Remove → managed
-//	resources, newest first → owner pin dropped → uevents → reference audit
+//	children → files → consumers → providers → driver → resources → unbind → unlink
+//
+// children first, bottom-up; files and char devices severed; managed
+// consumers unbound; provider handles revoked; the driver's Remove;
+// managed resources, newest first; the owner pin dropped and "unbind"; for
+// Unregister, links, bus and tree left, "remove", and the reference audit.
+// What a scope acquired (severables, resources) is one LIFO undo list per
+// device, ordered by stage.
 //
 // After Unregister returns, no callback into the driver runs or will run
 // (seed 004's immediate disconnect), and consumers keep only shells that

@@ -42,7 +42,7 @@ func (d *Device) Bind(ctx context.Context, drv *Driver) error {
 }
 
 // Unbind ends the current binding through the one removal path (see
-// Unregister, steps 3-9), as writing to the driver's unbind file does. The
+// Device.remove), as writing to the driver's unbind file does. The
 // device stays registered and may be bound again. Unbind of an unbound
 // device does nothing. It must not be called from the device's own Probe
 // or Remove.
@@ -77,7 +77,7 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 	c := d.core
 	d.mu.Lock()
 	switch {
-	case d.removing:
+	case d.state >= StateRemoving:
 		d.mu.Unlock()
 		return d.errNoDevice("being removed")
 	case d.state != StateRegistered:
@@ -112,6 +112,14 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 
 	b := &binding{drv: drv}
 	d.mu.Lock()
+	if d.state >= StateRemoving { // an Unregister began since the check above
+		d.mu.Unlock()
+		drv.dropBound(d)
+		if drv.Owner != nil {
+			drv.Owner.Put(d)
+		}
+		return d.errNoDevice("being removed")
+	}
 	d.state, d.driver, d.bind = StateProbing, drv, b
 	d.mu.Unlock()
 
@@ -124,11 +132,13 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		end()
 	}
 	if err != nil {
-		d.teardown(ctx, b, false)
+		_ = d.remove(ctx, b, false) // the error that matters is Probe's
 		return err
 	}
 	d.mu.Lock()
-	d.state = StateBound
+	if d.state == StateProbing { // an Unregister that began meanwhile ends the binding
+		d.state = StateBound
+	}
 	d.mu.Unlock()
 	c.sys.activateDriver(d, b)
 	c.uevent(d, ActionBind, nil)
@@ -145,64 +155,91 @@ func (d *Device) unbindLocked(ctx context.Context) error {
 	}
 	d.state = StateUnbinding
 	d.mu.Unlock()
-	return d.teardown(ctx, b, true)
+	return d.remove(ctx, b, true)
 }
 
-// teardown is the one removal path for a binding, in its order. Every
-// removal takes it: device unregister, driver unregister, owner unload,
-// unbind request, managed supplier removal, and a failed Probe (which skips
-// Remove). d.lock is held.
-func (d *Device) teardown(ctx context.Context, b *binding, probed bool) error {
+// remove is the one removal path. Every removal takes it — Unregister
+// (b is nil: the device goes), and the end of a binding b: an unbind
+// request, a driver's unregistration, an owner's unload, a managed
+// supplier's removal, and a failed Probe (probed false: no Remove). Its
+// steps, in this order, are its code:
+//
+//	children   unregister the children of the scope, bottom-up, newest first
+//	files      sever attribute nodes and char devices: no attribute or
+//	           char device callback runs now or later; open files are shells
+//	consumers  unbind the managed consumers of the ending binding
+//	providers  revoke provider handles: consumers get ErrNoDevice
+//	driver     call the driver's Remove (if its Probe succeeded): nothing
+//	           can reach the driver's state any more
+//	resources  release managed resources, newest first
+//	unbind     forget the driver, drop its owner's pin, uevent "unbind"
+//	unlink     (Unregister only) purge device links, leave bus, class and
+//	           tree, uevent "remove"
+//
+// The scope of children, files, providers and resources is the binding's
+// for the end of a binding and the whole device's for Unregister; within a
+// stage the newest entry of the device's undo list goes first. For the end
+// of a binding the caller holds the device lock throughout; Unregister
+// takes it after files (a Store waiting for the lock must be able to drain).
+func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 	var errs []error
-	// 1. Consumers that must not outlive their supplier's binding go first.
-	errs = append(errs, d.unbindManagedConsumers(ctx))
-	// 2. Children registered by this binding, bottom-up, newest first.
-	errs = append(errs, d.removeChildren(ctx, b))
-	// 3. Sever what consumers reach the driver through: attribute nodes
-	// and char devices first (no callback runs now or later), then
-	// provider handles (consumers now get ErrNoDevice).
-	errs = append(errs, d.severScope(ctx, b, StageFiles))
-	errs = append(errs, d.severScope(ctx, b, StageProviders))
-	// 4. Only now may the driver free its state: nothing can reach it.
-	if probed && b.drv.Remove != nil {
+	scope := b
+	if b == nil {
+		scope = anyScope
+	}
+	errs = append(errs, d.removeChildren(ctx, b))         // children
+	errs = append(errs, d.unwind(ctx, scope, StageFiles)) // files
+	if b == nil {
+		// Unregister: end the binding, if any, in the same steps.
+		d.lock.Lock()
+		defer d.lock.Unlock()
+		d.mu.Lock()
+		b, probed = d.bind, d.bind != nil // Probe holds the lock: a binding here probed
+		d.mu.Unlock()
+	}
+	if b != nil {
+		errs = append(errs, d.unbindManagedConsumers(ctx)) // consumers
+	}
+	errs = append(errs, d.unwind(ctx, scope, StageProviders)) // providers
+	if probed && b.drv.Remove != nil {                        // driver
 		drv := b.drv
 		errs = append(errs, d.core.call(drv.Owner, d.path, drv.Name+".Remove", func() error {
 			drv.Remove(ctx, d)
 			return nil
 		}))
 	}
-	// 5. Managed resources, in reverse order of acquisition.
-	d.releaseResources(b)
-	// 6. Forget the driver, then drop its owner's pin: the owner may go.
-	d.mu.Lock()
-	d.state, d.driver, d.bind, d.drvdata = StateRegistered, nil, nil, nil
-	d.mu.Unlock()
-	b.drv.dropBound(d)
-	if b.drv.Owner != nil {
-		b.drv.Owner.Put(d)
+	errs = append(errs, d.unwind(ctx, scope, stageResources)) // resources
+	if b != nil {                                             // unbind
+		d.mu.Lock()
+		if d.state != StateRemoving {
+			d.state = StateRegistered
+		}
+		d.driver, d.bind, d.drvdata = nil, nil, nil
+		d.mu.Unlock()
+		b.drv.dropBound(d)
+		if b.drv.Owner != nil {
+			b.drv.Owner.Put(d)
+		}
+		if probed {
+			d.core.uevent(d, ActionUnbind, map[string]string{"DRIVER": b.drv.Name})
+		}
 	}
-	// 7. Tell userspace.
-	if probed {
-		d.core.uevent(d, ActionUnbind, map[string]string{"DRIVER": b.drv.Name})
+	if scope == anyScope { // unlink
+		d.core.links.purge(d)
+		if bus := d.bus; bus != nil {
+			bus.mu.Lock()
+			bus.devices = slices.DeleteFunc(bus.devices, func(x *Device) bool { return x == d })
+			bus.mu.Unlock()
+		}
+		d.core.sys.removeDevice(d)
+		d.core.uevent(d, ActionRemove, nil)
 	}
 	return errors.Join(errs...)
 }
 
-// Unregister removes the device through the one removal path (DESIGN.md,
-// "The way of a hot-unplug"), in this order:
-//
-//  1. refuse new children, bindings, resources and severables;
-//  2. unregister the children, bottom-up, newest first;
-//  3. sever the device's attribute nodes and char devices: no attribute
-//     callback runs now or later, open files become shells;
-//  4. unbind managed consumers (LinkManaged);
-//  5. revoke its provider handles: consumers get ErrNoDevice, waiters
-//     wake with EventErr|EventHup;
-//  6. call the driver's Remove;
-//  7. release managed resources in reverse order;
-//  8. drop the driver owner's pin;
-//  9. uevent "unbind", purge device links, leave bus, class and tree,
-//     uevent "remove".
+// Unregister removes the device through the one removal path,
+// Device.remove: children, files, consumers, providers, driver, resources,
+// unbind, unlink.
 //
 // When Unregister returns, no callback into the device's driver is
 // running or will run, and the owner may unload. It never waits for a
@@ -229,13 +266,13 @@ func (d *Device) Unregister(ctx context.Context) error {
 	case <-ctx.Done():
 		return &sever.ObjectError{Object: d.path, Err: ctx.Err()}
 	}
-	// 1.
+	// Refuse new children, bindings, resources and severables.
 	d.mu.Lock()
-	if d.failed {
+	switch d.state {
+	case StateRemoved:
 		d.mu.Unlock()
 		return nil
-	}
-	if d.removing {
+	case StateRemoving:
 		d.mu.Unlock()
 		select {
 		case <-d.done:
@@ -244,34 +281,13 @@ func (d *Device) Unregister(ctx context.Context) error {
 			return &sever.ObjectError{Object: d.path, Err: ctx.Err()}
 		}
 	}
-	d.removing = true
+	d.state = StateRemoving
 	d.mu.Unlock()
 	d.core.undeferProbe(d)
 
-	var errs []error
-	// 2.
-	errs = append(errs, d.removeChildren(ctx, nil))
-	// 3. Every scope's files: the directory, the driver's groups, char
-	// devices.
-	errs = append(errs, d.severScope(ctx, anyScope, StageFiles))
-	// 4-8, and "unbind".
-	d.lock.Lock()
-	errs = append(errs, d.unbindLocked(ctx))
-	d.lock.Unlock()
-	// What the device itself (not a driver) acquired.
-	errs = append(errs, d.severScope(ctx, nil, StageProviders))
-	d.releaseResources(nil)
-	// 9.
-	d.core.links.purge(d)
-	if b := d.bus; b != nil {
-		b.mu.Lock()
-		b.devices = slices.DeleteFunc(b.devices, func(x *Device) bool { return x == d })
-		b.mu.Unlock()
-	}
-	d.core.sys.removeDevice(d)
-	d.core.uevent(d, ActionRemove, nil)
+	err := d.remove(ctx, nil, false)
 	d.mu.Lock()
-	d.removed = true
+	d.state = StateRemoved
 	d.mu.Unlock()
 
 	// The audit of seed 004 §3: "verifying reference count is 0 after
@@ -279,14 +295,14 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// comes before done is closed: the last put drops this device's pin on
 	// its parent, and a parent's Unregister waiting on done audits next.
 	d.ref.Put(nil)
-	errs = append(errs, d.ref.Audit(d.core.log, 0))
+	err = errors.Join(err, d.ref.Audit(d.core.log, 0))
 	// Leave the parent's list only now: a parent's removal that finds the
 	// device there waits for done; one that does not find it must find its
 	// pin already dropped (found by sever stress: unlinking first let the
 	// parent audit in between and report the child's pin as a leak).
 	d.unlinkFromTree()
 	close(d.done)
-	return errors.Join(errs...)
+	return err
 }
 
 // removeChildren unregisters d's children of scope b (nil: all), newest
@@ -327,5 +343,5 @@ func (d *Device) removeChildren(ctx context.Context, b *binding) error {
 func (d *Device) unregistering() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.removing
+	return d.state >= StateRemoving
 }

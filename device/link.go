@@ -197,7 +197,7 @@ func (c *Core) retryDeferred(ctx context.Context) {
 			return
 		}
 		if d.Driver() == nil && !d.unregistering() && drv.live() {
-			d.probe(ctx, drv)
+			_ = d.probe(ctx, drv) // errors stay with the device, as in Linux
 		}
 	}
 }

@@ -2,7 +2,6 @@ package device
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -29,21 +28,22 @@ import (
 // wrapping sever.ErrNoDevice, Close still works, and removal never waits
 // for a consumer to Close.
 //
-//	live ──Revoke──▶ revoking ──calls drained──▶ revoked
+// A Provider is a sever.Revocable of the value (whose methods are the
+// owner's code, pinned for each call), joined to the device's removal
+// path; its states are the Revocable's:
 //
-// Cost of a call: one Active Enter/Exit (two atomic adds on the caller's
-// CPU shard), one load of the owner's state, and a deferred recover.
+//	live ──Revoke──▶ severing ──calls drained──▶ severed
+//
+// Cost of a call: the Revocable's Access — one Enter and Exit of an Active
+// (two atomic adds on the caller's CPU shard), a pin and unpin of the
+// owner, and a deferred recover.
 type Provider[T any] struct {
-	dev   *Device
-	name  string
-	owner *sever.Owner
-	a     *sever.Active
-	v     T // cleared after the drain, so no shell reaches provider state
-	gone  error
+	dev  *Device
+	name string
+	rv   sever.Revocable[T] // the value; dropped after the drain, so no shell reaches provider state
 
 	open     atomic.Int64
 	unsever  func()
-	once     sync.Once
 	mu       sync.Mutex
 	onRevoke []func()
 }
@@ -51,18 +51,24 @@ type Provider[T any] struct {
 // NewProvider publishes v as a service of d named name, joining d's
 // removal path at StageProviders in the current scope (see AddSeverable):
 // created in Probe, it is revoked when that binding ends. Calls through its
-// handles are checked against the owner of d's code at creation (see
-// Device.Owner). On a device being removed it returns an error wrapping
-// sever.ErrNoDevice.
+// handles run with the owner of d's code at creation (see Device.Owner)
+// pinned — by the binding, for a provider made in Probe, or by each call —
+// and are refused while it is not live. On a device being removed it returns
+// an error wrapping sever.ErrNoDevice.
 func NewProvider[T any](d *Device, name string, v T) (*Provider[T], error) {
 	obj := d.path + ": " + name
-	p := &Provider[T]{
-		dev:   d,
-		name:  obj,
-		owner: d.Owner(),
-		a:     sever.NewActive(obj, d.core.opts...),
-		v:     v,
-		gone:  &sever.ObjectError{Object: obj, Err: sever.ErrNoDevice},
+	p := &Provider[T]{dev: d, name: obj}
+	owner := d.Owner()
+	d.mu.Lock()
+	// Made by the binding whose driver is the owner: the binding's pin
+	// outlives the provider (it is dropped after StageProviders), so calls
+	// need no pin of their own.
+	held := d.bind != nil && d.bind.drv.Owner == owner
+	d.mu.Unlock()
+	if held {
+		p.rv.InitHeld(obj, owner, v, nil, d.core.opts...)
+	} else {
+		p.rv.InitOwned(obj, owner, v, nil, d.core.opts...)
 	}
 	rm, err := d.AddSeverable("provider "+name, StageProviders, p.Revoke)
 	if err != nil {
@@ -83,7 +89,7 @@ func (p *Provider[T]) Device() *Device { return p.dev }
 // Open returns a new handle for consumer (a name, for reports). Once the
 // provider is revoked it returns an error wrapping sever.ErrNoDevice.
 func (p *Provider[T]) Open(consumer string) (*Handle[T], error) {
-	if err := p.a.Err(); err != nil {
+	if err := p.rv.Err(); err != nil {
 		return nil, err
 	}
 	p.open.Add(1)
@@ -98,7 +104,7 @@ func (p *Provider[T]) Open(consumer string) (*Handle[T], error) {
 func (p *Provider[T]) OnRevoke(fn func()) {
 	p.mu.Lock()
 	select {
-	case <-p.a.Drained():
+	case <-p.rv.Released():
 		p.mu.Unlock()
 		fn()
 		return
@@ -114,62 +120,37 @@ func (p *Provider[T]) OnRevoke(fn func()) {
 // later calls wait for the same drain. If ctx ends first it returns the
 // drain's *sever.HoldersError and a later call finishes the job.
 func (p *Provider[T]) Revoke(ctx context.Context) error {
-	if err := p.a.Sever(ctx); err != nil {
+	if _, err := p.rv.Revoke(ctx); err != nil {
 		return err
 	}
-	p.once.Do(func() {
-		var zero T
-		p.v = zero
-		p.mu.Lock()
-		unsever := p.unsever
-		fns := p.onRevoke
-		p.onRevoke = nil
-		p.mu.Unlock()
-		if unsever != nil {
-			unsever()
-		}
-		for _, fn := range fns {
-			fn()
-		}
-	})
+	p.mu.Lock()
+	unsever := p.unsever
+	p.unsever = nil
+	fns := p.onRevoke
+	p.onRevoke = nil
+	p.mu.Unlock()
+	if unsever != nil {
+		unsever()
+	}
+	for _, fn := range fns {
+		fn()
+	}
 	return nil
 }
 
 // Revoked returns a channel closed when revocation begins.
-func (p *Provider[T]) Revoked() <-chan struct{} { return p.a.Severed() }
+func (p *Provider[T]) Revoked() <-chan struct{} { return p.rv.Revoked() }
 
 // Err returns nil while the provider is live and an error wrapping
 // sever.ErrNoDevice from the start of its revocation.
-func (p *Provider[T]) Err() error { return p.a.Err() }
+func (p *Provider[T]) Err() error { return p.rv.Err() }
 
 // Handles returns the number of handles open now (not yet closed), shells
 // included.
 func (p *Provider[T]) Handles() int { return int(p.open.Load()) }
 
 // Inside returns the number of calls in flight now.
-func (p *Provider[T]) Inside() int { return p.a.Inside() }
-
-// call runs fn with the value inside an access.
-func (p *Provider[T]) call(fn func(T) error) (err error) {
-	t, ok := p.a.Enter()
-	if !ok {
-		return p.gone
-	}
-	defer p.exit(&t, &err)
-	if o := p.owner; o != nil && o.State() == sever.OwnerGone {
-		o.Call(p.name, func() {}) // records check.CallIntoGoneOwner
-		return p.gone
-	}
-	return fn(p.v)
-}
-
-func (p *Provider[T]) exit(t *sever.Token, err *error) {
-	p.a.Exit(t)
-	if r := recover(); r != nil {
-		p.dev.core.fault(p.name, "provider call", r)
-		*err = &sever.ObjectError{Object: p.name, Err: fmt.Errorf("provider panicked: %w", sever.ErrIO)}
-	}
-}
+func (p *Provider[T]) Inside() int { return p.rv.Inside() }
 
 // Handle is a consumer's reference to a Provider's service: a shell that
 // stays valid after the provider is gone. A Handle may be used from many
@@ -195,7 +176,7 @@ func (h *Handle[T]) Do(fn func(T) error) error {
 	if h.closed.Load() {
 		return h.errClosed()
 	}
-	return h.p.call(fn)
+	return h.p.rv.Access(fn)
 }
 
 // Err returns the error Do would return now without calling anything:
@@ -204,11 +185,11 @@ func (h *Handle[T]) Err() error {
 	if h.closed.Load() {
 		return h.errClosed()
 	}
-	return h.p.a.Err()
+	return h.p.rv.Err()
 }
 
 // Revoked returns a channel closed when the provider's revocation begins.
-func (h *Handle[T]) Revoked() <-chan struct{} { return h.p.a.Severed() }
+func (h *Handle[T]) Revoked() <-chan struct{} { return h.p.rv.Revoked() }
 
 // Consumer returns the consumer name given to Open.
 func (h *Handle[T]) Consumer() string { return h.consumer }

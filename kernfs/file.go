@@ -11,24 +11,22 @@ import (
 	"sync/atomic"
 
 	"github.com/sever-dev/sever"
-	"github.com/sever-dev/sever/check"
 )
 
-// File is an open attribute: a shell the framework owns. It holds its
-// per-open state (the provider's Private, a read offset, the text the last
-// Show produced) and the wait queue its pollers sleep on.
+// File is an open attribute: a sever.Shell of the node's scope, plus what
+// an attribute adds — the provider's Private, a read offset, the text the
+// last Show produced. Its states are the shell's:
 //
 //	open ──node removed──▶ severed ──Close──▶ closed ──last reference──▶ freed
 //	  └───────────────────────Close───────────────▲
 //
-// open: operations enter the node's active reference and call the
-// provider. severed: the provider's Release has run (by Remove) and every
-// operation returns an error wrapping sever.ErrNoDevice; Poll and Wait
-// report EventErr|EventHup. closed: Close ran the Release if Remove had
-// not; every operation returns an error wrapping sever.ErrClosed. freed:
-// the last reference (Close's, the node's open list's, a Wait in progress)
-// is put; the wait queue is freed and the file's hold on the node's Region
-// dropped. No provider code runs at free.
+// open: operations enter the node's scope and call the provider. severed:
+// the provider's Release has run (by Remove) and every operation returns
+// an error wrapping sever.ErrNoDevice; Poll and Wait report
+// EventErr|EventHup. closed: Close ran the Release if Remove had not;
+// every operation returns an error wrapping sever.ErrClosed. freed: the
+// last reference is put; the wait queue is freed and the file's hold on
+// the node's Region dropped, by the shell. No provider code runs at free.
 //
 // Operations on one File are serialized, as the kernel serializes them per
 // open file; Close waits for the operation in progress on the File, never
@@ -39,33 +37,17 @@ type File struct {
 	tree    *Tree
 	canRead bool
 	canWrt  bool
-	ref     *sever.Ref
-	q       *sever.WaitQueue
-	pending *check.Pending
+	sh      *sever.Shell // the open as the framework owns it: Release once, free at the last reference
 	private any
-	region  *sever.Region // held from open to free, if the node has one
+	region  *sever.Region // the node's Region, if any; the shell holds it
 
 	mu   sync.Mutex // serializes operations on this open
 	off  int64
 	buf  []byte // text attributes: what the last Show produced
 	call Call   // the value handed to callbacks; guarded by mu
 
-	closed   atomic.Bool
-	released atomic.Bool   // the per-open Release has been claimed
-	seen     atomic.Uint64 // queue sequence when the content was last produced
-
-	prev, next *File // the node's open list, guarded by node.openMu
-	linked     bool
+	seen atomic.Uint64 // queue sequence when the content was last produced
 }
-
-// Tags of the references on a File's Ref besides its creator's (nil, put by
-// Close).
-type refTag string
-
-const (
-	tagOpenList refTag = "open list"
-	tagWait     refTag = "Wait"
-)
 
 // Call is what a callback gets besides its arguments: the node and open it
 // runs for, and the operations only a callback may perform. A Call is
@@ -139,7 +121,7 @@ func (c *Call) RemoveSelf(ctx context.Context, top *Node) (won bool, err error) 
 		panic("kernfs: RemoveSelf of the root")
 	}
 	if !c.broken {
-		c.node.active.Break(&c.tok)
+		c.node.scope.Active().Break(&c.tok)
 		c.broken = true
 	}
 	return c.node.tree.remove(ctx, top)
@@ -206,115 +188,41 @@ func (t *Tree) OpenNode(n *Node, flag int) (*File, error) {
 		return nil, n.errorf(sever.ErrPermission)
 	}
 
-	tok, ok := n.active.Enter()
-	if !ok {
-		return nil, n.errorf(sever.ErrNotExist)
-	}
-	defer n.active.Exit(&tok)
 	if !n.Visible() {
 		return nil, n.errorf(sever.ErrNotExist)
 	}
-
 	f := &File{node: n, tree: t, canRead: wantRead, canWrt: wantWrite}
-	if o := n.owner; o != nil && !o.TryGet(f) {
-		return nil, n.errorf(fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice))
-	}
-	unpin := func() {
-		if n.owner != nil {
-			n.owner.Put(f)
-		}
-	}
-	if n.bin != nil && n.bin.Region != nil {
-		if err := n.bin.Region.Get(); err != nil {
-			unpin()
-			return nil, n.errorf(err)
-		}
+	f.call = Call{f: f, node: n}
+	if n.bin != nil {
 		f.region = n.bin.Region
 	}
-	if open := openFunc(n); open != nil {
-		f.call = Call{f: f, node: n}
-		var priv any
-		var oerr error
-		if err := f.invoke(siteOpen, func() { priv, oerr = open(&f.call) }); err != nil {
-			oerr = err
+	open, rel := openFunc(n), releaseFunc(n)
+	sh, err := n.scope.Open(func() error {
+		// Inside the node's access: a node claimed by a remover is gone
+		// for Open, even before its drain.
+		if !n.Visible() {
+			return n.errorf(sever.ErrNotExist)
 		}
-		if oerr != nil {
-			if f.region != nil {
-				f.region.Put()
-			}
-			unpin()
-			return nil, wrap(n, oerr)
+		if open == nil {
+			return nil
 		}
+		priv, err := open(&f.call)
 		f.private = priv
+		return err
+	}, func() {
+		if rel != nil {
+			rel(n, f.private)
+		}
+	})
+	if err != nil {
+		if n.Removed() && errors.Is(err, sever.ErrNoDevice) {
+			return nil, n.errorf(sever.ErrNotExist)
+		}
+		return nil, wrap(n, err)
 	}
-	p := n.Path()
-	f.q = sever.NewWaitQueue("kernfs: "+p, t.opts...)
-	f.ref = sever.NewRef("kernfs: "+p+": open file", f.free, t.opts...)
-	f.pending = t.log.Expect("kernfs: "+p, "Release of an open file")
-	f.seen.Store(f.q.Seq())
-
-	n.openMu.Lock()
-	if n.opensShut { // cannot happen inside the access; kept as a guard
-		n.openMu.Unlock()
-		f.release()
-		f.ref.Put(nil)
-		return nil, n.errorf(sever.ErrNotExist)
-	}
-	f.ref.Get(tagOpenList)
-	f.next = n.opens
-	if n.opens != nil {
-		n.opens.prev = f
-	}
-	n.opens = f
-	f.linked = true
-	n.openMu.Unlock()
+	f.sh = sh
+	f.seen.Store(sh.Seq())
 	return f, nil
-}
-
-// free runs at the last reference: framework-owned memory only.
-func (f *File) free() {
-	f.q.Free()
-	if f.region != nil {
-		f.region.Put()
-	}
-}
-
-// release runs the provider's Release for this open, once across Close
-// and Remove, and then drops the open's pin on the owner.
-func (f *File) release() {
-	if f.released.Swap(true) {
-		return
-	}
-	n := f.node
-	if rel := releaseFunc(n); rel != nil {
-		end := sever.TraceRegion(context.Background(), "sever release")
-		f.invoke(siteRelease, func() { rel(n, f.private) })
-		end()
-	}
-	f.pending.Done()
-	if n.owner != nil {
-		n.owner.Put(f)
-	}
-}
-
-// unlink takes f off its node's open list and reports whether it was on it
-// (and so whether the caller now owns the list's reference).
-func (n *Node) unlink(f *File) bool {
-	n.openMu.Lock()
-	defer n.openMu.Unlock()
-	if !f.linked {
-		return false
-	}
-	if f.prev != nil {
-		f.prev.next = f.next
-	} else {
-		n.opens = f.next
-	}
-	if f.next != nil {
-		f.next.prev = f.prev
-	}
-	f.prev, f.next, f.linked = nil, nil, false
-	return true
 }
 
 // Node returns the node the file was opened on.
@@ -323,22 +231,17 @@ func (f *File) Node() *Node { return f.node }
 // Path returns the path of the file's node.
 func (f *File) Path() string { return f.node.Path() }
 
-// enter begins an operation: it enters the node's active reference and
-// leaves it in f.call.tok. f.mu is held.
+// enter begins an operation: it enters the node's scope through the
+// shell and leaves the token in f.call.tok. f.mu is held.
 func (f *File) enter() error {
-	if f.closed.Load() {
-		return f.node.errorf(sever.ErrClosed)
-	}
 	n := f.node
 	f.call = Call{f: f, node: n}
-	var ok bool
-	if f.call.tok, ok = n.active.Enter(); !ok {
-		return n.errGone
+	if err := f.sh.Enter(&f.call.tok); err != nil {
+		return err
 	}
-	// Deny from the moment a remover claims the node, before its drain,
-	// and from the moment the owner starts unloading.
-	if nodeState(n.state.Load()) != stateLive || n.owner != nil && n.owner.State() != sever.OwnerLive {
-		n.active.Exit(&f.call.tok)
+	// Deny from the moment a remover claims the node, before its drain.
+	if nodeState(n.state.Load()) != stateLive {
+		f.sh.Exit(&f.call.tok)
 		return n.errGone
 	}
 	f.call.inOp = true
@@ -348,30 +251,13 @@ func (f *File) enter() error {
 func (f *File) exit() {
 	f.call.inOp = false
 	f.call.ctx = nil // keep no request's context past its operation
-	f.node.active.Exit(&f.call.tok)
+	f.sh.Exit(&f.call.tok)
 }
 
-// invoke calls the provider's fn as the owner's code at site. With a log, a
-// panic in fn is recovered and recorded as check.DriverFault, and invoke
-// returns an error wrapping ErrIO; without one it propagates.
-func (f *File) invoke(site int, fn func()) (err error) {
-	n := f.node
-	if f.tree.log != nil {
-		defer func() {
-			if r := recover(); r != nil {
-				f.tree.log.Record(check.Violation{Class: check.DriverFault, Object: n.sites[site], Detail: fmt.Sprint("panic: ", r)})
-				err = n.errorf(fmt.Errorf("%s panicked: %w", siteNames[site], sever.ErrIO))
-			}
-		}()
-	}
-	if n.owner == nil {
-		fn()
-		return nil
-	}
-	if !n.owner.Call(n.sites[site], fn) {
-		return n.errGone
-	}
-	return nil
+// invoke calls the provider's fn, the node's code at site, through the
+// protocol's one fault policy (sever.Shell.Invoke).
+func (f *File) invoke(site int, fn func() error) error {
+	return f.sh.Invoke(f.node.sites[site], fn)
 }
 
 // Read reads from the file's offset and advances it. For a text attribute a
@@ -432,11 +318,11 @@ func (f *File) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		// Take the sequence before Show: a Notify during Show is then seen
 		// by the next Poll rather than lost.
-		f.seen.Store(f.q.Seq())
+		f.seen.Store(f.sh.Seq())
 		show := f.node.attr.Show
 		var out []byte
 		var serr error
-		if err := f.invoke(siteShow, func() { out, serr = show(&f.call, f.buf[:0]) }); err != nil {
+		if err := f.invoke(siteShow, func() error { out, serr = show(&f.call, f.buf[:0]); return nil }); err != nil {
 			return 0, err
 		}
 		if serr != nil {
@@ -469,7 +355,7 @@ func (f *File) readBin(p []byte, off int64) (int, error) {
 	}
 	var n int
 	var rerr error
-	if err := f.invoke(siteRead, func() { n, rerr = b.Read(&f.call, off, p) }); err != nil {
+	if err := f.invoke(siteRead, func() error { n, rerr = b.Read(&f.call, off, p); return nil }); err != nil {
 		return 0, err
 	}
 	if rerr != nil {
@@ -538,7 +424,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		var w int
 		var werr error
-		if err := f.invoke(siteWrite, func() { w, werr = b.Write(&f.call, off, p) }); err != nil {
+		if err := f.invoke(siteWrite, func() error { w, werr = b.Write(&f.call, off, p); return nil }); err != nil {
 			return 0, err
 		}
 		if werr != nil {
@@ -554,7 +440,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 	var v any = s
 	if a.Parse != nil {
 		var perr error
-		if err := f.invoke(siteParse, func() { v, perr = a.Parse(s) }); err != nil {
+		if err := f.invoke(siteParse, func() error { v, perr = a.Parse(s); return nil }); err != nil {
 			return 0, err
 		}
 		if perr != nil {
@@ -565,7 +451,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 	}
 	var serr error
-	if err := f.invoke(siteStore, func() { serr = a.Store(&f.call, v) }); err != nil {
+	if err := f.invoke(siteStore, func() error { serr = a.Store(&f.call, v); return nil }); err != nil {
 		return 0, err
 	}
 	if serr != nil {
@@ -582,7 +468,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 func (f *File) Seek(offset int64, whence int) (int64, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.closed.Load() {
+	if f.sh.Closed() {
 		return 0, f.node.errorf(sever.ErrClosed)
 	}
 	n := f.node
@@ -616,24 +502,13 @@ func (f *File) Seek(offset int64, whence int) (int64, error) {
 // it returns EventErr|EventHup and an error wrapping ErrNoDevice; after
 // Close, 0 and ErrClosed. It calls no provider code.
 func (f *File) Poll() (sever.Events, error) {
-	if f.closed.Load() {
+	if f.sh.Closed() {
 		return 0, f.node.errorf(sever.ErrClosed)
 	}
 	if f.node.Removed() {
 		return sever.EventErr | sever.EventHup, f.node.errGone
 	}
-	if !f.ref.TryGet(tagWait) {
-		return 0, f.node.errorf(sever.ErrClosed)
-	}
-	defer f.ref.Put(tagWait)
-	ev, _ := f.q.Poll(f.seen.Load())
-	if ev&sever.EventHup != 0 {
-		if f.closed.Load() {
-			return 0, f.node.errorf(sever.ErrClosed)
-		}
-		return ev, f.node.errGone
-	}
-	return ev, nil
+	return f.sh.Poll(f.seen.Load())
 }
 
 // Wait blocks until Poll would report something: the node is notified
@@ -644,10 +519,9 @@ func (f *File) Poll() (sever.Events, error) {
 // reference, which Wait holds while it sleeps; nothing the provider frees
 // can pull it away.
 func (f *File) Wait(ctx context.Context) (sever.Events, error) {
-	if f.closed.Load() || !f.ref.TryGet(tagWait) {
+	if f.sh.Closed() {
 		return 0, f.node.errorf(sever.ErrClosed)
 	}
-	defer f.ref.Put(tagWait)
 	// Poll reports the hang-up from the moment the node is claimed for
 	// removal; the queue is severed only after the drain. Do not sleep
 	// through what Poll already says (found by sever stress: a Wait after
@@ -655,13 +529,7 @@ func (f *File) Wait(ctx context.Context) (sever.Events, error) {
 	if f.node.Removed() {
 		return sever.EventErr | sever.EventHup, f.node.errGone
 	}
-	ev, _, err := f.q.Wait(ctx, f.seen.Load())
-	switch {
-	case f.closed.Load():
-		return 0, f.node.errorf(sever.ErrClosed)
-	case err != nil && errors.Is(err, sever.ErrNoDevice):
-		return ev, f.node.errGone
-	}
+	ev, _, err := f.sh.Wait(ctx, f.seen.Load())
 	return ev, err
 }
 
@@ -694,27 +562,12 @@ func (f *File) Mmap() (*sever.Mapping, error) {
 // its last reference is put, here or later. A second Close returns an
 // error wrapping ErrClosed.
 func (f *File) Close() error {
-	if f.closed.Swap(true) {
+	if f.sh.Closed() {
 		return f.node.errorf(sever.ErrClosed)
 	}
-	f.mu.Lock()
-	f.q.Sever() // wake this file's waiters; they see closed
-	n := f.node
-	if tok, ok := n.active.Enter(); ok {
-		// Inside the access, so a Remove draining the node waits for
-		// this Release: after Remove returns no Release is running.
-		// If the Enter fails, Remove is severing the node and will run
-		// the Release (it holds the list's reference until it has).
-		mine := n.unlink(f)
-		f.release()
-		n.active.Exit(&tok)
-		if mine {
-			f.ref.Put(tagOpenList)
-		}
-	}
-	f.mu.Unlock()
-	f.ref.Put(nil)
-	return nil
+	f.mu.Lock() // after the operation in progress on this File
+	defer f.mu.Unlock()
+	return f.sh.Close()
 }
 
 // Indices into a node's precomputed site names (the strings Owner.Call
@@ -725,12 +578,10 @@ const (
 	siteParse
 	siteRead
 	siteWrite
-	siteOpen
-	siteRelease
 	siteCount
 )
 
-var siteNames = [siteCount]string{"Show", "Store", "Parse", "Read", "Write", "Open", "Release"}
+var siteNames = [siteCount]string{"Show", "Store", "Parse", "Read", "Write"}
 
 func openFunc(n *Node) OpenFunc {
 	if n.attr != nil {

@@ -6,12 +6,15 @@
 // for (DESIGN.md, "Seed 004", §2-1), as an API a driver author cannot
 // misuse:
 //
-//   - A node's provider code runs only inside the node's active reference
-//     (a sever.Active). Remove denies new operations, drains the ones in
-//     flight — never waiting for open files — and then runs the provider's
+//   - Each node is a sever.Scope, and the package adds no protocol of its
+//     own: a node's provider code runs only through the scope's Call (inside
+//     its active reference, with the owner checked and pinned, a panic
+//     recovered as a check.DriverFault and returned as EIO). Remove claims
+//     the subtree and severs each node's scope: deny, drain the operations
+//     in flight — never waiting for open files — and run the provider's
 //     per-open Release exactly once for every file still open. After Remove
 //     returns no provider callback of the subtree is running or will run.
-//   - An open file is a shell the framework owns. After its node is severed
+//   - An open file is a sever.Shell the framework owns. After its node is severed
 //     every operation on it returns an error wrapping sever.ErrNoDevice,
 //     and poll reports EventErr|EventHup. The shell, and the wait queue its
 //     pollers sleep on, are freed at the last Close without calling
@@ -186,7 +189,9 @@ type BinAttr struct {
 // at offset 0, each time, so a reader sees fresh content after seeking to 0;
 // reads further into the file are served from what it produced. It runs
 // inside the node's active reference with the owner pinned: the node is not
-// severed, the owner not gone, and Remove waits for it to return. It may
+// severed, the owner not gone, and Remove waits for it to return. A panic
+// is recovered: the read fails with an error wrapping sever.ErrIO and a
+// check.DriverFault is recorded in the tree's log, if it has one. It may
 // block (Remove waits longer) and may touch the provider's state; it must
 // not keep buf. It must not Remove its own node or an ancestor except
 // through c.RemoveSelf.

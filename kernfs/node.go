@@ -33,8 +33,8 @@ type Node struct {
 	kind   Kind
 	mode   fs.FileMode
 	owner  *sever.Owner
-	active *sever.Active // guards every call into the node's provider code
-	state  atomic.Int32  // nodeState
+	scope  *sever.Scope // every call into the node's provider code, its open files and Region
+	state  atomic.Int32 // nodeState
 
 	// directories
 	mu       sync.RWMutex     // guards children; claims of a dir take it
@@ -48,14 +48,8 @@ type Node struct {
 	// symlinks
 	target *Node
 
-	// open files, a list guarded by openMu; the list holds a reference on
-	// every File in it.
-	openMu    sync.Mutex
-	opens     *File
-	opensShut bool       // set when severed: no File is linked again
-	sevMu     sync.Mutex // serializes the release step among concurrent removers
-	errGone   error      // "kernfs: <path>: no such device", built once
-	sites     *[siteCount]string
+	errGone error // "kernfs: <path>: no such device", built once
+	sites   *[siteCount]string
 }
 
 type nodeState int32
@@ -84,8 +78,8 @@ func (s nodeState) String() string {
 func (t *Tree) newNode(parent *Node, name string, kind Kind, mode fs.FileMode, owner *sever.Owner) *Node {
 	n := &Node{tree: t, parent: parent, name: name, kind: kind, mode: mode, owner: owner}
 	p := n.Path()
-	n.active = sever.NewActive("kernfs: "+p, t.opts...)
-	n.errGone = &sever.ObjectError{Object: "kernfs: " + p, Err: sever.ErrNoDevice}
+	n.scope = sever.NewScope("kernfs: "+p, owner, t.opts...)
+	n.errGone = n.scope.Gone()
 	switch kind {
 	case KindDir:
 		n.children = make(map[string]*Node)
@@ -249,6 +243,9 @@ func (t *Tree) add(parent *Node, name string, kind Kind, mode fs.FileMode, owner
 	n := t.newNode(parent, name, kind, mode, owner)
 	if init != nil {
 		init(n)
+	}
+	if n.bin != nil && n.bin.Region != nil {
+		_ = n.scope.AddRegion(n.bin.Region) // a fresh scope is live: this cannot fail
 	}
 	// Register with the owner first, so an owner that starts unloading
 	// after this point finds the node and removes it.

@@ -102,40 +102,18 @@ func markRemoving(n *Node) bool {
 	}
 }
 
-// sever drains n, releases its open files and unlinks it. Every remover of
-// a subtree containing n runs it; the drain is shared, and sevMu makes the
-// rest run once.
+// sever severs n's scope — drain, release its open files, wake their
+// pollers, sever its Region (sever.Scope.Sever) — and unlinks it. Every
+// remover of a subtree containing n runs it; the scope's Sever is shared,
+// and the unlink is idempotent.
 func (t *Tree) sever(ctx context.Context, n *Node) error {
-	// Step 2, drain: Enter fails from here on; wait for those inside.
-	if err := n.active.Sever(ctx); err != nil {
+	// Steps 2 and 3: Enter fails from here on; wait for those inside,
+	// then release what is still open.
+	if err := n.scope.Sever(ctx); err != nil {
 		return err
 	}
-	n.sevMu.Lock()
-	defer n.sevMu.Unlock()
 	if nodeState(n.state.Load()) == stateRemoved {
 		return nil
-	}
-	// Step 3, release. No operation is inside and none can enter, so no
-	// Close is running a Release now or will: the files left on the list
-	// are exactly those whose Release has not been claimed by a Close.
-	n.openMu.Lock()
-	n.opensShut = true
-	var files []*File
-	for f := n.opens; f != nil; {
-		next := f.next
-		f.prev, f.next, f.linked = nil, nil, false
-		files = append(files, f)
-		f = next
-	}
-	n.opens = nil
-	n.openMu.Unlock()
-	for _, f := range files {
-		f.release()
-		f.q.Sever()
-		f.ref.Put(tagOpenList) // the list's reference: the shell may be freed here
-	}
-	if n.bin != nil && n.bin.Region != nil {
-		n.bin.Region.Sever()
 	}
 	// Step 4, unlink.
 	if p := n.parent; p != nil {
@@ -158,11 +136,7 @@ func (t *Tree) sever(ctx context.Context, n *Node) error {
 // callback.
 func (t *Tree) Notify(n *Node) {
 	t.mine(n)
-	n.openMu.Lock()
-	for f := n.opens; f != nil; f = f.next {
-		f.q.Notify(sever.EventPri | sever.EventErr)
-	}
-	n.openMu.Unlock()
+	n.scope.Notify(sever.EventPri | sever.EventErr)
 }
 
 // ScheduleCallback runs fn later on a goroutine of its own with n's owner —
@@ -190,16 +164,12 @@ func (t *Tree) ScheduleCallback(n *Node, fn func()) error {
 	t.cbMu.Unlock()
 	t.log.Go("kernfs callback for "+n.Path(), func() {
 		defer t.callbackDone()
-		if o == nil {
-			if n.owner != nil { // only with the planted bug: the call is still checked
-				n.owner.Call("kernfs: "+n.Path()+": scheduled callback", fn)
-				return
-			}
-			fn()
-			return
+		if o != nil {
+			defer o.Put(pin)
 		}
-		defer o.Put(pin)
-		o.Call("kernfs: "+n.Path()+": scheduled callback", fn)
+		// The pin taken above is the call's; the call is still checked
+		// (and, with the planted bug, refused) if the owner is gone.
+		_ = n.scope.InvokeHeld(n.owner, n.scope.Name()+": scheduled callback", func() error { fn(); return nil })
 	})
 	return nil
 }

@@ -16,11 +16,12 @@
 //
 //	skip-drain            sever.Active.Sever returns without waiting for the
 //	                      accesses inside to exit
-//	release-twice         chardev runs a driver's per-open Release twice
+//	release-twice         a sever.Shell (a kernfs or chardev open file) runs
+//	                      the provider's per-open Release twice
 //	forget-owner-pin      kernfs.Tree.ScheduleCallback does not pin the owner
 //	                      of the callback's code
-//	free-waitqueue-early  chardev frees an open's wait queue when the device
-//	                      is unregistered, not at the file's last reference
+//	free-waitqueue-early  a sever.Scope's Sever frees an open shell's wait
+//	                      queue at the sever, not at the file's last reference
 //	                      (seed 002's bug)
 //	skip-invalidation     fusefs does not tell the kernel to drop a removed
 //	                      node's cached entry

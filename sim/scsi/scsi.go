@@ -157,8 +157,28 @@ func (ml *Midlayer) AddHost(ctx context.Context, parent *device.Device, tmpl Hos
 	ml.hosts++
 	ml.mu.Unlock()
 	h := &Host{ml: ml, tmpl: tmpl, no: no}
+	// The host calls its template's code (queuecommand, slave_destroy)
+	// until it is removed: it pins the template's owner for that long, and
+	// a template whose module is not live cannot make a host (found by
+	// sever stress --seed 7: a host made with an unloaded libata's
+	// template called into it).
+	if o := tmpl.Owner; o != nil && !o.TryGet(h) {
+		return nil, &sever.ObjectError{Object: "scsi_mod", Err: fmt.Errorf("host template %s: owner %s is %v: %w", tmpl.Name, o.Name(), o.State(), sever.ErrNoDevice)}
+	}
+	unpin := func() {
+		if o := tmpl.Owner; o != nil {
+			o.Put(h)
+		}
+	}
 	var err error
 	if h.dev, err = ml.m.Core().Register(ctx, device.Config{Name: fmt.Sprintf("host%d", no), Parent: parent, Owner: ml.owner}); err != nil {
+		unpin()
+		return nil, err
+	}
+	// Released when the host is unregistered, after its SCSI devices (its
+	// children, whose release calls slave_destroy) are gone.
+	if _, err := h.dev.AddResource("host template pin", unpin); err != nil {
+		unpin()
 		return nil, err
 	}
 	s := &SDev{host: h, sectors: sectors}

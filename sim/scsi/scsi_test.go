@@ -115,3 +115,46 @@ func TestLegacyOpenRunsTheReleaseIntoAGoneLibata(t *testing.T) {
 		t.Errorf("legacy open: %v; want a call into gone libata and the kobject reference audit", m.Log().Summary())
 	}
 }
+
+// TestAHostOfAnUnloadedTemplateIsRefused is the other half of the libata
+// finding of `sever stress --seed 7`: ahci loaded against a Libata value
+// whose module was unloaded (a reload race in the harness) bound its
+// controller, and the host called the gone libata's queuecommand and
+// slave_destroy. A host pins its template's owner; one whose owner is
+// not live is not made.
+func TestAHostOfAnUnloadedTemplateIsRefused(t *testing.T) {
+	ctx := context.Background()
+	m := sim.New(t.Name())
+	scsiMod, _ := m.Insmod("scsi_mod", nil)
+	sdMod, _ := m.Insmod("sd_mod", nil, "scsi_mod")
+	oldLibata, _ := m.Insmod("libata", nil, "scsi_mod")
+	ml, err := scsi.NewMidlayer(m, scsiMod, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sd, err := scsi.RegisterSD(ctx, m, sdMod, ml)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := scsi.NewLibata(m, oldLibata, ml)
+	if err := m.Rmmod(ctx, "libata"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Insmod("libata", nil, "scsi_mod"); err != nil {
+		t.Fatal(err)
+	}
+	ahci, _ := m.Insmod("ahci", nil, "libata")
+	if err := scsi.RegisterAHCI(ctx, m, ahci, stale); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := scsi.AddController(ctx, m, "ahci.0", scsi.NewDiskHardware(16)); err != nil {
+		t.Fatal(err)
+	}
+	if sd.Disk("sda") != nil {
+		t.Error("a disk was made behind a host whose template's module is gone")
+	}
+	quiesce(t, m)
+	if n := m.Log().Count(check.CallIntoGoneOwner); n != 0 {
+		t.Errorf("%d calls into the gone libata: %v", n, m.Log().Violations())
+	}
+}

@@ -168,14 +168,18 @@ func AddDisk(ctx context.Context, parent *device.Device, cfg DiskConfig) (*Disk,
 		r.forget(d)
 		return nil, &sever.ObjectError{Object: obj, Err: fmt.Errorf("owner %s is %v: %w", o.Name(), o.State(), sever.ErrNoDevice)}
 	}
-	d.q = blockq.New(cfg.Name, &accountingDriver{d: d, drv: cfg.Driver}, depth, c.Options()...)
+	var drv blockq.Driver = &accountingDriver{d: d, drv: cfg.Driver}
+	if d.owner != nil {
+		drv = blockq.OwnedBy(d.owner, drv) // every driver call pins the owner
+	}
+	d.q = blockq.New(cfg.Name, drv, depth, c.Options()...)
 
 	dev, err := c.Register(ctx, device.Config{
 		Name: cfg.Name, Parent: parent, Class: r.class, Owner: cfg.Owner,
 		Groups: d.groups(cfg.Attrs),
 	})
 	if err != nil {
-		d.q.Kill(ctx)
+		_ = d.q.Kill(ctx) // nothing was submitted: it returns at once
 		d.release()
 		return nil, err
 	}
@@ -188,12 +192,12 @@ func AddDisk(ctx context.Context, parent *device.Device, cfg DiskConfig) (*Disk,
 		// parent, or a DelSelf from an attribute): the removal path did
 		// not take what we failed to join, so undo it here.
 		d.dying.Store(true)
-		d.q.Kill(ctx)
+		_ = d.q.Kill(ctx) // the errors that matter are err and the remover's
 		if d.link != nil {
-			c.Sysfs().Remove(ctx, d.link)
+			_ = c.Sysfs().Remove(ctx, d.link)
 		}
 		d.release()
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx)
 		return nil, err
 	}
 	return d, nil

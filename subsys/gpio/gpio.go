@@ -83,18 +83,24 @@ func AddChip(ctx context.Context, parent *device.Device, label string, n int, op
 	}
 	c := &Chip{dev: dev, label: label, n: n, owner: make([]string, n), reqs: make(map[*LineRequest]struct{})}
 	if c.prov, err = device.NewProvider[ChipOps](dev, "gpio", ops); err != nil {
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx) // the error that matters is err
 		return nil, err
 	}
 	c.prov.OnRevoke(c.severRequests)
 	r.mu.Lock()
 	r.byLbl[label] = c
 	r.mu.Unlock()
-	dev.AddResource("gpio label", func() {
+	forget := func() {
 		r.mu.Lock()
 		delete(r.byLbl, label)
 		r.mu.Unlock()
-	})
+	}
+	if _, err := dev.AddResource("gpio label", forget); err != nil {
+		// The chip is being removed already (unplugged during Probe):
+		// the removal path will not free the label; free it here.
+		forget()
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -188,7 +194,7 @@ func (c *Chip) RequestLine(offset int, consumer string) (*Line, error) {
 		return nil, err
 	}
 	if err := c.claim([]int{offset}, consumer); err != nil {
-		h.Close()
+		_ = h.Close() // a fresh handle: Close cannot fail
 		return nil, err
 	}
 	return &Line{c: c, h: h, offset: offset}, nil
@@ -270,7 +276,7 @@ func (c *Chip) RequestLines(cfg RequestConfig) (*LineRequest, error) {
 		return nil, err
 	}
 	if err := c.claim(cfg.Offsets, cfg.Consumer); err != nil {
-		h.Close()
+		_ = h.Close() // a fresh handle: Close cannot fail
 		return nil, err
 	}
 	name := fmt.Sprintf("%s: line request (%s)", c.dev.Path(), cfg.Consumer)

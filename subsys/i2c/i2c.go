@@ -87,17 +87,23 @@ func AddAdapter(ctx context.Context, parent *device.Device, algo Algorithm) (*Ad
 	}
 	a := &Adapter{dev: dev, nr: nr}
 	if a.prov, err = device.NewProvider(dev, "i2c", algo); err != nil {
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx) // the error that matters is err
 		return nil, err
 	}
 	r.mu.Lock()
 	r.byNr[nr] = a
 	r.mu.Unlock()
-	dev.AddResource("adapter number", func() {
+	forget := func() {
 		r.mu.Lock()
 		delete(r.byNr, nr)
 		r.mu.Unlock()
-	})
+	}
+	if _, err := dev.AddResource("adapter number", forget); err != nil {
+		// The adapter is being removed already: the removal path will not
+		// free the number; free it here.
+		forget()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -185,9 +191,9 @@ func (a *Adapter) NewClient(ctx context.Context, name, compatible string, addr u
 	cl := &Client{addr: addr, ref: ref}
 	r := reg(a.dev.Core())
 	dev, err := a.dev.Core().Register(ctx, device.Config{Name: name, Parent: a.dev, Bus: r.bus, Compatible: compatible, Data: cl,
-		Release: func() { ref.Put() }})
+		Release: func() { _ = ref.Put() }}) // the first Put of ref: it cannot fail
 	if err != nil {
-		ref.Put()
+		_ = ref.Put() // the first Put of ref: it cannot fail
 		return nil, err
 	}
 	cl.dev.Store(dev)

@@ -58,14 +58,17 @@ func irqSpace(c *device.Core) *space {
 
 // Domain maps the hardware interrupts of one device. It is a child device
 // of its provider, so the provider's removal path removes it children-first.
+// It is a sever.Scope whose children are the requests on its IRQs: severing
+// the domain severs every request, newest first, and a request made while
+// the domain is severing is severed at once.
 type Domain struct {
 	dev   *device.Device
 	core  *device.Core
 	sp    *space
 	size  int
+	s     *sever.Scope
 	mu    sync.Mutex
 	byHw  map[int]*desc
-	gone  bool
 	fired atomic.Int64
 }
 
@@ -88,9 +91,10 @@ func AddDomain(ctx context.Context, parent *device.Device, name string, size int
 		return nil, err
 	}
 	d := &Domain{dev: dev, core: c, sp: irqSpace(c), size: size, byHw: make(map[int]*desc)}
+	d.s = sever.NewScope(dev.Path()+": irq domain", nil, c.Options()...)
 	// The domain joins its device's removal path as a provider.
 	if _, err := dev.AddSeverable("irq domain", device.StageProviders, d.sever); err != nil {
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx) // the error that matters is err
 		return nil, err
 	}
 	return d, nil
@@ -111,7 +115,7 @@ func (d *Domain) Map(hwirq int) (int, error) {
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.gone {
+	if d.s.Err() != nil {
 		return 0, &sever.ObjectError{Object: d.dev.Path(), Err: sever.ErrNoDevice}
 	}
 	if ds, ok := d.byHw[hwirq]; ok {
@@ -127,10 +131,19 @@ func (d *Domain) Map(hwirq int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	t.AddAttr(node, kernfs.Attr{Name: "hwirq", Show: func(c *kernfs.Call, b []byte) ([]byte, error) { return fmt.Appendf(b, "%d\n", hwirq), nil }})
-	t.AddAttr(node, kernfs.Attr{Name: "domain", Show: func(c *kernfs.Call, b []byte) ([]byte, error) { return fmt.Appendf(b, "%s\n", d.dev.Path()), nil }})
-	t.AddAttr(node, kernfs.Attr{Name: "actions", Show: ds.showActions})
-	t.Activate(node)
+	for _, a := range []kernfs.Attr{
+		{Name: "hwirq", Show: func(c *kernfs.Call, b []byte) ([]byte, error) { return fmt.Appendf(b, "%d\n", hwirq), nil }},
+		{Name: "domain", Show: func(c *kernfs.Call, b []byte) ([]byte, error) { return fmt.Appendf(b, "%s\n", d.dev.Path()), nil }},
+		{Name: "actions", Show: ds.showActions},
+	} {
+		if _, err := t.AddAttr(node, a); err != nil {
+			_ = t.Remove(context.Background(), node) // nothing of it was visible
+			return 0, err
+		}
+	}
+	if err := t.Activate(node); err != nil {
+		return 0, err
+	}
 	ds.node = node
 	d.byHw[hwirq] = ds
 	d.sp.mu.Lock()
@@ -158,9 +171,8 @@ func (ds *desc) showActions(c *kernfs.Call, b []byte) ([]byte, error) {
 func (d *Domain) Fire(hwirq int) (int, error) {
 	d.mu.Lock()
 	ds, ok := d.byHw[hwirq]
-	gone := d.gone
 	d.mu.Unlock()
-	if gone {
+	if d.s.Err() != nil {
 		return 0, &sever.ObjectError{Object: d.dev.Path(), Err: sever.ErrNoDevice}
 	}
 	if !ok {
@@ -179,12 +191,15 @@ func (d *Domain) Fire(hwirq int) (int, error) {
 	return ran, nil
 }
 
-// sever detaches every requested IRQ: it refuses new handler runs, drains
-// the running ones, turns the requests into shells and removes the /irq
-// nodes. It runs in the domain device's removal path.
+// sever detaches every requested IRQ — the domain's scope severs its
+// requests: no handler runs from here on, the running ones drain, and each
+// Request becomes a shell — and removes the /irq nodes. It runs in the
+// domain device's removal path.
 func (d *Domain) sever(ctx context.Context) error {
+	if err := d.s.Sever(ctx); err != nil {
+		return err
+	}
 	d.mu.Lock()
-	d.gone = true
 	descs := make([]*desc, 0, len(d.byHw))
 	for _, ds := range d.byHw {
 		descs = append(descs, ds)
@@ -194,12 +209,8 @@ func (d *Domain) sever(ctx context.Context) error {
 	var errs []error
 	for _, ds := range descs {
 		ds.mu.Lock()
-		reqs := ds.reqs
 		ds.reqs = nil
 		ds.mu.Unlock()
-		for _, r := range reqs {
-			errs = append(errs, r.detach(ctx))
-		}
 		errs = append(errs, d.core.Sysfs().Remove(ctx, ds.node))
 		d.sp.mu.Lock()
 		delete(d.sp.descs, ds.irq)
@@ -216,8 +227,9 @@ func (d *Domain) sever(ctx context.Context) error {
 type Request struct {
 	ds      *desc
 	name    string
+	site    string // "irq N (name): handler"
 	handler Handler
-	a       *sever.Active // guards handler runs
+	s       *sever.Scope // the handler's runs; a child of the domain's scope
 	freed   atomic.Bool
 }
 
@@ -233,18 +245,16 @@ func RequestIRQ(c *device.Core, irq int, name string, handler Handler) (*Request
 	if ds == nil {
 		return nil, &sever.ObjectError{Object: obj, Err: sever.ErrNotExist}
 	}
-	r := &Request{ds: ds, name: name, handler: handler, a: sever.NewActive(obj+" ("+name+")", c.Options()...)}
-	ds.d.mu.Lock()
-	gone := ds.d.gone
-	if !gone {
-		ds.mu.Lock()
-		ds.reqs = append(ds.reqs, r)
-		ds.mu.Unlock()
-	}
-	ds.d.mu.Unlock()
-	if gone {
+	r := &Request{ds: ds, name: name, handler: handler, s: sever.NewScope(obj+" ("+name+")", nil, c.Options()...)}
+	r.site = r.s.Name() + ": handler"
+	// Adopt severs r at once if the domain is severing: the race with the
+	// domain's removal is handled there.
+	if err := ds.d.s.Adopt(context.Background(), r.s); err != nil {
 		return nil, &sever.ObjectError{Object: obj, Err: sever.ErrNoDevice}
 	}
+	ds.mu.Lock()
+	ds.reqs = append(ds.reqs, r)
+	ds.mu.Unlock()
 	return r, nil
 }
 
@@ -256,29 +266,17 @@ func (r *Request) IRQ() int { return r.ds.irq }
 // after Free.
 func (r *Request) Err() error {
 	if r.freed.Load() {
-		return &sever.ObjectError{Object: r.a.Name(), Err: sever.ErrClosed}
+		return &sever.ObjectError{Object: r.s.Name(), Err: sever.ErrClosed}
 	}
-	return r.a.Err()
+	return r.s.Err()
 }
 
+// run runs the handler through the request's scope (a panic is recovered
+// and recorded as check.DriverFault) and reports whether it ran.
 func (r *Request) run() bool {
-	t, ok := r.a.Enter()
-	if !ok {
-		return false
-	}
-	defer r.a.Exit(&t)
-	defer func() {
-		if p := recover(); p != nil {
-			r.ds.d.core.Log().Record(faultOf(r.a.Name(), p))
-		}
-	}()
-	r.handler(r.ds.irq)
-	return true
+	err := r.s.Call(r.site, func() error { r.handler(r.ds.irq); return nil })
+	return err == nil || !errors.Is(err, r.s.Gone())
 }
-
-// detach severs the request's handler (draining a running one) and makes
-// it a shell.
-func (r *Request) detach(ctx context.Context) error { return r.a.Sever(ctx) }
 
 // Free releases the IRQ (free_irq): it returns once the handler is not
 // running and never will again. On a shell it only marks the request
@@ -286,13 +284,13 @@ func (r *Request) detach(ctx context.Context) error { return r.a.Sever(ctx) }
 // must not be called from the handler.
 func (r *Request) Free(ctx context.Context) error {
 	if r.freed.Swap(true) {
-		return &sever.ObjectError{Object: r.a.Name(), Err: sever.ErrClosed}
+		return &sever.ObjectError{Object: r.s.Name(), Err: sever.ErrClosed}
 	}
 	ds := r.ds
 	ds.mu.Lock()
 	ds.reqs = slices.DeleteFunc(ds.reqs, func(x *Request) bool { return x == r })
 	ds.mu.Unlock()
-	return r.a.Sever(ctx)
+	return r.s.Sever(ctx) // a severed child leaves the domain's list by itself
 }
 
 // Requested returns the number of live requests on the machine's IRQs, for

@@ -169,7 +169,7 @@ func Register(ctx context.Context, parent *device.Device, info Info) (*Device, e
 	u.dev = dev
 	if _, err := dev.AddResource("uio index", free); err != nil {
 		free()
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx) // the error that matters is err
 		return nil, err
 	}
 	owner := info.Owner
@@ -191,7 +191,7 @@ func Register(ctx context.Context, parent *device.Device, info Info) (*Device, e
 		},
 	})
 	if err != nil {
-		dev.Unregister(ctx)
+		_ = dev.Unregister(ctx) // the error that matters is err
 		return nil, err
 	}
 	return u, nil

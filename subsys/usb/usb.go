@@ -11,6 +11,7 @@ package usb
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -73,12 +74,16 @@ func (h *Host) Port(n int) *Port { return h.ports[n-1] }
 // Root returns the root hub's device.
 func (h *Host) Root() *device.Device { return h.root }
 
-// Remove unplugs every port and removes the host.
+// Remove unplugs every port and removes the host. It returns the errors of
+// the unplugs and of the host's removal, joined.
 func (h *Host) Remove(ctx context.Context) error {
+	var errs []error
 	for _, p := range h.ports {
-		p.Unplug(ctx)
+		if err := p.Unplug(ctx); err != nil && !errors.Is(err, sever.ErrNoDevice) {
+			errs = append(errs, err)
+		}
 	}
-	return h.root.Unregister(ctx)
+	return errors.Join(append(errs, h.root.Unregister(ctx))...)
 }
 
 // Port is one port of a host.
