@@ -54,6 +54,17 @@ type Config struct {
 	Serial bool
 	// Progress, if not nil, gets a line per round.
 	Progress io.Writer
+	// Live, if not nil, is kept up to date while the run goes on, for a
+	// progress display that samples it from another goroutine.
+	Live *Live
+}
+
+// Live is a running count of a run's operations and findings, updated as
+// they happen (every operation adds one to Ops) and safe to read at any
+// time. Several runs may share one, to count a sequence of runs.
+type Live struct {
+	Ops      atomic.Int64
+	Findings atomic.Int64
 }
 
 func (c Config) withDefaults() Config {
@@ -160,6 +171,20 @@ const MaxFindings = 50
 // OK reports whether the run found nothing wrong.
 func (res *Result) OK() bool { return len(res.Findings) == 0 }
 
+// SkipShare is the fraction of the run's operations that found nothing to
+// act on (KindCount.Skipped over all kinds).
+func (res *Result) SkipShare() float64 {
+	var n, skipped int64
+	for _, k := range res.Counts {
+		n += k.N
+		skipped += k.Skipped
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(skipped) / float64(n)
+}
+
 // OpsPerSecond is the run's throughput.
 func (res *Result) OpsPerSecond() float64 {
 	if res.Elapsed <= 0 {
@@ -256,6 +281,9 @@ func RunOps(ctx context.Context, cfg Config, seqs [][]Op) *Result {
 
 // add keeps f, or counts it once MaxFindings are kept.
 func (h *harness) add(f Finding) {
+	if l := h.cfg.Live; l != nil {
+		l.Findings.Add(1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.res.Findings) >= MaxFindings {
@@ -510,7 +538,8 @@ func (res *Result) WriteReport(w io.Writer) {
 		total.add(kc)
 		fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n", Kind(k), kc.N, kc.OK, kc.Failed, kc.Skipped, kc.Max.Round(time.Microsecond))
 	}
-	fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
+	fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
+	fmt.Fprintf(w, "skipped for having nothing to act on: %.1f%%\n\n", 100*res.SkipShare())
 	fmt.Fprintf(w, "faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
 	fmt.Fprintf(w, "stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
 		res.Probes, res.Releases, res.RegionFrees, res.ShellsOpened, res.ShellsFreed)
