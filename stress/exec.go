@@ -728,7 +728,7 @@ func (w *worker) irqRequest(op Op) (bool, error) {
 	rq.next.Store(op.C)
 	next, faults := rq.next, &w.r.faults
 	irq, err := cp2112.RequestIRQ(w.r.m.Core(), hw.Serial(), int(op.B%cp2112.Lines), fmt.Sprintf("stress-w%d", w.id), func(int) {
-		faults.inject(next.Swap(0), "irq handler")
+		_ = faults.inject(next.Swap(0), "irq handler") // a handler returns nothing
 	})
 	if err != nil {
 		return true, err

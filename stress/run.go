@@ -387,7 +387,9 @@ func (h *harness) play(ctx context.Context, round int, per []int, next func(w in
 				// Deferred work (a remove_async's) finishes within its
 				// operation, so the next one sees the same machine
 				// every time.
-				r.m.Sysfs().Flush(ctx)
+				if err := r.m.Sysfs().Flush(ctx); err != nil && ctx.Err() == nil {
+					h.add(Finding{Round: round, Class: "teardown", Detail: fmt.Sprintf("flush of deferred work after %v: %v", op, err)})
+				}
 				w.end()
 			}
 		}
@@ -440,7 +442,8 @@ func (h *harness) play(ctx context.Context, round int, per []int, next func(w in
 	findings := len(h.res.Findings)
 	h.mu.Unlock()
 	if cfg.Progress != nil {
-		fmt.Fprintf(cfg.Progress, "round %d: %d ops in %v, %d findings so far\n", round, ran, time.Since(start).Round(time.Millisecond), findings)
+		// A progress line that cannot be written is lost; the run goes on.
+		_, _ = fmt.Fprintf(cfg.Progress, "round %d: %d ops in %v, %d findings so far\n", round, ran, time.Since(start).Round(time.Millisecond), findings)
 	}
 	return true
 }
@@ -527,47 +530,63 @@ func (h *harness) audit(ctx context.Context, r *rig) {
 }
 
 // WriteReport writes res as a table of figures followed by the findings,
-// each with the command that replays its round.
-func (res *Result) WriteReport(w io.Writer) {
+// each with the command that replays its round. It returns the first
+// error writing to out, and writes nothing after it.
+func (res *Result) WriteReport(out io.Writer) error {
+	w := &errWriter{w: out}
 	c := res.Config
-	fmt.Fprintf(w, "sever stress: seed %d, %d goroutines, %d rounds of up to %d ops, fault rate %g\n", c.Seed, c.Goroutines, res.Rounds, c.RoundOps, c.FaultRate)
-	fmt.Fprintf(w, "%d operations in %v: %.0f ops/s\n\n", res.Ops, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond())
-	fmt.Fprintf(w, "%-13s %9s %9s %9s %9s %10s\n", "kind", "ops", "ok", "failed", "skipped", "max")
+	w.printf("sever stress: seed %d, %d goroutines, %d rounds of up to %d ops, fault rate %g\n", c.Seed, c.Goroutines, res.Rounds, c.RoundOps, c.FaultRate)
+	w.printf("%d operations in %v: %.0f ops/s\n\n", res.Ops, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond())
+	w.printf("%-13s %9s %9s %9s %9s %10s\n", "kind", "ops", "ok", "failed", "skipped", "max")
 	var total KindCount
 	for k, kc := range res.Counts {
 		total.add(kc)
-		fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n", Kind(k), kc.N, kc.OK, kc.Failed, kc.Skipped, kc.Max.Round(time.Microsecond))
+		w.printf("%-13s %9d %9d %9d %9d %10v\n", Kind(k), kc.N, kc.OK, kc.Failed, kc.Skipped, kc.Max.Round(time.Microsecond))
 	}
-	fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
-	fmt.Fprintf(w, "skipped for having nothing to act on: %.1f%%\n\n", 100*res.SkipShare())
-	fmt.Fprintf(w, "faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
-	fmt.Fprintf(w, "stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
+	w.printf("%-13s %9d %9d %9d %9d %10v\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
+	w.printf("skipped for having nothing to act on: %.1f%%\n\n", 100*res.SkipShare())
+	w.printf("faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
+	w.printf("stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
 		res.Probes, res.Releases, res.RegionFrees, res.ShellsOpened, res.ShellsFreed)
 	if res.OK() {
-		fmt.Fprintf(w, "\nPASS: no violation, no broken promise, no leak\n")
-		return
+		w.printf("\nPASS: no violation, no broken promise, no leak\n")
+		return w.err
 	}
-	fmt.Fprintf(w, "\nFAIL: %d findings", len(res.Findings))
+	w.printf("\nFAIL: %d findings", len(res.Findings))
 	if len(res.Dropped) > 0 {
 		var ds []string
 		for cl, n := range res.Dropped {
 			ds = append(ds, fmt.Sprintf("%s×%d", cl, n))
 		}
 		sort.Strings(ds)
-		fmt.Fprintf(w, " (and %s not kept)", strings.Join(ds, ", "))
+		w.printf(" (and %s not kept)", strings.Join(ds, ", "))
 	}
-	fmt.Fprintln(w)
+	w.printf("\n")
 	for i, f := range res.Findings {
-		fmt.Fprintf(w, "\n%d. round %d: %s: %s\n", i+1, f.Round, f.Class, f.Detail)
+		w.printf("\n%d. round %d: %s: %s\n", i+1, f.Round, f.Class, f.Detail)
 		for _, in := range f.Inflight {
-			fmt.Fprintf(w, "   in flight: %v\n", in)
+			w.printf("   in flight: %v\n", in)
 		}
 		if f.Stack != "" {
-			fmt.Fprintf(w, "   stack:\n%s\n", indent(f.Stack, "      "))
+			w.printf("   stack:\n%s\n", indent(f.Stack, "      "))
 		}
 		if f.Round >= 0 {
-			fmt.Fprintf(w, "   replay: %s\n", res.ReplayCommand(f))
+			w.printf("   replay: %s\n", res.ReplayCommand(f))
 		}
+	}
+	return w.err
+}
+
+// errWriter keeps the first error of a sequence of writes and skips the
+// writes after it, so a report checks its writes once, at the end.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, a ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, a...)
 	}
 }
 

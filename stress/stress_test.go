@@ -11,7 +11,9 @@ import (
 func report(t *testing.T, res *Result) {
 	t.Helper()
 	var b bytes.Buffer
-	res.WriteReport(&b)
+	if err := res.WriteReport(&b); err != nil {
+		t.Fatal(err)
+	}
 	if !res.OK() {
 		t.Fatalf("the stress run found something:\n%s", b.String())
 	}

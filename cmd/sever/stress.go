@@ -7,6 +7,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sever-dev/sever/stress"
@@ -39,51 +44,348 @@ a fixed order, so that the interleaving is the same every time too. Under
 real concurrency a replay runs the same choices in another interleaving: it
 reproduces a failure only as often as that interleaving recurs.
 
+Many seeds: --seeds 2,3,5 runs each seed in turn (each bounded by --ops or
+--duration); --soak 1h runs seeds --seed, --seed+1, ... for an hour in all,
+each for --seed-duration (or --ops). Both go on after a finding, print a
+line per seed as it ends (and the full report of a seed with findings), and
+end with the findings per seed and the operations run between findings.
+
+Progress: on a terminal, a line with operations, ops/s, findings and the
+time elapsed, redrawn every second; otherwise the same as a plain line
+every 10 seconds. -q turns it off.
+
 Exits 0 when there is no finding, 1 otherwise, 2 for bad flags.
 
 flags:
 `
 
+// stressFlags are the flags of `sever stress` beyond stress.Config's.
+type stressFlags struct {
+	quiet        bool
+	seeds        string
+	soak         time.Duration
+	seedDuration time.Duration
+}
+
 func stressCmd(args []string, stdout, stderr io.Writer) int {
 	var cfg stress.Config
-	var quiet bool
+	var f stressFlags
 	fs := flag.NewFlagSet("stress", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Int64Var(&cfg.Seed, "seed", 1, "the run's seed: every choice follows from it")
+	fs.Int64Var(&cfg.Seed, "seed", 1, "the run's seed: every choice follows from it (with --soak, the first seed)")
 	fs.IntVar(&cfg.Goroutines, "goroutines", 8, "goroutines issuing operations")
-	fs.Int64Var(&cfg.Ops, "ops", 0, "stop after this many operations (default 100000 unless --duration is given)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (the first of --ops and --duration ends the run)")
+	fs.Int64Var(&cfg.Ops, "ops", 0, "stop after this many operations, per seed (default 100000 unless --duration is given)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long, per seed (the first of --ops and --duration ends the run)")
 	fs.IntVar(&cfg.RoundOps, "round-ops", 40000, "operations per round (per machine)")
 	fs.Float64Var(&cfg.FaultRate, "fault-rate", 0.05, "fraction of operations that plant a fault in the driver code they reach (negative: none)")
 	fs.DurationVar(&cfg.Deadline, "deadline", 10*time.Second, "deadline of every removal, unload and drain")
 	fs.IntVar(&cfg.Round, "replay", -1, "run only this round again, with the same choices (same --seed, --goroutines, --round-ops, --fault-rate)")
 	fs.BoolVar(&cfg.Serial, "serial", false, "run each round's operations one at a time, in a fixed order")
-	fs.BoolVar(&quiet, "q", false, "no progress line per round")
+	fs.StringVar(&f.seeds, "seeds", "", "run these seeds in turn (comma-separated), each bounded by --ops or --duration")
+	fs.DurationVar(&f.soak, "soak", 0, "run seeds --seed, --seed+1, ... for this long in all, going on after findings")
+	fs.DurationVar(&f.seedDuration, "seed-duration", 20*time.Second, "with --soak and no --ops: how long each seed runs")
+	fs.BoolVar(&f.quiet, "q", false, "no progress line")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), stressHelp)
+		_, _ = fmt.Fprint(fs.Output(), stressHelp) // flag's own usage output is unchecked too
 		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sever stress: unexpected argument %q\n", fs.Arg(0))
+	bad := func(format string, a ...any) int {
+		_, _ = fmt.Fprintf(stderr, "sever stress: "+format+"\n", a...) // exit 2 says it anyway
 		return 2
+	}
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
 	}
 	if cfg.Goroutines < 1 || cfg.RoundOps < 1 || cfg.Ops < 0 || cfg.Duration < 0 || cfg.Deadline <= 0 {
-		fmt.Fprintln(stderr, "sever stress: --goroutines and --round-ops must be at least 1, --ops and --duration not negative, --deadline positive")
-		return 2
+		return bad("--goroutines and --round-ops must be at least 1, --ops and --duration not negative, --deadline positive")
 	}
 	cfg.Replay = cfg.Round >= 0
-	if !quiet {
-		cfg.Progress = stderr
+	seeds, err := parseSeeds(f.seeds)
+	if err != nil {
+		return bad("--seeds: %v", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	multi := len(seeds) > 0 || f.soak > 0
+	switch {
+	case len(seeds) > 0 && f.soak > 0:
+		return bad("--seeds and --soak exclude each other")
+	case multi && cfg.Replay:
+		return bad("--replay runs one round of one seed; not with --seeds or --soak")
+	case f.soak < 0 || f.seedDuration <= 0:
+		return bad("--soak must not be negative, --seed-duration must be positive")
+	}
+	if f.soak > 0 && cfg.Ops == 0 && cfg.Duration == 0 {
+		cfg.Duration = f.seedDuration
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res := stress.Run(ctx, cfg)
-	res.WriteReport(stdout)
-	if !res.OK() {
+	live := &stress.Live{}
+	cfg.Live = live
+	var prog *progress
+	if !f.quiet {
+		prog = startProgress(stderr, live)
+		defer prog.stop()
+	}
+	if !multi {
+		res := stress.Run(ctx, cfg)
+		prog.stop()
+		if err := res.WriteReport(stdout); err != nil || !res.OK() {
+			return 1
+		}
+		return 0
+	}
+	out := &printer{w: stdout}
+
+	var sum soakSummary
+	start := time.Now()
+	for i := 0; ctx.Err() == nil; i++ {
+		c := cfg
+		if len(seeds) > 0 {
+			if i == len(seeds) {
+				break
+			}
+			c.Seed = seeds[i]
+		} else {
+			left := f.soak - time.Since(start)
+			if left <= 0 {
+				break
+			}
+			c.Seed = cfg.Seed + int64(i)
+			if c.Duration == 0 || c.Duration > left {
+				c.Duration = left
+			}
+		}
+		prog.setSeed(c.Seed)
+		res := stress.Run(ctx, c)
+		prog.clear()
+		sum.add(res)
+		out.printf("%s\n", seedLine(res))
+		if !res.OK() && out.err == nil {
+			out.err = res.WriteReport(stdout)
+		}
+	}
+	prog.stop()
+	sum.write(out, time.Since(start))
+	if sum.findings > 0 || out.err != nil {
 		return 1
 	}
 	return 0
+}
+
+// printer keeps the first error of a sequence of writes and skips the
+// writes after it: the command checks its output once, in its exit code.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, a ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, a...)
+	}
+}
+
+// parseSeeds parses "2,3,5".
+func parseSeeds(s string) ([]int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var seeds []int64
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a seed", f)
+		}
+		seeds = append(seeds, n)
+	}
+	return seeds, nil
+}
+
+// seedLine is one seed's outcome in a line: figures, and the findings by
+// class with the command that replays the first.
+func seedLine(res *stress.Result) string {
+	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped: ",
+		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare())
+	if res.OK() {
+		return s + "clean"
+	}
+	s += fmt.Sprintf("%d findings (%s)", findings(res), classes(res))
+	for _, f := range res.Findings {
+		if f.Round >= 0 {
+			return s + "; replay: " + res.ReplayCommand(f)
+		}
+	}
+	return s
+}
+
+func findings(res *stress.Result) int {
+	n := len(res.Findings)
+	for _, d := range res.Dropped {
+		n += d
+	}
+	return n
+}
+
+// classes is "call into gone owner×2, stuck×1".
+func classes(res *stress.Result) string {
+	counts := map[string]int{}
+	for _, f := range res.Findings {
+		counts[f.Class]++
+	}
+	for c, n := range res.Dropped {
+		counts[c] += n
+	}
+	var cs []string
+	for c, n := range counts {
+		cs = append(cs, fmt.Sprintf("%s×%d", c, n))
+	}
+	sort.Strings(cs)
+	return strings.Join(cs, ", ")
+}
+
+// soakSummary adds up a sequence of runs, one per seed.
+type soakSummary struct {
+	seeds, ops, findings int64
+	dirty                []string // "7 (call into gone owner×1)"
+	runs                 []*stress.Result
+}
+
+func (s *soakSummary) add(res *stress.Result) {
+	s.seeds++
+	s.ops += res.Ops
+	s.runs = append(s.runs, res)
+	if n := findings(res); n > 0 {
+		s.findings += int64(n)
+		s.dirty = append(s.dirty, fmt.Sprintf("%d (%s)", res.Config.Seed, classes(res)))
+	}
+}
+
+func (s *soakSummary) write(w *printer, elapsed time.Duration) {
+	w.printf("\nsever stress: %d seeds, %d operations in %v", s.seeds, s.ops, elapsed.Round(time.Second))
+	if s.findings == 0 {
+		w.printf(": no finding; %d operations ran clean\n", s.ops)
+		w.printf("PASS: no violation, no broken promise, no leak on any seed\n")
+		return
+	}
+	w.printf(": %d findings on %d of %d seeds; one finding per %d operations\n", s.findings, len(s.dirty), s.seeds, s.ops/s.findings)
+	w.printf("seeds with findings: %s\n", strings.Join(s.dirty, "; "))
+	w.printf("FAIL: replay a seed's round with the command printed on its line\n")
+}
+
+// progress redraws a status line from a stress.Live: on a terminal every
+// second, in place; otherwise a plain line every 10 seconds. It is the one
+// place that knows how progress is shown, so another display can take its
+// place. A nil *progress does nothing.
+type progress struct {
+	w     io.Writer
+	live  *stress.Live
+	tty   bool
+	start time.Time
+
+	mu      sync.Mutex
+	seed    int64
+	drawn   bool // a tty line is on screen, not yet ended
+	stopped bool
+	done    chan struct{} // closed by stop
+	exited  chan struct{} // closed when the drawing goroutine returns
+	once    sync.Once
+}
+
+func startProgress(w io.Writer, live *stress.Live) *progress {
+	p := &progress{w: w, live: live, tty: isTerminal(w), start: time.Now(), seed: -1, done: make(chan struct{}), exited: make(chan struct{})}
+	every := 10 * time.Second
+	if p.tty {
+		every = time.Second
+	}
+	go func() {
+		defer close(p.exited)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last, lastAt := int64(0), p.start
+		for {
+			select {
+			case <-p.done:
+				return
+			case now := <-t.C:
+				ops := p.live.Ops.Load()
+				rate := float64(ops-last) / now.Sub(lastAt).Seconds()
+				last, lastAt = ops, now
+				p.draw(ops, rate, now)
+			}
+		}
+	}()
+	return p
+}
+
+func (p *progress) draw(ops int64, rate float64, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	line := fmt.Sprintf("sever stress: %d ops, %.0f ops/s, %d findings, %v elapsed", ops, rate, p.live.Findings.Load(), now.Sub(p.start).Round(time.Second))
+	if p.seed >= 0 {
+		line += fmt.Sprintf(", seed %d", p.seed)
+	}
+	var err error
+	if p.tty {
+		_, err = fmt.Fprintf(p.w, "\r\033[K%s", line)
+		p.drawn = true
+	} else {
+		_, err = fmt.Fprintln(p.w, line)
+	}
+	// A display that cannot write stops drawing; the run goes on.
+	p.stopped = err != nil
+}
+
+// setSeed names the seed that runs now.
+func (p *progress) setSeed(seed int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.seed = seed
+	p.mu.Unlock()
+}
+
+// clear ends a line drawn on a terminal, so other output starts on its
+// own line.
+func (p *progress) clear() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		_, err := fmt.Fprint(p.w, "\r\033[K")
+		p.drawn, p.stopped = false, p.stopped || err != nil
+	}
+}
+
+// stop ends the display; it may be called more than once.
+func (p *progress) stop() {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() {
+		close(p.done)
+		<-p.exited
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+	})
+	p.clear()
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
