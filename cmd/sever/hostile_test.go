@@ -84,7 +84,7 @@ func classOf(rel string) fileClass {
 func hostileAllowed(c fileClass, op string) []syscall.Errno {
 	common := []syscall.Errno{syscall.ENOENT, syscall.ENODEV, syscall.EACCES}
 	switch {
-	case op == "open":
+	case op == "open", op == "close":
 		return common
 	case c == classAttr && op == "read":
 		// a Show that refuses (a device whose state cannot be shown now)
@@ -255,7 +255,7 @@ func hostileMain(dir string) int {
 				var fd int
 				fd, err = syscall.Open(bad, syscall.O_RDONLY|flags, 0)
 				if err == nil {
-					syscall.Close(fd)
+					_ = syscall.Close(fd) // it should not have opened: reported below
 				}
 			})
 			mu.Lock()
@@ -267,13 +267,13 @@ func hostileMain(dir string) int {
 		case 1: // a read at a random offset, of a random size
 			offs := []int64{0, 1, 2, 7, 4095, 4096, 4097, 1 << 20, 1 << 40, 1 << 62, rng.Int64N(1 << 16)}
 			off, size := offs[rng.IntN(len(offs))], []int{1, 3, 4, 5, 64, 4096, 65536}[rng.IntN(7)]
-			var oerr, rerr error
+			var oerr, rerr, cerr error
 			ok := watch(fmt.Sprintf("pread %s %d@%d", rel, size, off), func() {
 				fd, err := syscall.Open(path, syscall.O_RDONLY|flags, 0)
 				if oerr = err; err != nil {
 					return
 				}
-				defer syscall.Close(fd)
+				defer func() { cerr = syscall.Close(fd) }()
 				if off == 0 { // plain read(2): a char device's way
 					_, rerr = syscall.Read(fd, make([]byte, size))
 				} else {
@@ -288,6 +288,7 @@ func hostileMain(dir string) int {
 			note(rel, "open", "for reading", oerr)
 			if oerr == nil {
 				note(rel, "read", fmt.Sprintf("%d bytes at %d", size, off), rerr)
+				note(rel, "close", "after a read", cerr)
 			}
 			mu.Unlock()
 		default: // hostile bytes to a writable file
@@ -299,7 +300,7 @@ func hostileMain(dir string) int {
 			readable := st.Mode().Perm()&0o444 != 0 && c == classAttr
 			var before, before2 []byte
 			var werrs []error
-			var oerr, aerr error
+			var oerr, aerr, cerr error
 			var after []byte
 			ok := watch(fmt.Sprintf("write %s %s", rel, p.kind), func() {
 				if readable && len(p.writes) == 1 {
@@ -319,7 +320,7 @@ func hostileMain(dir string) int {
 					}
 					werrs = append(werrs, err)
 				}
-				syscall.Close(fd)
+				cerr = syscall.Close(fd)
 				if readable && len(p.writes) == 1 && werrs[0] != nil {
 					after, aerr = os.ReadFile(path)
 				}
@@ -330,6 +331,9 @@ func hostileMain(dir string) int {
 			mu.Lock()
 			rep.ByKind[p.kind]++
 			note(rel, "open", "for writing", oerr)
+			if oerr == nil {
+				note(rel, "close", "after writes", cerr)
+			}
 			for i, werr := range werrs {
 				note(rel, "write", fmt.Sprintf("%s %q at %d", p.kind, trunc(p.writes[i].b), p.writes[i].off), werr)
 				if werr == nil {
