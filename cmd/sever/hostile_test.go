@@ -64,7 +64,7 @@ const (
 	classUIO                       // dev/uio0
 )
 
-func classOf(rel string) fileClass {
+func hostileClassOf(rel string) fileClass {
 	switch {
 	case strings.HasPrefix(rel, "dev/gpiochip"):
 		return classGpiochip
@@ -121,7 +121,7 @@ type hostileWrite struct {
 	off int64
 }
 
-func payloads(rng *rand.Rand) hostilePayload {
+func hostilePayloads(rng *rand.Rand) hostilePayload {
 	one := func(kind string, b []byte) hostilePayload {
 		return hostilePayload{kind, []hostileWrite{{b, 0}}}
 	}
@@ -213,7 +213,7 @@ func hostileMain(dir string) int {
 		}
 	}
 	note := func(rel, op, what string, err error) {
-		c := classOf(rel)
+		c := hostileClassOf(rel)
 		name := "ok"
 		if err != nil {
 			var e syscall.Errno
@@ -221,7 +221,7 @@ func hostileMain(dir string) int {
 				rep.Undoc = append(rep.Undoc, fmt.Sprintf("%s %s %s: %v (no errno)", op, rel, what, err))
 				return
 			}
-			name = errnoName(e)
+			name = hostileErrno(e)
 			if !slices.Contains(hostileAllowed(c, op), e) {
 				rep.Undoc = append(rep.Undoc, fmt.Sprintf("%s %s %s: %s", op, rel, what, name))
 			}
@@ -241,7 +241,7 @@ func hostileMain(dir string) int {
 		}
 		rel := files[rng.IntN(len(files))]
 		path := filepath.Join(dir, rel)
-		c := classOf(rel)
+		c := hostileClassOf(rel)
 		flags := syscall.O_NONBLOCK // a char device's read never sleeps here
 		mu.Lock()
 		rep.Ops++
@@ -296,7 +296,7 @@ func hostileMain(dir string) int {
 			if err != nil || st.Mode().Perm()&0o222 == 0 {
 				continue
 			}
-			p := payloads(rng)
+			p := hostilePayloads(rng)
 			readable := st.Mode().Perm()&0o444 != 0 && c == classAttr
 			var before, before2 []byte
 			var werrs []error
@@ -335,7 +335,7 @@ func hostileMain(dir string) int {
 				note(rel, "close", "after writes", cerr)
 			}
 			for i, werr := range werrs {
-				note(rel, "write", fmt.Sprintf("%s %q at %d", p.kind, trunc(p.writes[i].b), p.writes[i].off), werr)
+				note(rel, "write", fmt.Sprintf("%s %q at %d", p.kind, hostileTrunc(p.writes[i].b), p.writes[i].off), werr)
 				if werr == nil {
 					rep.Accepted[hostileGeneric(rel)+": "+p.kind]++
 				}
@@ -345,7 +345,7 @@ func hostileMain(dir string) int {
 			// moves by itself, such as a pressure average).
 			if len(werrs) == 1 && werrs[0] != nil && aerr == nil && before != nil && string(before) == string(before2) {
 				if string(after) != string(before) {
-					rep.Changed = append(rep.Changed, fmt.Sprintf("%s: %q rejected (%v), but %q became %q", rel, trunc(p.writes[0].b), werrs[0], before, after))
+					rep.Changed = append(rep.Changed, fmt.Sprintf("%s: %q rejected (%v), but %q became %q", rel, hostileTrunc(p.writes[0].b), werrs[0], before, after))
 				} else {
 					rep.Unchanged++
 				}
@@ -405,14 +405,14 @@ func hostileGeneric(rel string) string {
 	return string(out)
 }
 
-func trunc(b []byte) string {
+func hostileTrunc(b []byte) string {
 	if len(b) > 24 {
 		return string(b[:24]) + "…"
 	}
 	return string(b)
 }
 
-func errnoName(e syscall.Errno) string {
+func hostileErrno(e syscall.Errno) string {
 	names := map[syscall.Errno]string{syscall.ENOENT: "ENOENT", syscall.ENODEV: "ENODEV", syscall.EACCES: "EACCES",
 		syscall.EINVAL: "EINVAL", syscall.EBUSY: "EBUSY", syscall.EEXIST: "EEXIST", syscall.EFBIG: "EFBIG",
 		syscall.EIO: "EIO", syscall.EAGAIN: "EAGAIN", syscall.EPERM: "EPERM", syscall.ENOTCONN: "ENOTCONN",
@@ -545,10 +545,10 @@ func TestHostileInputFromAProcessChangesNothingAndBreaksNothing(t *testing.T) {
 	if strings.Contains(serr, "panic") || strings.Contains(sout, "panic") {
 		t.Errorf("the server reported a panic:\n%s%s", sout, serr)
 	}
-	for _, u := range firstN(rep.Undoc, 20) {
+	for _, u := range hostileFirstN(rep.Undoc, 20) {
 		t.Errorf("an answer no documented errno covers: %s", u)
 	}
-	for _, c := range firstN(rep.Changed, 20) {
+	for _, c := range hostileFirstN(rep.Changed, 20) {
 		t.Errorf("a rejected write changed the file: %s", c)
 	}
 	var kinds, errnos []string
@@ -573,7 +573,7 @@ func TestHostileInputFromAProcessChangesNothingAndBreaksNothing(t *testing.T) {
 	}
 }
 
-func firstN(s []string, n int) []string {
+func hostileFirstN(s []string, n int) []string {
 	if len(s) > n {
 		return append(s[:n:n], fmt.Sprintf("... and %d more", len(s)-n))
 	}
