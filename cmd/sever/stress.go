@@ -249,8 +249,12 @@ func classes(res *stress.Result) string {
 // soakSummary adds up a sequence of runs, one per seed.
 type soakSummary struct {
 	seeds, ops, findings int64
-	dirty                []string // "7 (call into gone owner×1)"
-	runs                 []*stress.Result
+	// rounds counts the rounds with a finding: one race often records
+	// many violations in its round, so operations per such round is the
+	// honest rate.
+	rounds int64
+	dirty  []string // "7 (call into gone owner×1)"
+	runs   []*stress.Result
 }
 
 func (s *soakSummary) add(res *stress.Result) {
@@ -259,6 +263,11 @@ func (s *soakSummary) add(res *stress.Result) {
 	s.runs = append(s.runs, res)
 	if n := findings(res); n > 0 {
 		s.findings += int64(n)
+		rounds := map[int]bool{}
+		for _, f := range res.Findings {
+			rounds[f.Round] = true
+		}
+		s.rounds += int64(max(len(rounds), 1))
 		s.dirty = append(s.dirty, fmt.Sprintf("%d (%s)", res.Config.Seed, classes(res)))
 	}
 }
@@ -270,7 +279,7 @@ func (s *soakSummary) write(w *printer, elapsed time.Duration) {
 		w.printf("PASS: no violation, no broken promise, no leak on any seed\n")
 		return
 	}
-	w.printf(": %d findings on %d of %d seeds; one finding per %d operations\n", s.findings, len(s.dirty), s.seeds, s.ops/s.findings)
+	w.printf(": %d findings in %d rounds on %d of %d seeds; one round with a finding per %d operations\n", s.findings, s.rounds, len(s.dirty), s.seeds, s.ops/s.rounds)
 	w.printf("seeds with findings: %s\n", strings.Join(s.dirty, "; "))
 	w.printf("FAIL: replay a seed's round with the command printed on its line\n")
 }

@@ -88,7 +88,7 @@ func TestSoakSummaryNamesFindingsAndReplay(t *testing.T) {
 	var b bytes.Buffer
 	p := &printer{w: &b}
 	sum.write(p, time.Second)
-	for _, want := range []string{"2 seeds, 4000 operations", "4 findings on 1 of 2 seeds; one finding per 1000 operations", "seeds with findings: 7 (", "FAIL"} {
+	for _, want := range []string{"2 seeds, 4000 operations", "4 findings in 2 rounds on 1 of 2 seeds; one round with a finding per 2000 operations", "seeds with findings: 7 (", "FAIL"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
