@@ -207,8 +207,8 @@ func parseSeeds(s string) ([]int64, error) {
 // seedLine is one seed's outcome in a line: figures, and the findings by
 // class with the command that replays the first.
 func seedLine(res *stress.Result) string {
-	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped: ",
-		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare())
+	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped, faults %d/%d/%d (sleep/error/panic): ",
+		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare(), res.Sleeps, res.Errors, res.Panics)
 	if res.OK() {
 		return s + "clean"
 	}
@@ -249,6 +249,7 @@ func classes(res *stress.Result) string {
 // soakSummary adds up a sequence of runs, one per seed.
 type soakSummary struct {
 	seeds, ops, findings int64
+	faults               int64 // injected: sleeps, errors and panics
 	// rounds counts the rounds with a finding: one race often records
 	// many violations in its round, so operations per such round is the
 	// honest rate.
@@ -260,6 +261,7 @@ type soakSummary struct {
 func (s *soakSummary) add(res *stress.Result) {
 	s.seeds++
 	s.ops += res.Ops
+	s.faults += res.Sleeps + res.Errors + res.Panics
 	s.runs = append(s.runs, res)
 	if n := findings(res); n > 0 {
 		s.findings += int64(n)
@@ -273,7 +275,7 @@ func (s *soakSummary) add(res *stress.Result) {
 }
 
 func (s *soakSummary) write(w *printer, elapsed time.Duration) {
-	w.printf("\nsever stress: %d seeds, %d operations in %v", s.seeds, s.ops, elapsed.Round(time.Second))
+	w.printf("\nsever stress: %d seeds, %d operations and %d injected faults in %v", s.seeds, s.ops, s.faults, elapsed.Round(time.Second))
 	if s.findings == 0 {
 		w.printf(": no finding; %d operations ran clean\n", s.ops)
 		w.printf("PASS: no violation, no broken promise, no leak on any seed\n")

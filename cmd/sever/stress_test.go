@@ -39,7 +39,7 @@ func TestStressSeedsAndSoakRunEverySeed(t *testing.T) {
 	if code := run([]string{"stress", "--seeds", "2,3", "--ops", "2000", "--goroutines", "4", "--round-ops", "1000", "-q"}, &out, &errb); code != 0 {
 		t.Fatalf("sever stress --seeds exit %d:\n%s%s", code, out.String(), errb.String())
 	}
-	for _, want := range []string{"seed 2: 2000 ops", "seed 3: 2000 ops", "2 seeds, 4000 operations", "4000 operations ran clean", "PASS"} {
+	for _, want := range []string{"seed 2: 2000 ops", "seed 3: 2000 ops", "2 seeds, 4000 operations and ", "4000 operations ran clean", "PASS"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("--seeds report lacks %q:\n%s", want, out.String())
 		}
@@ -88,7 +88,7 @@ func TestSoakSummaryNamesFindingsAndReplay(t *testing.T) {
 	var b bytes.Buffer
 	p := &printer{w: &b}
 	sum.write(p, time.Second)
-	for _, want := range []string{"2 seeds, 4000 operations", "4 findings in 2 rounds on 1 of 2 seeds; one round with a finding per 2000 operations", "seeds with findings: 7 (", "FAIL"} {
+	for _, want := range []string{"2 seeds, 4000 operations and 0 injected faults", "4 findings in 2 rounds on 1 of 2 seeds; one round with a finding per 2000 operations", "seeds with findings: 7 (", "FAIL"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, b.String())
 		}
