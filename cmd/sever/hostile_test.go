@@ -121,14 +121,19 @@ type hostileWrite struct {
 	off int64
 }
 
-func hostilePayloads(rng *rand.Rand) hostilePayload {
+// hostileKinds is the number of kinds of bad input hostilePayload makes.
+const hostileKinds = 10
+
+// hostilePayload returns bad input of the given kind (0 to
+// hostileKinds-1), its details drawn from rng.
+func hostilePayloadOf(kind int, rng *rand.Rand) hostilePayload {
 	one := func(kind string, b []byte) hostilePayload {
 		return hostilePayload{kind, []hostileWrite{{b, 0}}}
 	}
 	huge := []string{"99999999999999999999999999", "-9223372036854775809", "18446744073709551616", "9223372036854775807", "-1", "0x" + strings.Repeat("f", 40), "1e308", "NaN"}
 	dots := []string{"..", "../../../../etc/passwd", "/", "./../sys", "../cp2112", "sys/../..", "ahci.0/../../x"}
 	words := []string{"cp2112", "add", "force", "lz4", "64M", "both", "request 3 both\n", "get 3\n"}
-	switch rng.IntN(10) {
+	switch kind {
 	case 0:
 		return one("empty", nil)
 	case 1:
@@ -229,24 +234,44 @@ func hostileMain(dir string) int {
 		rep.ByErrno[op+" "+name]++
 	}
 
+	// First a sweep — every file read, every writable file given every
+	// kind of bad input once — then random choices until the time is up.
+	type step struct {
+		rel          string
+		action, kind int
+	}
+	var sweep []step
+	files := hostileList(dir)
+	rep.FilesSeen = len(files)
+	for _, rel := range files {
+		sweep = append(sweep, step{rel, 1, 0})
+		for k := range hostileKinds {
+			sweep = append(sweep, step{rel, 2, k})
+		}
+	}
 	end := time.Now().Add(d)
-	var files []string
-	for time.Now().Before(end) && rep.Stuck == "" {
-		if rep.Ops%200 == 0 { // the tree changes under the plugger: list it again
-			files = hostileList(dir)
-			rep.FilesSeen = max(rep.FilesSeen, len(files))
+	for (len(sweep) > 0 || time.Now().Before(end)) && rep.Stuck == "" {
+		var st step
+		if len(sweep) > 0 {
+			st, sweep = sweep[0], sweep[1:]
+		} else {
+			if rep.Ops%200 == 0 { // the tree changes under the plugger: list it again
+				files = hostileList(dir)
+				rep.FilesSeen = max(rep.FilesSeen, len(files))
+			}
+			if len(files) == 0 {
+				break
+			}
+			st = step{files[rng.IntN(len(files))], rng.IntN(4), rng.IntN(hostileKinds)}
 		}
-		if len(files) == 0 {
-			break
-		}
-		rel := files[rng.IntN(len(files))]
+		rel := st.rel
 		path := filepath.Join(dir, rel)
 		c := hostileClassOf(rel)
 		flags := syscall.O_NONBLOCK // a char device's read never sleeps here
 		mu.Lock()
 		rep.Ops++
 		mu.Unlock()
-		switch rng.IntN(4) {
+		switch st.action {
 		case 0: // a hostile name under a real directory
 			name := []string{"..\xff", "a\x01b", strings.Repeat("n", 300), "...", " "}[rng.IntN(5)]
 			bad := filepath.Join(filepath.Dir(path), name)
@@ -292,12 +317,12 @@ func hostileMain(dir string) int {
 			}
 			mu.Unlock()
 		default: // hostile bytes to a writable file
-			st, err := os.Lstat(path)
-			if err != nil || st.Mode().Perm()&0o222 == 0 {
+			fi, err := os.Lstat(path)
+			if err != nil || fi.Mode().Perm()&0o222 == 0 {
 				continue
 			}
-			p := hostilePayloads(rng)
-			readable := st.Mode().Perm()&0o444 != 0 && c == classAttr
+			p := hostilePayloadOf(st.kind, rng)
+			readable := fi.Mode().Perm()&0o444 != 0 && c == classAttr
 			var before, before2 []byte
 			var werrs []error
 			var oerr, aerr, cerr error
