@@ -57,6 +57,13 @@ func TestReadmeMountBehaviour(t *testing.T) {
 		}
 	}
 
+	// echo N > hot_remove removes disk N.
+	if err := os.WriteFile(p("sys/devices/zram-control/hot_remove"), []byte(idx[0]+"\n"), 0); err != nil {
+		t.Errorf("echo %s > hot_remove: %v", idx[0], err)
+	} else if !readmeWait(5*time.Second, func() bool { return !exists("sys/block/zram" + idx[0]) }) {
+		t.Errorf("zram%s still there after hot_remove", idx[0])
+	}
+
 	// dev/uio0: 4 bytes or EINVAL; a stream (pread is ESPIPE).
 	if err := readErr("dev/uio0", 4096, 0); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("read of 4096 bytes from dev/uio0: %v; want EINVAL", err)
@@ -112,6 +119,13 @@ func TestReadmeMountBehaviour(t *testing.T) {
 		if !errors.Is(err, syscall.EACCES) {
 			t.Errorf("open %s (flags %#x) as uid %d: %v; want EACCES", c.rel, c.flag, os.Getuid(), err)
 		}
+	}
+
+	// Last, as it frees line 2: a device's unbind file unbinds its driver whatever is written.
+	if err := os.WriteFile(p("sys/devices/gpio-keys.0/unbind"), []byte("\xff../x"), 0); err != nil {
+		t.Errorf("write of junk to gpio-keys.0/unbind: %v; README: anything unbinds", err)
+	} else if exists("sys/devices/gpio-keys.0/driver") {
+		t.Error("gpio-keys.0 still has a driver after its unbind was written")
 	}
 
 	if code := srv.stop(t); code != 0 || !strings.Contains(srv.stdout.String(), "quiesced clean") {
