@@ -558,6 +558,12 @@ func TestHostileInputFromAProcessChangesNothingAndBreaksNothing(t *testing.T) {
 	}
 	if rep.Stuck != "" {
 		t.Errorf("a request did not return within 10s: %s", rep.Stuck)
+	} else if herr != nil {
+		var stderr []byte
+		if ee, ok := herr.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Errorf("hostile process: %v\n%s", herr, stderr)
 	}
 	if srv.ended() {
 		t.Fatalf("the server exited during the hostile run:\n%s%s", srv.stdout.String(), srv.stderr.String())
