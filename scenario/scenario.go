@@ -228,6 +228,16 @@ func (r *Run) Step(format string, args ...any) {
 	r.M.Record(sim.KindStep, "scenario", fmt.Sprintf(format, args...))
 }
 
+// Close closes c, a handle the scenario opened (a file, a line, an
+// adapter reference), and records a broken promise if Close fails: a
+// handle's first Close succeeds whether or not its provider is gone
+// (DESIGN.md rule 2). what names the handle in the message.
+func (r *Run) Close(what string, c interface{ Close() error }) {
+	if err := c.Close(); err != nil {
+		r.Failf("close %s: %v; want nil", what, err)
+	}
+}
+
 // Op counts one operation without tracing it.
 func (r *Run) Op() { r.ops.Add(1) }
 

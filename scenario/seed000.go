@@ -116,7 +116,7 @@ func runCP2112Unplug(r *Run) error {
 		return err
 	}
 	r.Go(func(rng *rand.Rand) {
-		defer mon.Close()
+		defer r.Close("mon", mon)
 		for {
 			Yield(rng)
 			_, err := cp2112.ReadLineEvent(ctx, mon)
@@ -138,18 +138,22 @@ func runCP2112Unplug(r *Run) error {
 	if err != nil {
 		return err
 	}
-	defer getter.Close()
+	defer r.Close("getter", getter)
 	eepromPath := br.Adapter().Device().Path() + "/" + br.Adapter().Device().Children()[0].Name() + "/eeprom"
 	eeprom, err := m.Sysfs().Open(eepromPath, os.O_RDWR)
 	if err != nil {
 		return err
 	}
-	defer eeprom.Close()
+	defer r.Close("eeprom", eeprom)
 	adap, err := i2c.GetAdapter(m.Core(), br.Adapter().Nr(), "i2c-dev")
 	if err != nil {
 		return err
 	}
-	defer adap.Put()
+	defer func() {
+		if err := adap.Put(); err != nil {
+			r.Failf("i2c_put_adapter: %v; want nil", err)
+		}
+	}()
 	tempPath := br.Adapter().Device().Path() + "/" + br.Adapter().Device().Children()[1].Name() + "/temp1_input"
 
 	buf := make([]byte, 64)
@@ -158,7 +162,7 @@ func runCP2112Unplug(r *Run) error {
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer r.Close("f", f)
 		_, err = f.Read(buf)
 		return err
 	}
@@ -224,7 +228,7 @@ func readText(r *Run, path string) string {
 		r.Failf("open %s: %v", path, err)
 		return ""
 	}
-	defer f.Close()
+	defer r.Close("f", f)
 	buf := make([]byte, 256)
 	n, err := f.Read(buf)
 	if err != nil {

@@ -121,7 +121,7 @@ func (rig *zramRig) startSlowWriter(r *Run) (done chan struct{}, err error) {
 	r.Step("writer: echo zstd > %s (its Store stays in flight)", path)
 	r.Go(func(rng *rand.Rand) {
 		defer close(done)
-		defer f.Close()
+		defer r.Close("f", f)
 		_, err := f.WriteAtContext(wctx, []byte("zstd\n"), 0)
 		r.Op()
 		switch {
@@ -151,17 +151,17 @@ func zramOps(r *Run, rig *zramRig, z *zram.Zram) (ops []Op, closeAll func(), err
 	}
 	compF, err := t.Open(dir+"/comp_algorithm", os.O_RDWR)
 	if err != nil {
-		sizeF.Close()
+		r.Close("sizeF", sizeF)
 		return nil, nil, err
 	}
-	closeAll = func() { sizeF.Close(); compF.Close() }
+	closeAll = func() { r.Close("disksize", sizeF); r.Close("comp_algorithm", compF) }
 	buf := make([]byte, 128)
 	cat := func(path string) error {
 		f, err := t.Open(path, os.O_RDONLY)
 		if err != nil {
 			return err
 		}
-		defer f.Close()
+		defer r.Close("f", f)
 		_, err = f.Read(buf)
 		return err
 	}
@@ -330,7 +330,7 @@ func runZramRemove(r *Run) error {
 		if err != nil {
 			return err
 		}
-		defer reset.Close()
+		defer r.Close("reset", reset)
 		disrupt = Op{Name: "echo 1 > " + z0.Path() + "/reset (held open): the disk removes itself", Do: func() error {
 			_, err := reset.Write([]byte("1\n"))
 			return err
@@ -340,7 +340,7 @@ func runZramRemove(r *Run) error {
 		if err != nil {
 			return err
 		}
-		defer rm.Close()
+		defer r.Close("rm", rm)
 		disrupt = Op{Name: "echo 0 > " + ctl + "/hot_remove", Do: func() error {
 			_, err := rm.Write([]byte("0\n"))
 			return err
@@ -385,7 +385,7 @@ func readAttr(r *Run, path string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer r.Close("f", f)
 	_, err = f.Read(make([]byte, 64))
 	return err
 }
@@ -395,7 +395,7 @@ func writeAttr(r *Run, path, v string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer r.Close("f", f)
 	_, err = f.Write([]byte(v + "\n"))
 	return err
 }

@@ -59,7 +59,7 @@ func runPSIRmdir(r *Run) error {
 		return err
 	}
 	r.Go(func(rng *rand.Rand) {
-		defer w.Close()
+		defer r.Close("w", w)
 		for {
 			Yield(rng)
 			ev, err := w.Poll(ctx)
@@ -86,12 +86,12 @@ func runPSIRmdir(r *Run) error {
 	if err != nil {
 		return err
 	}
-	defer reader.Close()
+	defer r.Close("reader", reader)
 	idle, err := h.Watch(path, "full 50000 1000000")
 	if err != nil {
 		return err
 	}
-	defer idle.Close()
+	defer r.Close("idle", idle)
 
 	buf := make([]byte, 256)
 	ops := []Op{}
@@ -112,7 +112,7 @@ func runPSIRmdir(r *Run) error {
 				if err != nil {
 					return err
 				}
-				defer f.Close()
+				defer r.Close("f", f)
 				_, err = f.Read(buf)
 				return err
 			}})

@@ -92,7 +92,12 @@ func runTcmuUnregister(r *Run) error {
 	if err != nil {
 		return err
 	}
-	defer poller.Close()
+	closed := false
+	defer func() {
+		if !closed { // an early return
+			r.Close("poller", poller)
+		}
+	}()
 	pollDone := make(chan struct{})
 	r.Go(func(rng *rand.Rand) {
 		defer close(pollDone)
@@ -111,7 +116,7 @@ func runTcmuUnregister(r *Run) error {
 				r.Step("poller: poll returned %v (%v)", ev, err)
 				return
 			}
-			poller.Read(buf) // consume the count; EIO here is seen by the next poll
+			_, _ = poller.Read(buf) // consume the count; EIO here is seen by the next poll
 		}
 	})
 
@@ -128,7 +133,7 @@ func runTcmuUnregister(r *Run) error {
 				if err != nil {
 					return err
 				}
-				defer f.Close()
+				defer r.Close("f", f)
 				_, err = f.Read(buf)
 				return err
 			}},
@@ -188,7 +193,8 @@ func runTcmuUnregister(r *Run) error {
 		r.Failf("tcmu-runner: touch its mapping after unregister: %v", err)
 	}
 	runner.Close()
-	poller.Close()
+	r.Close("poller", poller)
+	closed = true
 	if r.Variant == Correct {
 		if n := d.Frees(); n != 1 {
 			r.Failf("data area freed %d times after the last unmap and close, want exactly 1", n)

@@ -156,13 +156,13 @@ func (rig *scsiRig) consumers(r *Run) ([]Op, func(), error) {
 				if err != nil {
 					return err
 				}
-				defer f.Close()
+				defer r.Close("f", f)
 				_, err = f.Read(buf)
 				return err
 			}},
 		)
 	}
-	return ops, func() { size.Close() }, nil
+	return ops, func() { r.Close("size", size) }, nil
 }
 
 func rmmod(r *Run, names ...string) error {
@@ -245,13 +245,13 @@ func runSCSIDeleteHeldOpen(r *Run) error {
 	}
 	ops, done, err := rig.consumers(r)
 	if err != nil {
-		del.Close()
+		r.Close("del", del)
 		return err
 	}
 	defer done()
 	err = r.Interleave(ops, Op{Name: "rmmod ahci; rmmod libata", Do: func() error { return rmmod(r, "ahci", "libata") }})
 	if err != nil {
-		del.Close()
+		r.Close("del", del)
 		return err
 	}
 	rig.checkGone(r)

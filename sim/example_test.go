@@ -11,8 +11,12 @@ import (
 // everything still loaded, audits what is left and returns the violations.
 func Example() {
 	m := sim.New("example")
-	m.Insmod("scsi_mod", nil)
-	m.Insmod("sd_mod", nil, "scsi_mod")
+	if _, err := m.Insmod("scsi_mod", nil); err != nil {
+		fmt.Println(err)
+	}
+	if _, err := m.Insmod("sd_mod", nil, "scsi_mod"); err != nil {
+		fmt.Println(err)
+	}
 	if err := m.Rmmod(context.Background(), "scsi_mod"); err != nil {
 		fmt.Println(err)
 	}

@@ -337,7 +337,9 @@ func (m *Machine) removeDirWhenGone(md *module, err error) {
 	}
 	m.log.Go("module "+md.name+": remove its directory once unloaded", func() {
 		<-md.owner.Gone()
-		m.Sysfs().Remove(context.Background(), md.dir)
+		if err := m.Sysfs().Remove(context.Background(), md.dir); err != nil {
+			m.trace.Record(KindStep, "module "+md.name, "remove its directory after the background unload: "+err.Error())
+		}
 	})
 }
 
@@ -367,13 +369,13 @@ func (m *Machine) addModuleDirLocked(md *module) {
 		return // a directory of an earlier instance that failed to unload
 	}
 	o := md.owner
-	t.AddAttr(dir, kernfs.Attr{Name: "refcnt", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
+	_, err1 := t.AddAttr(dir, kernfs.Attr{Name: "refcnt", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
 		return fmt.Appendf(buf, "%d\n", o.Pins()), nil
 	}})
-	t.AddAttr(dir, kernfs.Attr{Name: "initstate", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
+	_, err2 := t.AddAttr(dir, kernfs.Attr{Name: "initstate", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
 		return append(append(buf, o.State().String()...), '\n'), nil
 	}})
-	t.AddAttr(dir, kernfs.Attr{Name: "unload", Parse: kernfs.Enum("try", "force"), Store: func(c *kernfs.Call, v any) error {
+	_, err3 := t.AddAttr(dir, kernfs.Attr{Name: "unload", Parse: kernfs.Enum("try", "force"), Store: func(c *kernfs.Call, v any) error {
 		p := sever.UnloadTry
 		if v.(string) == "force" {
 			p = sever.UnloadForce
@@ -386,8 +388,17 @@ func (m *Machine) addModuleDirLocked(md *module) {
 		_, err := c.RemoveSelf(context.Background(), dir)
 		return err
 	}})
+	if err := errors.Join(err1, err2, err3); err != nil {
+		// The module works without its directory; the trace says why
+		// it has none.
+		m.trace.Record(KindStep, dir.Path(), "module directory: "+errors.Join(err, t.Remove(context.Background(), dir)).Error())
+		return
+	}
+	if err := t.Activate(dir); err != nil {
+		m.trace.Record(KindStep, dir.Path(), "module directory: "+err.Error())
+		return
+	}
 	md.dir = dir
-	t.Activate(dir)
 }
 
 func errText(err error, ok string) string {

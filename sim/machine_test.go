@@ -55,7 +55,9 @@ func TestTwoMachinesShareNothing(t *testing.T) {
 func TestRmmodRefusesWhileAnotherModuleDependsOnIt(t *testing.T) {
 	m := sim.New("m")
 	ctx := context.Background()
-	m.Insmod("scsi_mod", nil)
+	if _, err := m.Insmod("scsi_mod", nil); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := m.Insmod("sd_mod", nil, "scsi_mod"); err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +86,9 @@ func TestQuiesceReportsWhatOutlivedItsProvider(t *testing.T) {
 	tr := m.Sysfs()
 	irqDir, _ := tr.AddDir(tr.Root(), kernfs.Dir{Name: "irq"})
 	n, _ := tr.AddDir(irqDir, kernfs.Dir{Name: "200"})
-	tr.AddDir(n, kernfs.Dir{Name: "gpio-keys"})
+	if _, err := tr.AddDir(n, kernfs.Dir{Name: "gpio-keys"}); err != nil {
+		t.Fatal(err)
+	}
 	vs := quiesce(t, m)
 	if len(vs) != 1 || vs[0].Class != check.ReferenceAfterUnregister || vs[0].Object != "/irq/200" {
 		t.Fatalf("violations %v, want the leaked /irq/200 entry", vs)

@@ -15,9 +15,8 @@ func writeAttr(m *sim.Machine, path, s string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(s))
-	return err
+	return errors.Join(err, f.Close())
 }
 
 func readAttr(t *testing.T, m *sim.Machine, path string) string {
@@ -26,7 +25,7 @@ func readAttr(t *testing.T, m *sim.Machine, path string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	buf := make([]byte, 64)
 	n, _ := f.Read(buf)
 	return string(buf[:n])
@@ -36,8 +35,12 @@ func readAttr(t *testing.T, m *sim.Machine, path string) string {
 // pinned, force unloads it, and the directory goes with the module.
 func TestModuleUnloadAttributeTriesAndForces(t *testing.T) {
 	m := sim.New("m")
-	m.Insmod("scsi_mod", nil)
-	m.Insmod("sd_mod", nil, "scsi_mod")
+	if _, err := m.Insmod("scsi_mod", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Insmod("sd_mod", nil, "scsi_mod"); err != nil {
+		t.Fatal(err)
+	}
 	if got := readAttr(t, m, "/module/scsi_mod/refcnt"); got != "1\n" {
 		t.Errorf("scsi_mod refcnt %q, want 1 (sd_mod)", got)
 	}
@@ -73,5 +76,14 @@ func TestModuleUnloadAttributeTriesAndForces(t *testing.T) {
 	}
 	if vs := quiesce(t, m); len(vs) != 0 {
 		t.Errorf("violations: %v", vs)
+	}
+}
+
+// closeOK closes c and fails the test if Close does: a file's first Close
+// succeeds, whether or not its device is gone.
+func closeOK(t testing.TB, c interface{ Close() error }) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }

@@ -11,7 +11,11 @@
 // and reload modules, open, read, write, poll, wait, map and close
 // attributes and char devices, remove devices and disks from their own
 // attributes, submit, freeze and kill block I/O, request, raise and free
-// IRQs, and call I2C and GPIO consumer handles. Then every worker closes
+// IRQs, and call I2C and GPIO consumer handles. An operation picks among
+// the objects that exist when it runs (an occupied port, an unbound
+// device, a module that is gone), and one that would find nothing to act
+// on becomes the operation that makes something — a plug, an open, a bind
+// — so that almost none is a no-op (Result.SkipShare). Then every worker closes
 // what it holds, the machine is quiesced — every device unplugged or
 // removed, every module unloaded — and audited.
 //

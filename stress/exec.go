@@ -94,18 +94,12 @@ func (w *worker) end() {
 	w.mu.Unlock()
 }
 
-// exec runs op, counts it and checks what it returned. An operation on a
-// handle when the worker holds none of that kind opens one instead (and
-// counts as the open), so the mix does not drift towards no-ops.
+// exec runs op, counts it and checks what it returned. An operation that
+// would find nothing to act on is first retargeted to one that makes
+// something to act on (and counts as that one), so the mix does not drift
+// towards no-ops.
 func (w *worker) exec(ctx context.Context, op Op) {
-	switch {
-	case op.Kind >= KSysRead && op.Kind <= KSysClose && len(w.sys) == 0:
-		op.Kind = KSysOpen
-	case op.Kind >= KCdevRead && op.Kind <= KCdevClose && len(w.cdev) == 0:
-		op.Kind = KCdevOpen
-	case op.Kind == KIRQFree && len(w.irqs) == 0:
-		op.Kind = KIRQRequest
-	}
+	op.Kind = w.retarget(op)
 	start := time.Now()
 	did, err := w.do(ctx, op)
 	c := &w.counts[op.Kind]
@@ -122,6 +116,9 @@ func (w *worker) exec(ctx context.Context, op Op) {
 	if d := time.Since(start); d > c.Max {
 		c.Max = d
 	}
+	if l := w.r.cfg.Live; l != nil {
+		l.Ops.Add(1)
+	}
 }
 
 // errnoCheck records an error that carries no errno: every error sever
@@ -135,6 +132,50 @@ func (w *worker) errnoCheck(op Op, err error) {
 	if !errors.As(err, &e) {
 		w.h.promise(w, "%s: error without an errno: %v", op, err)
 	}
+}
+
+// retarget returns the kind op runs as: op.Kind, unless the machine or
+// the worker holds nothing that kind acts on now, in which case it is the
+// kind that makes such a thing — an open for an operation on a handle when
+// the worker holds none, a plug for a board operation when every port is
+// empty, a bind or an insmod for a block operation when there is no disk,
+// an unbind for a bind when every device is bound, a delete for an add
+// when every slot is taken and the reverse. It
+// depends only on the state the operation finds, so a serial replay
+// retargets the same way every time. A few skips remain (a walk that finds
+// no file, a bind with every device bound and every driver loaded).
+func (w *worker) retarget(op Op) Kind {
+	r := w.r
+	k := op.Kind
+	for range 4 { // each step moves towards a kind that always acts
+		switch {
+		case k >= KSysRead && k <= KSysClose && len(w.sys) == 0:
+			k = KSysOpen
+		case k >= KCdevRead && k <= KCdevClose && len(w.cdev) == 0:
+			k = KCdevOpen
+		case k == KCdevOpen && len(r.m.Dev().Names()) == 0:
+			k = KAddDevice
+		case k == KIRQFree && len(w.irqs) == 0:
+			k = KIRQRequest
+		case k == KIRQRequest && len(w.irqs) >= maxHandles:
+			k = KIRQFree
+		case (k == KIRQRequest || k == KEdge || k == KI2C || k == KGPIO) && len(r.boardPorts()) == 0:
+			k = KPlug
+		case (k == KBlockIO || k == KBlockFreeze || k == KBlockKill) && len(w.disks()) == 0:
+			k = KBind
+		case k == KBind && len(r.bindable()) == 0 && len(r.unloaded()) > 0:
+			k = KReload // a driver to bind comes with its module
+		case k == KBind && len(r.bindable()) == 0:
+			k = KUnbind // everything is bound and loaded
+		case k == KAddDevice && len(r.slotsWith(false)) == 0:
+			k = KDelDevice
+		case k == KDelDevice && len(r.slotsWith(true)) == 0:
+			k = KAddDevice
+		default:
+			return k
+		}
+	}
+	return k
 }
 
 // deadline returns a context bounding a removal or any call that may wait
@@ -165,27 +206,38 @@ func (w *worker) do(ctx context.Context, op Op) (bool, error) {
 		ctx, cancel := w.deadline(ctx)
 		defer cancel()
 		return true, r.unplug(ctx, p)
-	case KBind, KUnbind:
+	case KUnbind:
 		d, ok := pick(r.devices(), op.A)
 		if !ok {
 			return false, nil
 		}
-		s := r.slotOf(d)
 		ctx, cancel := w.deadline(ctx)
 		defer cancel()
-		if op.Kind == KUnbind {
-			if s != nil {
-				s.plan.remove.Store(op.C)
-			}
-			return true, d.Unbind(ctx)
+		if s := r.slotOf(d); s != nil {
+			s.plan.remove.Store(op.C)
+		}
+		return true, d.Unbind(ctx)
+	case KBind:
+		// Mostly a device with no driver and a driver to bind; now and
+		// then any device, whose bind is then refused (EBUSY) or races
+		// an unbind.
+		ds := r.bindable()
+		if op.B%8 == 0 || len(ds) == 0 {
+			ds = r.devices()
+		}
+		d, ok := pick(ds, op.A)
+		if !ok {
+			return false, nil
 		}
 		drv := driverFor(d)
 		if drv == nil {
 			return false, nil
 		}
-		if s != nil {
+		if s := r.slotOf(d); s != nil {
 			s.plan.probe.Store(op.C)
 		}
+		ctx, cancel := w.deadline(ctx)
+		defer cancel()
 		return true, d.Bind(ctx, drv)
 	case KUnloadTry, KUnloadForce:
 		md, _ := pick(r.mods, op.A)
@@ -200,18 +252,30 @@ func (w *worker) do(ctx context.Context, op Op) (bool, error) {
 		}
 		return true, o.Unload(ctx, sever.UnloadTry)
 	case KReload:
-		md, _ := pick(r.mods, op.A)
+		// Mostly a module that is gone; now and then any, whose insmod
+		// is then refused (EEXIST) or races its rmmod.
+		mods := r.unloaded()
+		if op.B%4 == 0 || len(mods) == 0 {
+			mods = r.mods
+		}
+		md, _ := pick(mods, op.A)
 		ctx, cancel := w.deadline(ctx)
 		defer cancel()
 		return true, r.insmod(ctx, md)
 	case KAddDevice:
-		s, _ := pick(r.slots, op.A)
+		s, ok := pick(r.slotsWith(false), op.A)
+		if !ok {
+			return false, nil
+		}
 		s.plan.probe.Store(op.C)
 		ctx, cancel := w.deadline(ctx)
 		defer cancel()
 		return r.addDevice(ctx, s)
 	case KDelDevice:
-		s, _ := pick(r.slots, op.A)
+		s, ok := pick(r.slotsWith(true), op.A)
+		if !ok {
+			return false, nil
+		}
 		s.plan.remove.Store(op.C)
 		ctx, cancel := w.deadline(ctx)
 		defer cancel()
@@ -258,25 +322,29 @@ func (w *worker) walk(a uint32) (string, bool) {
 		x ^= x << 5
 		return x
 	}
-	path := starts[next()%uint32(len(starts))]
-	n, err := t.Lookup(path)
-	if err != nil {
-		return "", false
-	}
-	for range 12 {
-		if n.Kind() != kernfs.KindDir {
-			return path, true
+	// A walk that ends in an empty directory, at a start that is gone,
+	// or too deep (a symlink loop) starts again with the next choices.
+	for range 4 {
+		path := starts[next()%uint32(len(starts))]
+		n, err := t.Lookup(path)
+		if err != nil {
+			continue
 		}
-		ents, err := t.Readdir(n)
-		if err != nil || len(ents) == 0 {
-			return "", false
+		for range 12 {
+			if n.Kind() != kernfs.KindDir {
+				return path, true
+			}
+			ents, err := t.Readdir(n)
+			if err != nil || len(ents) == 0 {
+				break
+			}
+			e := ents[next()%uint32(len(ents))]
+			if path == "/" {
+				path = ""
+			}
+			path += "/" + e.Name
+			n = e.Node
 		}
-		e := ents[next()%uint32(len(ents))]
-		if path == "/" {
-			path = ""
-		}
-		path += "/" + e.Name
-		n = e.Node
 	}
 	return "", false
 }
@@ -639,9 +707,12 @@ func (w *worker) blockOp(ctx context.Context, op Op) (bool, error) {
 	}
 }
 
-// board returns the board in the port a picks, if any.
+// board returns the board in the occupied port a picks, if any.
 func (w *worker) board(a uint32) *cp2112.Hardware {
-	p, _ := pick(w.r.ports, a)
+	p, ok := pick(w.r.boardPorts(), a)
+	if !ok {
+		return nil
+	}
 	return p.hw.Load()
 }
 
@@ -657,7 +728,7 @@ func (w *worker) irqRequest(op Op) (bool, error) {
 	rq.next.Store(op.C)
 	next, faults := rq.next, &w.r.faults
 	irq, err := cp2112.RequestIRQ(w.r.m.Core(), hw.Serial(), int(op.B%cp2112.Lines), fmt.Sprintf("stress-w%d", w.id), func(int) {
-		faults.inject(next.Swap(0), "irq handler")
+		_ = faults.inject(next.Swap(0), "irq handler") // a handler returns nothing
 	})
 	if err != nil {
 		return true, err

@@ -3,6 +3,7 @@ package stress
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -259,8 +260,7 @@ func (fm *faultModule) probe(ctx context.Context, d *device.Device) error {
 		return err
 	}
 	if _, err := d.AddSeverable("buffer", device.StageFiles, func(ctx context.Context) error { return t.Remove(ctx, node) }); err != nil {
-		t.Remove(ctx, node)
-		return err
+		return errors.Join(err, t.Remove(ctx, node))
 	}
 	if err := step(2); err != nil {
 		return err
@@ -318,7 +318,9 @@ func (fm *faultModule) remove(ctx context.Context, d *device.Device) {
 	ds := stateOf(d)
 	ds.check("remove")
 	ds.removed.Store(true)
-	fm.rig.faults.inject(d.Data().(*plan).remove.Swap(0), "remove")
+	// Remove returns nothing: an injected error has nowhere to go (a
+	// sleep or a panic still happens).
+	_ = fm.rig.faults.inject(d.Data().(*plan).remove.Swap(0), "remove")
 }
 
 func (fm *faultModule) storeRemove(c *kernfs.Call, d *device.Device, v any) error {
@@ -346,7 +348,9 @@ func (fm *faultModule) storeRemoveAsync(c *kernfs.Call, d *device.Device, v any)
 		fm.owner.Call("stressdrv remove work", func() {
 			ctx, cancel := context.WithTimeout(context.Background(), deadline)
 			defer cancel()
-			d.Unregister(ctx)
+			// ENODEV when another path removed the device first; a
+			// removal past its deadline is recorded by the checker.
+			_ = d.Unregister(ctx)
 		})
 	})
 }
@@ -425,7 +429,8 @@ func (fm *faultModule) cdevIoctl(c *chardev.Call, cmd chardev.Cmd, arg []byte) (
 
 func (fm *faultModule) cdevPoll(c *chardev.Call) sever.Events {
 	ds, code := fm.enter(c, "cdev poll")
-	ds.call(code, "cdev poll")
+	_ = ds.call(code, "cdev poll") // Poll reports events, not errors
+
 	if ds.ready.Load() > 0 {
 		return sever.EventIn | sever.EventOut
 	}
@@ -446,7 +451,7 @@ func (fm *faultModule) cdevRelease(c *chardev.Call) {
 	o.st.Free()
 	o.pend.Done()
 	fm.rig.releases.Add(1)
-	fm.rig.faults.inject(o.next.Swap(0), "cdev release")
+	_ = fm.rig.faults.inject(o.next.Swap(0), "cdev release") // Release returns nothing
 }
 
 // queueRq is the disk's driver. The first byte of a request's data is the

@@ -34,7 +34,9 @@ func FuzzOps(f *testing.F) {
 		res := RunOps(context.Background(), Config{Serial: true, Ports: 2, Slots: 2, Controllers: 1}, seqs)
 		if !res.OK() {
 			var b bytes.Buffer
-			res.WriteReport(&b)
+			if err := res.WriteReport(&b); err != nil {
+				t.Fatal(err)
+			}
 			t.Fatalf("%d operations %v:\n%s", len(ops), ops, b.String())
 		}
 	})

@@ -246,6 +246,53 @@ func (r *rig) devices() []*device.Device {
 	return append(ds, r.ctrls...)
 }
 
+// boardPorts lists the ports the harness has plugged a board into and
+// not unplugged since.
+func (r *rig) boardPorts() []*port {
+	ps := make([]*port, 0, len(r.ports))
+	for _, p := range r.ports {
+		if p.hw.Load() != nil {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// unloaded lists the reloadable modules that are not loaded now.
+func (r *rig) unloaded() []*module {
+	var ms []*module
+	for _, md := range r.mods {
+		if r.m.Module(md.name) == nil {
+			ms = append(ms, md)
+		}
+	}
+	return ms
+}
+
+// bindable lists the devices with no driver bound for which a driver is
+// registered: what a bind can probe.
+func (r *rig) bindable() []*device.Device {
+	var ds []*device.Device
+	for _, d := range r.devices() {
+		if d.Driver() == nil && !removed(d) && driverFor(d) != nil {
+			ds = append(ds, d)
+		}
+	}
+	return ds
+}
+
+// slotsWith lists the slots that hold a device (occupied) or do not.
+func (r *rig) slotsWith(occupied bool) []*slot {
+	ss := make([]*slot, 0, len(r.slots))
+	for _, s := range r.slots {
+		d := s.d.Load()
+		if (d != nil && !removed(d)) == occupied {
+			ss = append(ss, s)
+		}
+	}
+	return ss
+}
+
 // driverFor returns a driver registered on d's bus that lists d's
 // compatible string, or nil.
 func driverFor(d *device.Device) *device.Driver {

@@ -59,6 +59,17 @@ type Config struct {
 	// Machine configures every round's machine (sim.WithObserver traces
 	// them all).
 	Machine []sim.Option
+	// Live, if not nil, is kept up to date while the run goes on, for a
+	// progress display that samples it from another goroutine.
+	Live *Live
+}
+
+// Live is a running count of a run's operations and findings, updated as
+// they happen (every operation adds one to Ops) and safe to read at any
+// time. Several runs may share one, to count a sequence of runs.
+type Live struct {
+	Ops      atomic.Int64
+	Findings atomic.Int64
 }
 
 func (c Config) withDefaults() Config {
@@ -165,6 +176,20 @@ const MaxFindings = 50
 // OK reports whether the run found nothing wrong.
 func (res *Result) OK() bool { return len(res.Findings) == 0 }
 
+// SkipShare is the fraction of the run's operations that found nothing to
+// act on (KindCount.Skipped over all kinds).
+func (res *Result) SkipShare() float64 {
+	var n, skipped int64
+	for _, k := range res.Counts {
+		n += k.N
+		skipped += k.Skipped
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(skipped) / float64(n)
+}
+
 // OpsPerSecond is the run's throughput.
 func (res *Result) OpsPerSecond() float64 {
 	if res.Elapsed <= 0 {
@@ -261,6 +286,9 @@ func RunOps(ctx context.Context, cfg Config, seqs [][]Op) *Result {
 
 // add keeps f, or counts it once MaxFindings are kept.
 func (h *harness) add(f Finding) {
+	if l := h.cfg.Live; l != nil {
+		l.Findings.Add(1)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.res.Findings) >= MaxFindings {
@@ -364,7 +392,9 @@ func (h *harness) play(ctx context.Context, round int, per []int, next func(w in
 				// Deferred work (a remove_async's) finishes within its
 				// operation, so the next one sees the same machine
 				// every time.
-				r.m.Sysfs().Flush(ctx)
+				if err := r.m.Sysfs().Flush(ctx); err != nil && ctx.Err() == nil {
+					h.add(Finding{Round: round, Class: "teardown", Detail: fmt.Sprintf("flush of deferred work after %v: %v", op, err)})
+				}
 				w.end()
 			}
 		}
@@ -417,7 +447,8 @@ func (h *harness) play(ctx context.Context, round int, per []int, next func(w in
 	findings := len(h.res.Findings)
 	h.mu.Unlock()
 	if cfg.Progress != nil {
-		fmt.Fprintf(cfg.Progress, "round %d: %d ops in %v, %d findings so far\n", round, ran, time.Since(start).Round(time.Millisecond), findings)
+		// A progress line that cannot be written is lost; the run goes on.
+		_, _ = fmt.Fprintf(cfg.Progress, "round %d: %d ops in %v, %d findings so far\n", round, ran, time.Since(start).Round(time.Millisecond), findings)
 	}
 	return true
 }
@@ -509,46 +540,63 @@ func (h *harness) audit(ctx context.Context, r *rig) {
 }
 
 // WriteReport writes res as a table of figures followed by the findings,
-// each with the command that replays its round.
-func (res *Result) WriteReport(w io.Writer) {
+// each with the command that replays its round. It returns the first
+// error writing to out, and writes nothing after it.
+func (res *Result) WriteReport(out io.Writer) error {
+	w := &errWriter{w: out}
 	c := res.Config
-	fmt.Fprintf(w, "sever stress: seed %d, %d goroutines, %d rounds of up to %d ops, fault rate %g\n", c.Seed, c.Goroutines, res.Rounds, c.RoundOps, c.FaultRate)
-	fmt.Fprintf(w, "%d operations in %v: %.0f ops/s\n\n", res.Ops, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond())
-	fmt.Fprintf(w, "%-13s %9s %9s %9s %9s %10s\n", "kind", "ops", "ok", "failed", "skipped", "max")
+	w.printf("sever stress: seed %d, %d goroutines, %d rounds of up to %d ops, fault rate %g\n", c.Seed, c.Goroutines, res.Rounds, c.RoundOps, c.FaultRate)
+	w.printf("%d operations in %v: %.0f ops/s\n\n", res.Ops, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond())
+	w.printf("%-13s %9s %9s %9s %9s %10s\n", "kind", "ops", "ok", "failed", "skipped", "max")
 	var total KindCount
 	for k, kc := range res.Counts {
 		total.add(kc)
-		fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n", Kind(k), kc.N, kc.OK, kc.Failed, kc.Skipped, kc.Max.Round(time.Microsecond))
+		w.printf("%-13s %9d %9d %9d %9d %10v\n", Kind(k), kc.N, kc.OK, kc.Failed, kc.Skipped, kc.Max.Round(time.Microsecond))
 	}
-	fmt.Fprintf(w, "%-13s %9d %9d %9d %9d %10v\n\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
-	fmt.Fprintf(w, "faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
-	fmt.Fprintf(w, "stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
+	w.printf("%-13s %9d %9d %9d %9d %10v\n", "total", total.N, total.OK, total.Failed, total.Skipped, total.Max.Round(time.Microsecond))
+	w.printf("skipped for having nothing to act on: %.1f%%\n\n", 100*res.SkipShare())
+	w.printf("faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
+	w.printf("stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
 		res.Probes, res.Releases, res.RegionFrees, res.ShellsOpened, res.ShellsFreed)
 	if res.OK() {
-		fmt.Fprintf(w, "\nPASS: no violation, no broken promise, no leak\n")
-		return
+		w.printf("\nPASS: no violation, no broken promise, no leak\n")
+		return w.err
 	}
-	fmt.Fprintf(w, "\nFAIL: %d findings", len(res.Findings))
+	w.printf("\nFAIL: %d findings", len(res.Findings))
 	if len(res.Dropped) > 0 {
 		var ds []string
 		for cl, n := range res.Dropped {
 			ds = append(ds, fmt.Sprintf("%s×%d", cl, n))
 		}
 		sort.Strings(ds)
-		fmt.Fprintf(w, " (and %s not kept)", strings.Join(ds, ", "))
+		w.printf(" (and %s not kept)", strings.Join(ds, ", "))
 	}
-	fmt.Fprintln(w)
+	w.printf("\n")
 	for i, f := range res.Findings {
-		fmt.Fprintf(w, "\n%d. round %d: %s: %s\n", i+1, f.Round, f.Class, f.Detail)
+		w.printf("\n%d. round %d: %s: %s\n", i+1, f.Round, f.Class, f.Detail)
 		for _, in := range f.Inflight {
-			fmt.Fprintf(w, "   in flight: %v\n", in)
+			w.printf("   in flight: %v\n", in)
 		}
 		if f.Stack != "" {
-			fmt.Fprintf(w, "   stack:\n%s\n", indent(f.Stack, "      "))
+			w.printf("   stack:\n%s\n", indent(f.Stack, "      "))
 		}
 		if f.Round >= 0 {
-			fmt.Fprintf(w, "   replay: %s\n", res.ReplayCommand(f))
+			w.printf("   replay: %s\n", res.ReplayCommand(f))
 		}
+	}
+	return w.err
+}
+
+// errWriter keeps the first error of a sequence of writes and skips the
+// writes after it, so a report checks its writes once, at the end.
+type errWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (e *errWriter) printf(format string, a ...any) {
+	if e.err == nil {
+		_, e.err = fmt.Fprintf(e.w, format, a...)
 	}
 }
 

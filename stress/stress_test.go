@@ -11,7 +11,9 @@ import (
 func report(t *testing.T, res *Result) {
 	t.Helper()
 	var b bytes.Buffer
-	res.WriteReport(&b)
+	if err := res.WriteReport(&b); err != nil {
+		t.Fatal(err)
+	}
 	if !res.OK() {
 		t.Fatalf("the stress run found something:\n%s", b.String())
 	}
@@ -86,5 +88,21 @@ func TestWatchdogTimesAreBounded(t *testing.T) {
 	c := Config{}.withDefaults()
 	if c.hangAfter() <= c.Deadline || c.hangAfter() > 2*time.Minute {
 		t.Fatalf("hang limit %v for deadline %v", c.hangAfter(), c.Deadline)
+	}
+}
+
+// TestAtMostATenthOfTheMixIsSkipped: an operation that would find nothing
+// to act on is retargeted, so at most 10% of a run is skipped (0.5% is
+// typical; the old mix skipped a quarter).
+func TestAtMostATenthOfTheMixIsSkipped(t *testing.T) {
+	res := Run(context.Background(), Config{Seed: 2, Goroutines: 4, Ops: 20000, RoundOps: 10000})
+	report(t, res)
+	if s := res.SkipShare(); s > 0.10 {
+		t.Errorf("%.1f%% of the operations were skipped for having nothing to act on; want at most 10%%", 100*s)
+	}
+	for k, c := range res.Counts {
+		if c.N > 100 && c.Skipped*2 > c.N {
+			t.Errorf("%v: %d of %d skipped: the kind mostly finds nothing to act on", Kind(k), c.Skipped, c.N)
+		}
 	}
 }

@@ -7,6 +7,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/sever-dev/sever/lifetrace"
@@ -41,67 +46,379 @@ a fixed order, so that the interleaving is the same every time too. Under
 real concurrency a replay runs the same choices in another interleaving: it
 reproduces a failure only as often as that interleaving recurs.
 
+Many seeds: --seeds 2,3,5 runs each seed in turn (each bounded by --ops or
+--duration); --soak 1h runs seeds --seed, --seed+1, ... for an hour in all,
+each for --seed-duration (or --ops). Both go on after a finding, print a
+line per seed as it ends (and the full report of a seed with findings), and
+end with the findings per seed and the operations run between findings.
+
+Progress: on a terminal, a line with operations, ops/s, findings and the
+time elapsed, redrawn every second; otherwise the same as a plain line
+every 10 seconds. -q turns it off.
+
 Exits 0 when there is no finding, 1 otherwise, 2 for bad flags.
 
 flags:
 `
 
+// stressFlags are the flags of `sever stress` beyond stress.Config's.
+type stressFlags struct {
+	quiet        bool
+	seeds        string
+	soak         time.Duration
+	seedDuration time.Duration
+	traceJSON    string
+	traceEvents  int
+}
+
 func stressCmd(args []string, stdout, stderr io.Writer) int {
 	var cfg stress.Config
-	var quiet bool
-	var traceJSON string
-	var traceEvents int
+	var f stressFlags
 	fs := flag.NewFlagSet("stress", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Int64Var(&cfg.Seed, "seed", 1, "the run's seed: every choice follows from it")
+	fs.Int64Var(&cfg.Seed, "seed", 1, "the run's seed: every choice follows from it (with --soak, the first seed)")
 	fs.IntVar(&cfg.Goroutines, "goroutines", 8, "goroutines issuing operations")
-	fs.Int64Var(&cfg.Ops, "ops", 0, "stop after this many operations (default 100000 unless --duration is given)")
-	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long (the first of --ops and --duration ends the run)")
+	fs.Int64Var(&cfg.Ops, "ops", 0, "stop after this many operations, per seed (default 100000 unless --duration is given)")
+	fs.DurationVar(&cfg.Duration, "duration", 0, "stop after this long, per seed (the first of --ops and --duration ends the run)")
 	fs.IntVar(&cfg.RoundOps, "round-ops", 40000, "operations per round (per machine)")
 	fs.Float64Var(&cfg.FaultRate, "fault-rate", 0.05, "fraction of operations that plant a fault in the driver code they reach (negative: none)")
 	fs.DurationVar(&cfg.Deadline, "deadline", 10*time.Second, "deadline of every removal, unload and drain")
 	fs.IntVar(&cfg.Round, "replay", -1, "run only this round again, with the same choices (same --seed, --goroutines, --round-ops, --fault-rate)")
 	fs.BoolVar(&cfg.Serial, "serial", false, "run each round's operations one at a time, in a fixed order")
-	fs.BoolVar(&quiet, "q", false, "no progress line per round")
-	fs.StringVar(&traceJSON, "trace-json", "", "write the last --trace-events lifetime events of the run to `FILE` as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
-	fs.IntVar(&traceEvents, "trace-events", 50000, "how many of the newest lifetime events --trace-json keeps")
+	fs.StringVar(&f.seeds, "seeds", "", "run these seeds in turn (comma-separated), each bounded by --ops or --duration")
+	fs.DurationVar(&f.soak, "soak", 0, "run seeds --seed, --seed+1, ... for this long in all, going on after findings")
+	fs.DurationVar(&f.seedDuration, "seed-duration", 20*time.Second, "with --soak and no --ops: how long each seed runs")
+	fs.BoolVar(&f.quiet, "q", false, "no progress line")
+	fs.StringVar(&f.traceJSON, "trace-json", "", "write the last --trace-events lifetime events of the run to `FILE` as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
+	fs.IntVar(&f.traceEvents, "trace-events", 50000, "how many of the newest lifetime events --trace-json keeps")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), stressHelp)
+		_, _ = fmt.Fprint(fs.Output(), stressHelp) // flag's own usage output is unchecked too
 		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sever stress: unexpected argument %q\n", fs.Arg(0))
+	bad := func(format string, a ...any) int {
+		_, _ = fmt.Fprintf(stderr, "sever stress: "+format+"\n", a...) // exit 2 says it anyway
 		return 2
 	}
-	if cfg.Goroutines < 1 || cfg.RoundOps < 1 || cfg.Ops < 0 || cfg.Duration < 0 || cfg.Deadline <= 0 || traceEvents < 1 {
-		fmt.Fprintln(stderr, "sever stress: --goroutines, --round-ops and --trace-events must be at least 1, --ops and --duration not negative, --deadline positive")
-		return 2
+	if fs.NArg() > 0 {
+		return bad("unexpected argument %q", fs.Arg(0))
+	}
+	if cfg.Goroutines < 1 || cfg.RoundOps < 1 || cfg.Ops < 0 || cfg.Duration < 0 || cfg.Deadline <= 0 || f.traceEvents < 1 {
+		return bad("--goroutines, --round-ops and --trace-events must be at least 1, --ops and --duration not negative, --deadline positive")
 	}
 	var rec *lifetrace.Recorder
-	if traceJSON != "" {
-		rec = lifetrace.NewRecorder(traceEvents)
+	if f.traceJSON != "" {
+		rec = lifetrace.NewRecorder(f.traceEvents)
 		cfg.Machine = append(cfg.Machine, sim.WithObserver(rec))
 	}
 	cfg.Replay = cfg.Round >= 0
-	if !quiet {
-		cfg.Progress = stderr
+	seeds, err := parseSeeds(f.seeds)
+	if err != nil {
+		return bad("--seeds: %v", err)
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	multi := len(seeds) > 0 || f.soak > 0
+	switch {
+	case len(seeds) > 0 && f.soak > 0:
+		return bad("--seeds and --soak exclude each other")
+	case multi && cfg.Replay:
+		return bad("--replay runs one round of one seed; not with --seeds or --soak")
+	case f.soak < 0 || f.seedDuration <= 0:
+		return bad("--soak must not be negative, --seed-duration must be positive")
+	}
+	if f.soak > 0 && cfg.Ops == 0 && cfg.Duration == 0 {
+		cfg.Duration = f.seedDuration
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	res := stress.Run(ctx, cfg)
-	res.WriteReport(stdout)
-	if rec != nil {
-		run := lifetrace.Run{Name: fmt.Sprintf("sever stress --seed %d (last %d events of %d)", cfg.Seed, len(rec.Records()), int64(len(rec.Records()))+rec.Dropped()), Records: rec.Records()}
-		if err := writeFile(traceJSON, stdout, "trace-json", func(w io.Writer) error { return lifetrace.WriteChrome(w, run) }); err != nil {
-			fmt.Fprintln(stderr, "sever stress:", err)
+	live := &stress.Live{}
+	cfg.Live = live
+	var prog *liveLine
+	if !f.quiet {
+		prog = startProgress(stderr, live)
+		defer prog.stop()
+	}
+	if multi && rec != nil {
+		return bad("--trace-json traces one run; not with --seeds or --soak")
+	}
+	if !multi {
+		res := stress.Run(ctx, cfg)
+		prog.stop()
+		failed := res.WriteReport(stdout) != nil || !res.OK()
+		if rec != nil { // most wanted when the run found something
+			run := lifetrace.Run{Name: fmt.Sprintf("sever stress --seed %d (last %d events of %d)", cfg.Seed, len(rec.Records()), int64(len(rec.Records()))+rec.Dropped()), Records: rec.Records()}
+			if err := writeFile(f.traceJSON, stdout, "trace-json", func(w io.Writer) error { return lifetrace.WriteChrome(w, run) }); err != nil {
+				_, _ = fmt.Fprintln(stderr, "sever stress:", err)
+				return 1
+			}
+		}
+		if failed {
 			return 1
 		}
+		return 0
 	}
-	if !res.OK() {
+	out := &printer{w: stdout}
+
+	var sum soakSummary
+	start := time.Now()
+	for i := 0; ctx.Err() == nil; i++ {
+		c := cfg
+		if len(seeds) > 0 {
+			if i == len(seeds) {
+				break
+			}
+			c.Seed = seeds[i]
+		} else {
+			left := f.soak - time.Since(start)
+			if left <= 0 {
+				break
+			}
+			c.Seed = cfg.Seed + int64(i)
+			if c.Duration == 0 || c.Duration > left {
+				c.Duration = left
+			}
+		}
+		prog.setSeed(c.Seed)
+		res := stress.Run(ctx, c)
+		prog.clear()
+		sum.add(res)
+		out.printf("%s\n", seedLine(res))
+		if !res.OK() && out.err == nil {
+			out.err = res.WriteReport(stdout)
+		}
+	}
+	prog.stop()
+	sum.write(out, time.Since(start))
+	if sum.findings > 0 || out.err != nil {
 		return 1
 	}
 	return 0
+}
+
+// printer keeps the first error of a sequence of writes and skips the
+// writes after it: the command checks its output once, in its exit code.
+type printer struct {
+	w   io.Writer
+	err error
+}
+
+func (p *printer) printf(format string, a ...any) {
+	if p.err == nil {
+		_, p.err = fmt.Fprintf(p.w, format, a...)
+	}
+}
+
+// parseSeeds parses "2,3,5".
+func parseSeeds(s string) ([]int64, error) {
+	if s == "" {
+		return nil, nil
+	}
+	var seeds []int64
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.ParseInt(strings.TrimSpace(f), 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a seed", f)
+		}
+		seeds = append(seeds, n)
+	}
+	return seeds, nil
+}
+
+// seedLine is one seed's outcome in a line: figures, and the findings by
+// class with the command that replays the first.
+func seedLine(res *stress.Result) string {
+	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped, faults %d/%d/%d (sleep/error/panic): ",
+		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare(), res.Sleeps, res.Errors, res.Panics)
+	if res.OK() {
+		return s + "clean"
+	}
+	s += fmt.Sprintf("%d findings (%s)", findings(res), classes(res))
+	for _, f := range res.Findings {
+		if f.Round >= 0 {
+			return s + "; replay: " + res.ReplayCommand(f)
+		}
+	}
+	return s
+}
+
+func findings(res *stress.Result) int {
+	n := len(res.Findings)
+	for _, d := range res.Dropped {
+		n += d
+	}
+	return n
+}
+
+// classes is "call into gone owner×2, stuck×1".
+func classes(res *stress.Result) string {
+	counts := map[string]int{}
+	for _, f := range res.Findings {
+		counts[f.Class]++
+	}
+	for c, n := range res.Dropped {
+		counts[c] += n
+	}
+	var cs []string
+	for c, n := range counts {
+		cs = append(cs, fmt.Sprintf("%s×%d", c, n))
+	}
+	sort.Strings(cs)
+	return strings.Join(cs, ", ")
+}
+
+// soakSummary adds up a sequence of runs, one per seed.
+type soakSummary struct {
+	seeds, ops, findings int64
+	faults               int64 // injected: sleeps, errors and panics
+	// rounds counts the rounds with a finding: one race often records
+	// many violations in its round, so operations per such round is the
+	// honest rate.
+	rounds int64
+	dirty  []string // "7 (call into gone owner×1)"
+	runs   []*stress.Result
+}
+
+func (s *soakSummary) add(res *stress.Result) {
+	s.seeds++
+	s.ops += res.Ops
+	s.faults += res.Sleeps + res.Errors + res.Panics
+	s.runs = append(s.runs, res)
+	if n := findings(res); n > 0 {
+		s.findings += int64(n)
+		rounds := map[int]bool{}
+		for _, f := range res.Findings {
+			rounds[f.Round] = true
+		}
+		s.rounds += int64(max(len(rounds), 1))
+		s.dirty = append(s.dirty, fmt.Sprintf("%d (%s)", res.Config.Seed, classes(res)))
+	}
+}
+
+func (s *soakSummary) write(w *printer, elapsed time.Duration) {
+	w.printf("\nsever stress: %d seeds, %d operations and %d injected faults in %v", s.seeds, s.ops, s.faults, elapsed.Round(time.Second))
+	if s.findings == 0 {
+		w.printf(": no finding; %d operations ran clean\n", s.ops)
+		w.printf("PASS: no violation, no broken promise, no leak on any seed\n")
+		return
+	}
+	w.printf(": %d findings in %d rounds on %d of %d seeds; one round with a finding per %d operations\n", s.findings, s.rounds, len(s.dirty), s.seeds, s.ops/s.rounds)
+	w.printf("seeds with findings: %s\n", strings.Join(s.dirty, "; "))
+	w.printf("FAIL: replay a seed's round with the command printed on its line\n")
+}
+
+// liveLine redraws a status line from a stress.Live: on a terminal every
+// second, in place; otherwise a plain line every 10 seconds. It is the one
+// place that knows how progress is shown, so another display can take its
+// place. A nil *liveLine does nothing.
+type liveLine struct {
+	w     io.Writer
+	live  *stress.Live
+	tty   bool
+	start time.Time
+
+	mu      sync.Mutex
+	seed    int64
+	drawn   bool // a tty line is on screen, not yet ended
+	stopped bool
+	done    chan struct{} // closed by stop
+	exited  chan struct{} // closed when the drawing goroutine returns
+	once    sync.Once
+}
+
+func startProgress(w io.Writer, live *stress.Live) *liveLine {
+	p := &liveLine{w: w, live: live, tty: isTerminal(w), start: time.Now(), seed: -1, done: make(chan struct{}), exited: make(chan struct{})}
+	every := 10 * time.Second
+	if p.tty {
+		every = time.Second
+	}
+	go func() {
+		defer close(p.exited)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		last, lastAt := int64(0), p.start
+		for {
+			select {
+			case <-p.done:
+				return
+			case now := <-t.C:
+				ops := p.live.Ops.Load()
+				rate := float64(ops-last) / now.Sub(lastAt).Seconds()
+				last, lastAt = ops, now
+				p.draw(ops, rate, now)
+			}
+		}
+	}()
+	return p
+}
+
+func (p *liveLine) draw(ops int64, rate float64, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stopped {
+		return
+	}
+	line := fmt.Sprintf("sever stress: %d ops, %.0f ops/s, %d findings, %v elapsed", ops, rate, p.live.Findings.Load(), now.Sub(p.start).Round(time.Second))
+	if p.seed >= 0 {
+		line += fmt.Sprintf(", seed %d", p.seed)
+	}
+	var err error
+	if p.tty {
+		_, err = fmt.Fprintf(p.w, "\r\033[K%s", line)
+		p.drawn = true
+	} else {
+		_, err = fmt.Fprintln(p.w, line)
+	}
+	// A display that cannot write stops drawing; the run goes on.
+	p.stopped = err != nil
+}
+
+// setSeed names the seed that runs now.
+func (p *liveLine) setSeed(seed int64) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.seed = seed
+	p.mu.Unlock()
+}
+
+// clear ends a line drawn on a terminal, so other output starts on its
+// own line.
+func (p *liveLine) clear() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.drawn {
+		_, err := fmt.Fprint(p.w, "\r\033[K")
+		p.drawn, p.stopped = false, p.stopped || err != nil
+	}
+}
+
+// stop ends the display; it may be called more than once.
+func (p *liveLine) stop() {
+	if p == nil {
+		return
+	}
+	p.once.Do(func() {
+		close(p.done)
+		<-p.exited
+		p.mu.Lock()
+		p.stopped = true
+		p.mu.Unlock()
+	})
+	p.clear()
+}
+
+// isTerminal reports whether w is a terminal (a character device).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }

@@ -3,6 +3,7 @@ package cp2112
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -153,7 +154,10 @@ func cdevPoll(c *chardev.Call) sever.Events {
 
 func cdevRelease(c *chardev.Call) {
 	if req := c.Private().(*cdevOpen).request(); req != nil {
-		req.Close()
+		// ENODEV when the chip went first and freed the request with
+		// itself: either way the line is free now, and Release has no
+		// caller to tell.
+		_ = req.Close()
 	}
 }
 
@@ -173,8 +177,7 @@ func RequestLineEvents(reg *chardev.Registry, name string, line int, edges gpio.
 		return nil, err
 	}
 	if _, err := f.Ioctl(IoctlRequestLine, []byte{byte(line), byte(edges)}); err != nil {
-		f.Close()
-		return nil, err
+		return nil, errors.Join(err, f.Close())
 	}
 	return f, nil
 }
@@ -313,7 +316,9 @@ func (o *cdevOpen) get(chip *gpio.Chip, line int) (int, error) {
 			return 0, err
 		}
 		v, err = l.Value()
-		l.Close()
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
 		if err != nil {
 			return 0, err
 		}

@@ -97,8 +97,7 @@ func probeAt24(m *sim.Machine, owner *sever.Owner, d *device.Device) error {
 		}
 		return nil
 	}); err != nil {
-		t.Remove(context.Background(), node)
-		return err
+		return errors.Join(err, t.Remove(context.Background(), node))
 	}
 	return nil
 }

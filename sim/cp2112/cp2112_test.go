@@ -80,7 +80,7 @@ func TestEEPROMAndSensorServeThroughSysfs(t *testing.T) {
 	if _, err := f.ReadAt(got, 16); err != nil || string(got) != "sever" {
 		t.Errorf("eeprom read back %q, %v; want \"sever\"", got, err)
 	}
-	f.Close()
+	closeOK(t, f)
 	b.hw.SetTemperature(42500)
 	tf, err := b.m.Sysfs().Open(b.client(1)+"/temp1_input", os.O_RDONLY)
 	if err != nil {
@@ -88,7 +88,7 @@ func TestEEPROMAndSensorServeThroughSysfs(t *testing.T) {
 	}
 	buf := make([]byte, 32)
 	n, _ := tf.Read(buf)
-	tf.Close()
+	closeOK(t, tf)
 	if strings.TrimSpace(string(buf[:n])) != "42500" {
 		t.Errorf("temp1_input = %q, want 42500", buf[:n])
 	}
@@ -123,8 +123,10 @@ func TestEdgeRaisesIRQAndUserSpaceEvent(t *testing.T) {
 	if v, err := cp2112.LineValue(f); err != nil || v {
 		t.Errorf("line value %v, %v; want low", v, err)
 	}
-	f.Close()
-	r.Free(ctx)
+	closeOK(t, f)
+	if err := r.Free(ctx); err != nil {
+		t.Errorf("free_irq: %v", err)
+	}
 	if vs := b.quiesce(t); len(vs) != 0 {
 		t.Errorf("violations: %v", vs)
 	}
@@ -165,8 +167,8 @@ func TestUnplugLeavesEveryConsumerAShell(t *testing.T) {
 	if err := r.Free(ctx); err != nil {
 		t.Errorf("Free of the shell: %v", err)
 	}
-	f.Close()
-	ee.Close()
+	closeOK(t, f)
+	closeOK(t, ee)
 	if vs := b.quiesce(t); len(vs) != 0 {
 		t.Errorf("violations: %v", vs)
 	}
@@ -179,13 +181,26 @@ func TestNaiveDomainLeaksTheIRQEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.port.Unplug(ctx)
+	if err := b.port.Unplug(ctx); err != nil {
+		t.Fatalf("unplug: %v", err)
+	}
 	if r.Err() != nil {
 		t.Errorf("naive IRQ reports %v; the naive domain never tells", r.Err())
 	}
-	r.Free(ctx)
+	if err := r.Free(ctx); err != nil {
+		t.Errorf("free_irq: %v", err)
+	}
 	b.quiesce(t)
 	if b.m.Log().Count(check.UseAfterFree) == 0 || b.m.Log().Count(check.ReferenceAfterUnregister) == 0 {
 		t.Errorf("naive domain: %v; want a use after free and the leaked entry", b.m.Log().Summary())
+	}
+}
+
+// closeOK closes c and fails the test if Close does: a file's first Close
+// succeeds, whether or not its device is gone.
+func closeOK(t testing.TB, c interface{ Close() error }) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }

@@ -18,20 +18,30 @@ func Example() {
 	ctx := context.Background()
 	m := sim.New("example")
 	mod, _ := m.Insmod("cp2112", nil)
-	cp2112.Register(ctx, m, mod, 0)
+	if _, err := cp2112.Register(ctx, m, mod, 0); err != nil {
+		fmt.Println(err)
+		return
+	}
 	host, _ := usb.NewHost(ctx, m.Core(), "usb1", 1)
 	hw := cp2112.NewHardware("cp2112-0")
-	cp2112.Plug(ctx, m, host.Port(1), hw)
+	if _, err := cp2112.Plug(ctx, m, host.Port(1), hw); err != nil {
+		fmt.Println(err)
+		return
+	}
 
 	f, _ := cp2112.RequestLineEvents(m.Dev(), "gpiochip0", 5, gpio.EdgeRising)
 	hw.SetInput(5, true)
 	ev, _ := cp2112.ReadLineEvent(ctx, f)
 	fmt.Println("event on line", ev.Line, "rising", ev.Rising)
 
-	host.Port(1).Unplug(ctx)
+	if err := host.Port(1).Unplug(ctx); err != nil {
+		fmt.Println(err)
+	}
 	_, err := cp2112.ReadLineEvent(ctx, f)
 	fmt.Println("after unplug:", errors.Is(err, sever.ErrNoDevice))
-	f.Close()
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	vs, _ := m.Quiesce(ctx)
 	fmt.Println("violations:", len(vs))
 	// Output:

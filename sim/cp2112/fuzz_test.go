@@ -80,7 +80,7 @@ func FuzzGpiochipText(f *testing.F) {
 			if g, err := b.br.Chip().RequestLine(l, "fuzz"); err != nil {
 				t.Fatalf("after %q and close: line %d: %v", data, l, err)
 			} else {
-				g.Close()
+				closeOK(t, g)
 			}
 		}
 	})

@@ -146,7 +146,9 @@ func (ld *legacyDomain) remove() {
 	ld.mu.Unlock()
 	for _, ds := range descs {
 		if ents, err := ld.t.Readdir(ds.node); err == nil && len(ents) == 0 {
-			ld.t.Remove(context.Background(), ds.node)
+			if err := ld.t.Remove(context.Background(), ds.node); err != nil {
+				ld.b.m.Record(sim.KindStep, ds.node.Path(), "irq_domain_remove: "+err.Error())
+			}
 		}
 		ds.state.Free()
 		ld.b.m.Record(sim.KindFreed, fmt.Sprintf("irq %d descriptor", ds.irq), "irq_domain_remove; requested actions not freed")

@@ -21,7 +21,7 @@ func TestTextProtocolRequestsGetsAndReadsEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // after a Fatal; the Close at the end is checked
 	if _, err := f.Write([]byte("request 3 both\n")); err != nil {
 		t.Fatalf("request: %v", err)
 	}
@@ -56,14 +56,16 @@ func TestTextProtocolRequestsGetsAndReadsEvents(t *testing.T) {
 	if err != nil || !strings.HasPrefix(string(buf[:n]), "3 1\n5 1\n") {
 		t.Errorf("get replies: %q, %v", buf[:n], err)
 	}
-	b.port.Unplug(ctx)
+	if err := b.port.Unplug(ctx); err != nil {
+		t.Fatalf("unplug: %v", err)
+	}
 	if _, err := f.ReadContext(ctx, buf); !errors.Is(err, sever.ErrNoDevice) {
 		t.Errorf("read after unplug: %v, want ENODEV", err)
 	}
 	if _, err := f.Write([]byte("get 3")); !errors.Is(err, sever.ErrNoDevice) {
 		t.Errorf("write after unplug: %v, want ENODEV", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	for _, v := range b.quiesce(t) {
 		t.Errorf("checker: %v", v)
 	}

@@ -20,6 +20,7 @@ package gpiokeys
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -106,9 +107,10 @@ func probe(ctx context.Context, m *sim.Machine, d *device.Device) error {
 	if k.line, err = chip.RequestLine(cfg.Line, "gpio-keys"); err != nil {
 		return err
 	}
-	if _, err := d.AddResource("gpio line", func() { k.line.Close() }); err != nil {
-		k.line.Close()
-		return err
+	// gpiod_put: ENODEV when the chip went first and freed the request
+	// with itself; the line is free either way.
+	if _, err := d.AddResource("gpio line", func() { _ = k.line.Close() }); err != nil {
+		return errors.Join(err, k.line.Close())
 	}
 	// devm_request_irq: freed when the binding ends, whether or not the
 	// provider is still there.
@@ -117,11 +119,13 @@ func probe(ctx context.Context, m *sim.Machine, d *device.Device) error {
 	}
 	path := d.Path()
 	if _, err := d.AddResource("irq", func() {
-		k.irq.Free(context.Background())
-		m.Record(sim.KindReleased, path, fmt.Sprintf("free_irq %d", k.irq.IRQ()))
+		detail := fmt.Sprintf("free_irq %d", k.irq.IRQ())
+		if err := k.irq.Free(context.Background()); err != nil {
+			detail += ": " + err.Error()
+		}
+		m.Record(sim.KindReleased, path, detail)
 	}); err != nil {
-		k.irq.Free(ctx)
-		return err
+		return errors.Join(err, k.irq.Free(ctx))
 	}
 	d.SetDriverData(k)
 	return nil

@@ -22,7 +22,7 @@ func read(t *testing.T, m *sim.Machine, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	buf := make([]byte, 64)
 	n, err := f.Read(buf)
 	return strings.TrimSpace(string(buf[:n])), err
@@ -33,11 +33,17 @@ func TestKeyStaysBoundAndServingWhenItsProviderGoes(t *testing.T) {
 	m := sim.New(t.Name())
 	cp, _ := m.Insmod("cp2112", nil)
 	gk, _ := m.Insmod("gpio_keys", nil)
-	cp2112.Register(ctx, m, cp, 0)
-	gpiokeys.Register(ctx, m, gk)
+	if _, err := cp2112.Register(ctx, m, cp, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gpiokeys.Register(ctx, m, gk); err != nil {
+		t.Fatal(err)
+	}
 	host, _ := usb.NewHost(ctx, m.Core(), "usb1", 1)
 	hw := cp2112.NewHardware("cp2112-0")
-	cp2112.Plug(ctx, m, host.Port(1), hw)
+	if _, err := cp2112.Plug(ctx, m, host.Port(1), hw); err != nil {
+		t.Fatal(err)
+	}
 	d, err := gpiokeys.AddDevice(ctx, m, gpiokeys.Config{Name: "gpio-keys.0", Chip: "cp2112-0", Line: 2,
 		RequestIRQ: func(name string, h irq.Handler) (gpiokeys.IRQ, error) {
 			return cp2112.RequestIRQ(m.Core(), "cp2112-0", 2, name, h)
@@ -56,7 +62,9 @@ func TestKeyStaysBoundAndServingWhenItsProviderGoes(t *testing.T) {
 		t.Errorf("value = %q, %v; want 0", got, err)
 	}
 
-	host.Port(1).Unplug(ctx)
+	if err := host.Port(1).Unplug(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if d.Driver() == nil {
 		t.Fatal("gpio-keys was unbound by its provider's unplug")
 	}
@@ -73,5 +81,14 @@ func TestKeyStaysBoundAndServingWhenItsProviderGoes(t *testing.T) {
 	defer cancel()
 	if vs, err := m.Quiesce(ctx2); len(vs) != 0 || err != nil {
 		t.Errorf("quiesce: %v, %v", vs, err)
+	}
+}
+
+// closeOK closes c and fails the test if Close does: a file's first Close
+// succeeds, whether or not its device is gone.
+func closeOK(t testing.TB, c interface{ Close() error }) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }

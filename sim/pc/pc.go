@@ -426,8 +426,9 @@ func (pt *port) addSim() {
 	if err != nil {
 		return
 	}
+	var errs []error
 	for line := range cp2112.Lines {
-		t.AddAttr(dir, kernfs.Attr{
+		_, err := t.AddAttr(dir, kernfs.Attr{
 			Name:  fmt.Sprintf("line%d", line),
 			Parse: kernfs.Int(0, 1),
 			Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
@@ -441,8 +442,9 @@ func (pt *port) addSim() {
 				return nil
 			},
 		})
+		errs = append(errs, err)
 	}
-	t.AddAttr(dir, kernfs.Attr{
+	_, err = t.AddAttr(dir, kernfs.Attr{
 		Name:  "temp",
 		Parse: kernfs.Int(-55000, 125000),
 		Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
@@ -453,6 +455,14 @@ func (pt *port) addSim() {
 			return nil
 		},
 	})
-	t.Activate(dir)
+	if err = errors.Join(append(errs, err)...); err == nil {
+		err = t.Activate(dir)
+	}
+	if err != nil {
+		// The board works without its sim/ controls (the port's
+		// directory may be going); the trace says why they are missing.
+		pt.pc.m.Record(sim.KindStep, dir.Path(), "sim controls: "+errors.Join(err, t.Remove(context.Background(), dir)).Error())
+		return
+	}
 	pt.sim = dir
 }

@@ -24,6 +24,7 @@ package psi
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -150,8 +151,7 @@ func (h *Hierarchy) Mkdir(name string) (*Group, error) {
 		Release: g.release,
 	})
 	if err != nil {
-		h.t.Remove(context.Background(), dir)
-		return nil, err
+		return nil, errors.Join(err, h.t.Remove(context.Background(), dir))
 	}
 	if err := h.t.Activate(dir); err != nil {
 		return nil, err
@@ -309,8 +309,7 @@ func (h *Hierarchy) Watch(path, trigger string) (*Watcher, error) {
 		return nil, err
 	}
 	if _, err := f.Write([]byte(trigger)); err != nil {
-		f.Close()
-		return nil, err
+		return nil, errors.Join(err, f.Close())
 	}
 	w := &Watcher{h: h, f: f, buf: make([]byte, kernfs.PageSize)}
 	if h.bugs&BugTriggerOwnsQueue != 0 {
@@ -355,7 +354,9 @@ func (w *Watcher) Poll(ctx context.Context) (sever.Events, error) {
 		return ev, err
 	}
 	if _, err := w.f.Seek(0, 0); err == nil {
-		w.f.Read(w.buf) // re-arm: the next Notify counts from here
+		// Re-arm: the next Notify counts from here. A read that fails
+		// (the cgroup going) is seen by the next Wait.
+		_, _ = w.f.Read(w.buf)
 	}
 	return ev, nil
 }

@@ -32,6 +32,7 @@ package tcmu
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -143,8 +144,8 @@ func (t *Target) Create(ctx context.Context, name string) (*Dev, error) {
 	d := t.devs[dev]
 	t.mu.Unlock()
 	if d == nil {
-		dev.Unregister(ctx)
-		return nil, &sever.ObjectError{Object: dev.Path(), Err: fmt.Errorf("tcmu did not bind: %w", sever.ErrNoDevice)}
+		err := &sever.ObjectError{Object: dev.Path(), Err: fmt.Errorf("tcmu did not bind: %w", sever.ErrNoDevice)}
+		return nil, errors.Join(err, dev.Unregister(ctx))
 	}
 	return d, nil
 }
@@ -283,8 +284,7 @@ func (d *Dev) OpenRunner() (*Runner, error) {
 	}
 	m, err := f.Mmap(0)
 	if err != nil {
-		f.Close()
-		return nil, err
+		return nil, errors.Join(err, f.Close())
 	}
 	return &Runner{d: d, f: f, m: m}, nil
 }
@@ -320,14 +320,17 @@ func (r *Runner) Touch(site string) error {
 }
 
 // Close unmaps the data area and closes the uio device, as the daemon does
-// when it winds down. A second Close does nothing.
+// when it winds down. A second Close does nothing. Neither can fail on a
+// runner's own mapping and file (both are closed once, here); an error
+// would be a framework bug, recorded in the machine's trace.
 func (r *Runner) Close() {
 	if r.done {
 		return
 	}
 	r.done = true
-	r.m.Unmap()
-	r.f.Close()
+	if err := errors.Join(r.m.Unmap(), r.f.Close()); err != nil {
+		r.d.t.m.Record(sim.KindStep, "/dev/"+r.d.uio.Name(), "tcmu-runner close: "+err.Error())
+	}
 	r.d.noticeFree()
 }
 

@@ -31,6 +31,7 @@ package zram
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -262,8 +263,7 @@ func (mod *Module) HotAdd(ctx context.Context) (*Zram, error) {
 		// The private data is the disk device's managed resource: released
 		// by the deletion path after the files and the queue have drained.
 		if _, err := disk.Device().AddResource("zram: struct zram", func() { z.free("del_gendisk done: attributes and queue drained") }); err != nil {
-			disk.Del(ctx)
-			return nil, err
+			return nil, errors.Join(err, disk.Del(ctx))
 		}
 	}
 	mod.m.Record(sim.KindEntered, z.dir.Path(), "zram_add: "+z.name)
@@ -347,7 +347,7 @@ func (mod *Module) exit() {
 	// Every disk was deleted by the unload hooks before this runs, its
 	// attribute calls drained: nobody can be waiting for the lock.
 	ctx := context.Background()
-	mod.lock(ctx)
+	_ = mod.lock(ctx) // without a deadline it cannot fail
 	mod.mu.Lock()
 	var left []*Zram
 	for _, z := range mod.devs {
@@ -358,14 +358,22 @@ func (mod *Module) exit() {
 		z.free("module exit, after its disks were deleted")
 	}
 	mod.unlock()
-	mod.control.Unregister(ctx)
+	mod.unregisterControl(ctx)
+}
+
+// unregisterControl removes /devices/zram-control at exit, which cannot
+// fail the unload: an error is recorded in the machine's trace.
+func (mod *Module) unregisterControl(ctx context.Context) {
+	if err := mod.control.Unregister(ctx); err != nil {
+		mod.m.Record(sim.KindStep, "/devices/zram-control", "zram_exit: unregister: "+err.Error())
+	}
 }
 
 // exitHoldingLock is the naive zram_exit of BugExitHoldsLock:
 // destroy_devices under zram_index_mutex.
 func (mod *Module) exitHoldingLock() {
 	ctx := context.Background()
-	mod.lock(ctx)
+	_ = mod.lock(ctx) // without a deadline it cannot fail
 	mod.mu.Lock()
 	var devs []*Zram
 	for _, z := range mod.devs {
@@ -383,12 +391,14 @@ func (mod *Module) exitHoldingLock() {
 			// SeverTimeout above). The kernel would stay blocked here;
 			// so does this exit, until the attribute call drains.
 			mod.m.Record(sim.KindStep, path, "hung task: rmmod blocked in del_gendisk: "+err.Error())
-			mod.m.Sysfs().Remove(ctx, z.dir)
+			if err := mod.m.Sysfs().Remove(ctx, z.dir); err != nil {
+				mod.m.Record(sim.KindStep, path, "zram_exit: remove: "+err.Error())
+			}
 		}
 		mod.m.Record(sim.KindDrained, path, "del_gendisk returned")
 	}
 	mod.unlock()
-	mod.control.Unregister(ctx)
+	mod.unregisterControl(ctx)
 }
 
 // Name returns the disk's name, "zramN".

@@ -27,7 +27,7 @@ func write(t *testing.T, m *sim.Machine, path, v string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	_, err = f.Write([]byte(v + "\n"))
 	return err
 }
@@ -38,7 +38,7 @@ func read(t *testing.T, m *sim.Machine, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	buf := make([]byte, 256)
 	n, err := f.Read(buf)
 	return string(buf[:n]), err
@@ -99,7 +99,7 @@ func TestResetRemovesItsOwnDiskAndFreesItsDataOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer held.Close()
+	defer closeOK(t, held)
 	done := make(chan error, 1)
 	go func() { done <- write(t, m, z.Path()+"/reset", "1") }()
 	select {
@@ -151,7 +151,7 @@ func TestUnloadTryIsRefusedWhileADiskOrAFileHoldsTheModule(t *testing.T) {
 	if _, err := f.Read(make([]byte, 8)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("hot_add held open across rmmod: %v, want ENODEV", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	clean(t, m)
 }
 
@@ -177,7 +177,7 @@ func TestNaiveExitHoldingTheLockIsASeverTimeoutNamingTheStore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	wctx, kill := context.WithCancel(ctxT(t))
 	defer kill()
 	wrote := make(chan error, 1)
@@ -206,5 +206,14 @@ func TestNaiveExitHoldingTheLockIsASeverTimeoutNamingTheStore(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("no SeverTimeout naming comp_algorithm; violations: %v", vs)
+	}
+}
+
+// closeOK closes c and fails the test if Close does: a file's first Close
+// succeeds, whether or not its device is gone.
+func closeOK(t testing.TB, c interface{ Close() error }) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close: %v", err)
 	}
 }
