@@ -301,9 +301,20 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 		Poll: func(c *chardev.Call) sever.Events {
 			var r pollResp
 			if err := g.invoke(context.Background(), "Poll", &fileReq{File: c.Private().(*proxyFile).id}, &r); err != nil {
-				return sever.EventErr | sever.EventHup
+				// The host is dead or dying, but its char device is not
+				// severed yet: an error, not yet a hang-up. The hang-up
+				// comes with the sever, which reports it with ENODEV (a
+				// hang-up reported here came with a nil error, breaking
+				// that promise; sever stress's host-kill found it).
+				return sever.EventErr
 			}
-			return sever.Events(r.Events)
+			// Likewise a hang-up from the host's side (its file gone, its
+			// machine quiescing) is an error here until the sever.
+			ev := sever.Events(r.Events)
+			if ev&sever.EventHup != 0 {
+				ev = ev&^sever.EventHup | sever.EventErr
+			}
+			return ev
 		},
 		Release: func(c *chardev.Call) {
 			id := c.Private().(*proxyFile).id

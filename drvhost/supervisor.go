@@ -282,7 +282,13 @@ func (s *Supervisor) signal(sig syscall.Signal) (int, error) {
 	if g == nil || g.proc == nil {
 		return 0, &sever.ObjectError{Object: "host " + s.cfg.Name, Err: sever.ErrNoDevice}
 	}
-	return g.pid, g.proc.Signal(sig)
+	if err := g.proc.Signal(sig); err != nil {
+		if errors.Is(err, os.ErrProcessDone) { // it died, and was reaped, since
+			return 0, &sever.ObjectError{Object: "host " + s.cfg.Name, Err: sever.ErrNoDevice}
+		}
+		return 0, &sever.ObjectError{Object: "host " + s.cfg.Name, Err: err}
+	}
+	return g.pid, nil
 }
 
 // Status is a snapshot of a supervised host.
