@@ -153,6 +153,8 @@ func (w *worker) retarget(op Op) Kind {
 			k = KSysOpen
 		case k >= KCdevRead && k <= KCdevClose && len(w.cdev) == 0:
 			k = KCdevOpen
+		case k == KHostKill && r.drv == nil:
+			k = KUnplug // no driver host: a local provider's surprise removal
 		case k == KCdevOpen && len(r.m.Dev().Names()) == 0:
 			k = KAddDevice
 		case k == KIRQFree && len(w.irqs) == 0:
@@ -302,13 +304,15 @@ func (w *worker) do(ctx context.Context, op Op) (bool, error) {
 		return w.i2c(ctx, op)
 	case KGPIO:
 		return w.gpio(op)
+	case KHostKill:
+		return w.hostKill(ctx, op)
 	}
 	return false, nil
 }
 
 // starts are where the walk of the attribute tree begins: the root, and
 // the directories the devices of the mix live in.
-var starts = []string{"/", "/devices", "/bus", "/class", "/block", "/irq", "/devices/usb1", "/devices/stress.0", "/devices/stress.1", "/devices/usb1/1-1", "/devices/usb1/1-2"}
+var starts = []string{"/", "/devices", "/bus", "/class", "/block", "/irq", "/devices/usb1", "/devices/stress.0", "/devices/stress.1", "/devices/usb1/1-1", "/devices/usb1/1-2", "/devices/host-" + HostName, "/hosts/" + HostName}
 
 // walk descends the attribute tree from a start chosen by a, choosing
 // each entry by the next of a's pseudo-random choices, until it reaches
@@ -368,6 +372,9 @@ func (w *worker) sysOpen(op Op) (bool, error) {
 		return true, err
 	}
 	w.track(f)
+	if strings.HasPrefix(path, "/devices/host-") {
+		w.r.files.Add(1)
+	}
 	w.sys = append(w.sys, &sysFile{f: f, path: path})
 	return true, nil
 }
@@ -503,6 +510,9 @@ func (w *worker) cdevOpen(op Op) (bool, error) {
 	}
 	cf.f = f
 	w.track(f)
+	if strings.HasPrefix(name, HostName+"-") {
+		w.r.files.Add(1)
+	}
 	w.cdev = append(w.cdev, cf)
 	return true, nil
 }
@@ -830,6 +840,37 @@ func (w *worker) gpio(op Op) (bool, error) {
 		w.h.promise(w, "%s: gpiod_put: %v; want nil", op, cerr)
 	}
 	return true, err
+}
+
+// hostKill kill -9s the driver host while the other workers use its
+// devices, and holds the death to the contract: the host's device is
+// removed — through the one removal path, which the checker watches —
+// within the deadline. A host that is restarting is waited for first (a
+// kill of a process that is not there would test nothing); the kill can
+// still miss one that a write to /hosts/cp2112/restart is replacing, and
+// then fails with ENODEV.
+func (w *worker) hostKill(ctx context.Context, op Op) (bool, error) {
+	sup := w.r.drv
+	dctx, cancel := w.deadline(ctx)
+	defer cancel()
+	if _, err := sup.WaitRunning(dctx, 0); err != nil {
+		w.h.promise(w, "%s: the driver host did not run again within %v: %v (%+v)", op, w.r.cfg.Deadline, err, sup.Status())
+		return true, err
+	}
+	d := sup.Device(HostName)
+	if _, err := sup.Kill(); err != nil {
+		return true, err
+	}
+	w.r.kills.Add(1)
+	if d == nil {
+		return true, nil // the generation died before its device could be seen
+	}
+	select {
+	case <-d.Removed():
+	case <-dctx.Done():
+		w.h.promise(w, "%s: the killed host's device %s still there after %v", op, d.Name(), w.r.cfg.Deadline)
+	}
+	return true, nil
 }
 
 // closeAll closes every handle the worker holds: the end of a round, when

@@ -7,10 +7,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/drvhost"
 	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/sim/cp2112"
 	"github.com/sever-dev/sever/sim/scsi"
@@ -45,6 +47,10 @@ type rig struct {
 	disks  sync.Map // stress disk name → *block.Disk (the latest of that name)
 	mods   []*module
 	fm     atomic.Pointer[faultModule]
+
+	drv   *drvhost.Supervisor // the driver host (Config.Host), or nil
+	kills atomic.Int64        // host-kills that killed a host process
+	files atomic.Int64        // opens of the host's attributes and char device
 
 	onViolation func(check.Violation)
 }
@@ -147,7 +153,41 @@ func newRig(ctx context.Context, cfg Config, round int, onViolation func(check.V
 		}
 		r.ctrls = append(r.ctrls, d)
 	}
+	if len(cfg.Host) > 0 {
+		if err := r.startHost(ctx); err != nil {
+			return nil, err
+		}
+	}
 	return r, nil
+}
+
+// HostName is the stress machine's driver host: its controls are
+// /hosts/cp2112/, its devices under /devices/host-cp2112/, its char
+// device dev/cp2112-gpiochip0. The host process (Config.Host) serves the
+// cp2112 host of sim/pc (pc.ServeHost with pc.CP2112Host).
+const HostName = "cp2112"
+
+// startHost starts the driver host Config.Host describes, restarted at
+// once (1-8ms) after every death, and makes the machine's quiesce stop
+// it.
+func (r *rig) startHost(ctx context.Context) error {
+	sup, err := drvhost.New(r.m.Core(), drvhost.Config{
+		Name: HostName, Command: r.cfg.Host, Env: r.cfg.HostEnv,
+		Policy: drvhost.RestartAlways, Backoff: time.Millisecond, MaxBackoff: 8 * time.Millisecond,
+		CdevPrefix: HostName + "-",
+	})
+	if err != nil {
+		return err
+	}
+	if err := sup.Start(ctx); err != nil {
+		// A supervisor's life ends with Stop, a failed start's too; the
+		// start's error is the one that says what went wrong.
+		_ = sup.Stop(ctx)
+		return fmt.Errorf("driver host %s: %w", HostName, err)
+	}
+	r.drv = sup
+	r.m.OnQuiesce("driver host "+HostName, sup.Stop)
+	return nil
 }
 
 // observe is the machine log's observer: a check.DriverFault from a panic

@@ -59,6 +59,15 @@ type Config struct {
 	// Machine configures every round's machine (sim.WithObserver traces
 	// them all).
 	Machine []sim.Option
+	// Host, if not empty, is the command of a driver host process that
+	// serves sim/pc's cp2112 host (pc.ServeHost(ctx, pc.CP2112Host)) on
+	// the listener it inherits; HostEnv is added to its environment. Every
+	// round's machine then runs that host, whose attributes and char
+	// device take part in the mix, and a host-kill operation kill -9s it
+	// (the supervisor restarts it). Without a host, host-kill runs as an
+	// unplug: a local provider's surprise removal.
+	Host    []string
+	HostEnv []string
 	// Live, if not nil, is kept up to date while the run goes on, for a
 	// progress display that samples it from another goroutine.
 	Live *Live
@@ -163,6 +172,8 @@ type Result struct {
 	Probes                 int64 // stress probes completed
 	ShellsOpened           int64
 	ShellsFreed            int64
+	HostKills              int64 // host processes killed by host-kill
+	HostFiles              int64 // the host's attributes and char devices opened
 
 	Findings []Finding
 	// Dropped counts findings beyond the first MaxFindings, by class.
@@ -536,6 +547,8 @@ func (h *harness) audit(ctx context.Context, r *rig) {
 	res.Probes += r.probes.Load()
 	res.ShellsOpened += r.shellsOpen.Load()
 	res.ShellsFreed += r.shellsFreed.Load()
+	res.HostKills += r.kills.Load()
+	res.HostFiles += r.files.Load()
 	h.mu.Unlock()
 }
 
@@ -558,6 +571,11 @@ func (res *Result) WriteReport(out io.Writer) error {
 	w.printf("faults injected: %d sleeps, %d errors, %d panics (%d recorded as expected driver faults)\n", res.Sleeps, res.Errors, res.Panics, res.ExpectedFaults)
 	w.printf("stress probes completed %d; char device releases %d; regions freed %d; file shells opened %d, collected %d\n",
 		res.Probes, res.Releases, res.RegionFrees, res.ShellsOpened, res.ShellsFreed)
+	if len(c.Host) > 0 {
+		w.printf("driver host %s: %d kill -9s under load; %d opens of its attributes and char device\n", HostName, res.HostKills, res.HostFiles)
+	} else {
+		w.printf("no driver host (host-kill ran as unplug)\n")
+	}
 	if res.OK() {
 		w.printf("\nPASS: no violation, no broken promise, no leak\n")
 		return w.err

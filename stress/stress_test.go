@@ -106,3 +106,61 @@ func TestAtMostATenthOfTheMixIsSkipped(t *testing.T) {
 		}
 	}
 }
+
+// TestHostKillsUnderLoad runs the mix with a driver host and host-kills
+// far more often than the generator draws them: each kill is checked by
+// hostKill (the host's device removed within the deadline), the host's
+// attributes and char device are in use by the other workers while it
+// dies, and the round's checker and audits must find nothing.
+func TestHostKillsUnderLoad(t *testing.T) {
+	cfg := withTestHost(Config{Goroutines: 4, FaultRate: -1})
+	gen := newGenerator(5, 0, 0, 0.05)
+	seqs := make([][]Op, cfg.Goroutines)
+	for i := range 8000 {
+		op := gen.next()
+		switch {
+		case i%200 == 100:
+			op.Kind = KHostKill
+		case op.Kind == KHostKill:
+			op.Kind = KSysRead // exactly the 40 kills asked for
+		}
+		seqs[i%len(seqs)] = append(seqs[i%len(seqs)], op)
+	}
+	res := RunOps(context.Background(), cfg, seqs)
+	report(t, res)
+	if res.HostKills < 30 {
+		t.Errorf("%d host kills; want the 40 asked for (all but a few that meet a restart)", res.HostKills)
+	}
+	if c := res.Counts[KHostKill]; c.N != 40 {
+		t.Errorf("host-kill ran %d times; want 40", c.N)
+	}
+	if res.HostFiles == 0 {
+		t.Error("no file of the driver host's was opened: the kills were not under load")
+	}
+}
+
+// TestHostDevicesAreInTheMix: with a driver host, the mix reaches the
+// host's devices — its attributes and its char device are opened.
+func TestHostDevicesAreInTheMix(t *testing.T) {
+	res := Run(context.Background(), withTestHost(Config{Seed: 6, Goroutines: 4, Ops: 8000, RoundOps: 8000}))
+	report(t, res)
+	if res.HostKills != res.Counts[KHostKill].OK {
+		t.Errorf("%d host kills counted, %d host-kill operations succeeded", res.HostKills, res.Counts[KHostKill].OK)
+	}
+	if res.HostFiles == 0 {
+		t.Error("no file of the driver host's was opened: its devices are not in the mix")
+	}
+}
+
+// TestWithoutAHostHostKillIsAnUnplug: a run without Config.Host retargets
+// every host-kill, so none is left in the counts.
+func TestWithoutAHostHostKillIsAnUnplug(t *testing.T) {
+	res := RunOps(context.Background(), Config{Serial: true, Ports: 2, Slots: 1, Controllers: 1}, [][]Op{{{Kind: KHostKill}, {Kind: KHostKill, A: 1}}})
+	report(t, res)
+	if n := res.Counts[KHostKill].N; n != 0 {
+		t.Errorf("%d host-kills ran without a host", n)
+	}
+	if n := res.Counts[KUnplug].N; n != 2 {
+		t.Errorf("%d unplugs; want the 2 host-kills as unplugs", n)
+	}
+}
