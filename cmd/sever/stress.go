@@ -16,6 +16,7 @@ import (
 
 	"github.com/sever-dev/sever/lifetrace"
 	"github.com/sever-dev/sever/sim"
+	"github.com/sever-dev/sever/sim/pc"
 	"github.com/sever-dev/sever/stress"
 )
 
@@ -26,7 +27,10 @@ many goroutines: USB boards plugged and unplugged, drivers bound and
 unbound, modules unloaded (try and force) and reloaded, attribute files and
 char devices opened, read, written, polled, mapped and closed, devices and
 disks removing themselves from their own attributes, block I/O with freeze
-and kill, IRQs requested, raised and freed, I2C and GPIO consumer calls. A
+and kill, IRQs requested, raised and freed, I2C and GPIO consumer calls,
+and kill -9 of a driver host (this program, run as the cp2112's host
+process; its attributes and gpiochip are in the mix; --host=false leaves
+it out and runs its kills as unplugs). A
 fault-injecting driver makes its callbacks sleep, fail or panic, and its
 probes fail half-way, by the run's choice.
 
@@ -69,6 +73,7 @@ type stressFlags struct {
 	seedDuration time.Duration
 	traceJSON    string
 	traceEvents  int
+	host         bool
 }
 
 func stressCmd(args []string, stdout, stderr io.Writer) int {
@@ -89,6 +94,7 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&f.soak, "soak", 0, "run seeds --seed, --seed+1, ... for this long in all, going on after findings")
 	fs.DurationVar(&f.seedDuration, "seed-duration", 20*time.Second, "with --soak and no --ops: how long each seed runs")
 	fs.BoolVar(&f.quiet, "q", false, "no progress line")
+	fs.BoolVar(&f.host, "host", true, "run the cp2112 in a driver host process (this program) that host-kill kills -9")
 	fs.StringVar(&f.traceJSON, "trace-json", "", "write the last --trace-events lifetime events of the run to `FILE` as Chrome trace-event JSON (ui.perfetto.dev, chrome://tracing)")
 	fs.IntVar(&f.traceEvents, "trace-events", 50000, "how many of the newest lifetime events --trace-json keeps")
 	fs.Usage = func() {
@@ -114,6 +120,14 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 		cfg.Machine = append(cfg.Machine, sim.WithObserver(rec))
 	}
 	cfg.Replay = cfg.Round >= 0
+	if f.host {
+		exe, err := os.Executable()
+		if err != nil {
+			_, _ = fmt.Fprintln(stderr, "sever stress: the driver host is this program, which cannot be found:", err)
+			return 1
+		}
+		cfg.Host = []string{exe, "host", pc.CP2112Host}
+	}
 	seeds, err := parseSeeds(f.seeds)
 	if err != nil {
 		return bad("--seeds: %v", err)
@@ -229,8 +243,8 @@ func parseSeeds(s string) ([]int64, error) {
 // seedLine is one seed's outcome in a line: figures, and the findings by
 // class with the command that replays the first.
 func seedLine(res *stress.Result) string {
-	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped, faults %d/%d/%d (sleep/error/panic): ",
-		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare(), res.Sleeps, res.Errors, res.Panics)
+	s := fmt.Sprintf("seed %d: %d ops in %d rounds, %v (%.0f ops/s), %.1f%% skipped, faults %d/%d/%d (sleep/error/panic), %d host kills: ",
+		res.Config.Seed, res.Ops, res.Rounds, res.Elapsed.Round(time.Millisecond), res.OpsPerSecond(), 100*res.SkipShare(), res.Sleeps, res.Errors, res.Panics, res.HostKills)
 	if res.OK() {
 		return s + "clean"
 	}
@@ -272,6 +286,7 @@ func classes(res *stress.Result) string {
 type soakSummary struct {
 	seeds, ops, findings int64
 	faults               int64 // injected: sleeps, errors and panics
+	kills                int64 // driver host processes killed
 	// rounds counts the rounds with a finding: one race often records
 	// many violations in its round, so operations per such round is the
 	// honest rate.
@@ -284,6 +299,7 @@ func (s *soakSummary) add(res *stress.Result) {
 	s.seeds++
 	s.ops += res.Ops
 	s.faults += res.Sleeps + res.Errors + res.Panics
+	s.kills += res.HostKills
 	s.runs = append(s.runs, res)
 	if n := findings(res); n > 0 {
 		s.findings += int64(n)
@@ -300,11 +316,13 @@ func (s *soakSummary) write(w *printer, elapsed time.Duration) {
 	w.printf("\nsever stress: %d seeds, %d operations and %d injected faults in %v", s.seeds, s.ops, s.faults, elapsed.Round(time.Second))
 	if s.findings == 0 {
 		w.printf(": no finding; %d operations ran clean\n", s.ops)
+		w.printf("driver host kills (kill -9 under load): %d\n", s.kills)
 		w.printf("PASS: no violation, no broken promise, no leak on any seed\n")
 		return
 	}
 	w.printf(": %d findings in %d rounds on %d of %d seeds; one round with a finding per %d operations\n", s.findings, s.rounds, len(s.dirty), s.seeds, s.ops/s.rounds)
 	w.printf("seeds with findings: %s\n", strings.Join(s.dirty, "; "))
+	w.printf("driver host kills (kill -9 under load): %d\n", s.kills)
 	w.printf("FAIL: replay a seed's round with the command printed on its line\n")
 }
 
