@@ -75,8 +75,12 @@ func ListenerFromParent() (net.Listener, error) {
 	if f == nil {
 		return nil, fmt.Errorf("drvhost: no listener on fd 3: %w", sever.ErrInvalid)
 	}
-	defer f.Close()
-	return net.FileListener(f)
+	lis, err := net.FileListener(f) // a copy of the descriptor: ours is closed either way
+	if cerr := f.Close(); cerr != nil && err == nil {
+		_ = lis.Close() // the close error of fd 3 is the one to report
+		return nil, fmt.Errorf("drvhost: listener on fd 3: %w", cerr)
+	}
+	return lis, err
 }
 
 // Serve serves h on lis until ctx ends or — unless h.Persist — the
@@ -224,10 +228,12 @@ func (s *server) readAttr(ctx context.Context, r *attrReq) (*dataResp, error) {
 	if err != nil {
 		return &dataResp{Err: toWire(err)}, nil
 	}
-	defer f.Close()
 	buf := make([]byte, kernfs.PageSize)
 	n, err := f.ReadAtContext(ctx, buf, 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	if err = errors.Join(err, f.Close()); err != nil {
 		return &dataResp{Err: toWire(err)}, nil
 	}
 	return &dataResp{Data: buf[:n], N: n}, nil
@@ -242,9 +248,8 @@ func (s *server) writeAttr(ctx context.Context, r *attrReq) (*empty, error) {
 	if err != nil {
 		return &empty{Err: toWire(err)}, nil
 	}
-	defer f.Close()
 	_, err = f.WriteAtContext(ctx, r.Data, 0)
-	return &empty{Err: toWire(err)}, nil
+	return &empty{Err: toWire(errors.Join(err, f.Close()))}, nil
 }
 
 func (s *server) call(ctx context.Context, r *callReq) (*dataResp, error) {
@@ -273,7 +278,9 @@ func (s *server) open(ctx context.Context, r *openReq) (*openResp, error) {
 	s.mu.Lock()
 	if s.ctx.Err() != nil {
 		s.mu.Unlock()
-		f.Close()
+		// Never handed out: the open is refused with ENODEV, and the
+		// file's Close can fail only if it was closed already.
+		_ = f.Close()
 		return &openResp{Err: toWire(sever.ErrNoDevice)}, nil
 	}
 	s.next++
@@ -400,7 +407,9 @@ func (s *server) closeAll() {
 	s.files = map[uint64]*hostFile{}
 	s.mu.Unlock()
 	for _, hf := range files {
-		hf.f.Close()
+		// The machine that opened it is gone or going: nobody is left to
+		// be told, and a Close fails only on a file closed already.
+		_ = hf.f.Close()
 	}
 	s.wg.Wait()
 }

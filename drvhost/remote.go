@@ -322,7 +322,8 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 			delete(g.files, id)
 			g.mu.Unlock()
 			var r empty
-			g.invoke(context.Background(), "Close", &fileReq{File: id}, &r) // a dead host closed it already
+			// Release returns nothing, and a dead host closed it already.
+			_ = g.invoke(context.Background(), "Close", &fileReq{File: id}, &r)
 		},
 	}
 }

@@ -209,9 +209,8 @@ func (s *Supervisor) Start(ctx context.Context) error {
 	}
 	s.dir = dir
 	if err := s.addNodes(); err != nil {
-		os.RemoveAll(dir)
 		close(s.done)
-		return err
+		return errors.Join(err, os.RemoveAll(dir))
 	}
 	err = s.spawn(ctx)
 	go s.loop()
@@ -243,8 +242,7 @@ func (s *Supervisor) Stop(ctx context.Context) error {
 		<-s.done
 	case <-s.done:
 	}
-	os.RemoveAll(s.dir)
-	return err
+	return errors.Join(err, os.RemoveAll(s.dir))
 }
 
 // Restart ends the running process, if any, with an orderly removal of its
@@ -499,11 +497,15 @@ func (s *Supervisor) teardown(g *generation, planned bool) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
 	defer cancel()
+	// Neither error has anyone to go to, and neither is lost: a removal
+	// or an unload that misses removeTimeout goes on in the background,
+	// and the machine's checker reports what it was waiting for (a
+	// SeverTimeout, a GoroutineLeft at quiesce).
 	if g.root != nil {
-		g.root.Unregister(ctx)
+		_ = g.root.Unregister(ctx)
 	}
 	g.stop()
-	g.owner.Unload(ctx, sever.UnloadForce)
+	_ = g.owner.Unload(ctx, sever.UnloadForce)
 	if !planned && !g.hung && g.proc != nil {
 		// The connection may break a moment before the process is reaped:
 		// give an exiting process the time to say how it ended.
@@ -524,14 +526,16 @@ func (s *Supervisor) teardown(g *generation, planned bool) {
 func (g *generation) end() {
 	g.stop()
 	if g.proc != nil {
-		g.proc.Kill()
+		_ = g.proc.Kill() // fails only for a process that is gone already; reaped below either way
 		<-g.exited
 	}
 	if g.conn != nil {
-		g.conn.Close()
+		_ = g.conn.Close() // fails only if closed already
 	}
 	g.wg.Wait()
-	os.Remove(g.sock)
+	// The socket's file may be gone (a start that failed early); what is
+	// left goes with the directory at Stop.
+	_ = os.Remove(g.sock)
 }
 
 func (g *generation) started() time.Time { return g.t0 }
@@ -598,7 +602,10 @@ func (g *generation) startProcess() error {
 	}
 	lis.SetUnlinkOnClose(false)
 	lf, err := lis.File()
-	lis.Close()
+	if cerr := lis.Close(); err == nil && cerr != nil { // lf is a copy; the child gets it
+		_ = lf.Close() // the listener's close error is the one to report
+		err = cerr
+	}
 	if err != nil {
 		return err
 	}
@@ -610,7 +617,7 @@ func (g *generation) startProcess() error {
 	// The host dies with the machine's process even if nobody kills it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err = cmd.Start()
-	lf.Close() // the child has it; the kernel closes the socket when the child goes
+	_ = lf.Close() // the child has its copy (or none, on failure); ours is done either way
 	if err != nil {
 		close(g.exited)
 		return err
@@ -667,7 +674,8 @@ func (g *generation) connect(ctx context.Context, target string, creds credentia
 	if err := st.SendMsg(&empty{}); err != nil {
 		return fmt.Errorf("host process %d: watch: %w", g.pid, sever.ErrNoDevice)
 	}
-	st.CloseSend()
+	// The stream's end, or its failure, is seen by watch's RecvMsg.
+	_ = st.CloseSend()
 	g.wg.Add(2)
 	go g.watch(st)
 	go g.ping()
