@@ -37,14 +37,16 @@ func BenchmarkCall(b *testing.B) {
 		}
 		h, _ := p.Open("bench")
 		benchCalls(b, h, arg)
-		h.Close()
-		core.Shutdown(ctx)
+		closeOK(b, "handle", h)
+		if err := core.Shutdown(ctx); err != nil {
+			b.Fatal(err)
+		}
 	})
 	b.Run("where=host", func(b *testing.B) {
 		m := newMachine(b, drvhost.Config{})
 		h := m.open("bench")
 		benchCalls(b, h, arg)
-		h.Close()
+		closeOK(b, "handle", h)
 	})
 }
 
@@ -73,7 +75,9 @@ func BenchmarkKillToLastWoken(b *testing.B) {
 		}
 		res, n, done := blockConsumers(b, m)
 		b.StartTimer()
-		m.sup.Kill()
+		if _, err := m.sup.Kill(); err != nil {
+			b.Fatal(err)
+		}
 		killed := time.Now()
 		var last time.Time
 		for range n {

@@ -68,9 +68,9 @@ func blockConsumers(t testing.TB, m *machine) (<-chan result, int, func()) {
 	time.Sleep(30 * time.Millisecond)
 	return res, 4, func() {
 		cancel()
-		h.Close()
-		f.Close()
-		af.Close()
+		closeOK(t, "handle", h)
+		closeOK(t, "char device", f)
+		closeOK(t, "attribute", af)
 	}
 }
 
@@ -135,7 +135,7 @@ func TestKill9WakesEveryBlockedConsumerWithENODEV(t *testing.T) {
 	if out, err := call(h2, context.Background(), "echo", []byte("y")); err != nil || string(out) != "y" {
 		t.Errorf("call into generation 2 = %q, %v", out, err)
 	}
-	h2.Close()
+	closeOK(t, "handle", h2)
 	if st := m.sup.Status(); st.Restarts != 1 || st.Pid == pid {
 		t.Errorf("status after restart = %+v, want 1 restart and a new pid", st)
 	}
@@ -164,17 +164,21 @@ func TestHostDeathsArePolicedByRestartPolicy(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMachine(t, drvhost.Config{Policy: tc.policy, Backoff: time.Millisecond, Output: discard{}})
 			h := m.open("c")
-			defer h.Close()
+			defer closeOK(t, "handle", h)
 			ctx := context.Background()
+			// Each way of dying ends the call that caused it, or not: its
+			// result is not the point, the removal checked below is.
 			switch tc.how {
 			case "kill":
-				m.sup.Kill()
+				if _, err := m.sup.Kill(); err != nil {
+					t.Fatal(err)
+				}
 			case "panic":
-				call(h, ctx, "panic", nil)
+				_, _ = call(h, ctx, "panic", nil)
 			case "exit0":
-				call(h, ctx, "exit", []byte{0})
+				_, _ = call(h, ctx, "exit", []byte{0})
 			case "exit3":
-				call(h, ctx, "exit", []byte{3})
+				_, _ = call(h, ctx, "exit", []byte{3})
 			}
 			if _, err := call(h, ctx, "echo", nil); !errors.Is(err, syscall.ENODEV) {
 				// The call may have raced the removal; after it, ENODEV.
@@ -234,7 +238,7 @@ func TestHungHostIsRemovedWithinItsHealthDeadline(t *testing.T) {
 func TestRestartFileStartsANewGeneration(t *testing.T) {
 	m := newMachine(t, drvhost.Config{})
 	h := m.open("old")
-	defer h.Close()
+	defer closeOK(t, "handle", h)
 	if err := m.write("/hosts/w/restart", "2"); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("restart 2 = %v, want EINVAL", err)
 	}
@@ -300,7 +304,7 @@ func TestWedgedDriverInALiveHostIsRemovedByHealth(t *testing.T) {
 		HealthInterval: interval, HealthTimeout: deadline})
 	dev := m.sup.Device("widget")
 	h := m.open("c")
-	defer h.Close()
+	defer closeOK(t, "handle", h)
 	if _, err := call(h, context.Background(), "wedge", nil); err != nil {
 		t.Fatal(err)
 	}

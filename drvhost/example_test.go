@@ -28,12 +28,19 @@ func ExampleSupervisor() {
 		fmt.Println(err)
 		return
 	}
-	defer core.Shutdown(ctx)
-	defer sup.Stop(ctx)
+	defer func() {
+		if err := errors.Join(sup.Stop(ctx), core.Shutdown(ctx)); err != nil {
+			fmt.Println(err)
+		}
+	}()
 
 	p, _ := sup.Provider("widget")
 	h, _ := p.Open("example")
-	defer h.Close()
+	defer func() {
+		if err := h.Close(); err != nil { // a shell's Close succeeds too
+			fmt.Println(err)
+		}
+	}()
 	echo := func() error {
 		return h.Do(func(s drvhost.Service) error {
 			out, err := s.Call(ctx, "echo", []byte("hello from the host"))
@@ -41,9 +48,13 @@ func ExampleSupervisor() {
 			return err
 		})
 	}
-	echo()
+	if err := echo(); err != nil {
+		fmt.Println(err)
+	}
 
-	sup.Kill() // kill -9
+	if _, err := sup.Kill(); err != nil { // kill -9
+		fmt.Println(err)
+	}
 	gen, _ := sup.WaitRunning(ctx, 1)
 	err := echo()
 	fmt.Println("old handle:", errors.Is(err, syscall.ENODEV), "- now generation", gen)

@@ -72,10 +72,9 @@ func (m *machine) read(path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
 	buf := make([]byte, 4096)
 	n, err := f.Read(buf)
-	return string(buf[:n]), err
+	return string(buf[:n]), errors.Join(err, f.Close())
 }
 
 func (m *machine) write(path, s string) error {
@@ -83,9 +82,8 @@ func (m *machine) write(path, s string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(s))
-	return err
+	return errors.Join(err, f.Close())
 }
 
 func (m *machine) open(consumer string) *device.Handle[drvhost.Service] {
@@ -130,7 +128,7 @@ func TestHostDevicesAppearLikeLocalOnes(t *testing.T) {
 	}
 
 	h := m.open("test")
-	defer h.Close()
+	defer closeOK(t, "handle", h)
 	if out, err := call(h, ctx, "echo", []byte("ping")); err != nil || string(out) != "ping" {
 		t.Errorf("echo through the handle = %q, %v", out, err)
 	}
@@ -145,7 +143,7 @@ func TestHostDevicesAppearLikeLocalOnes(t *testing.T) {
 	if err != nil {
 		t.Fatalf("open proxied char device: %v", err)
 	}
-	defer f.Close()
+	defer closeOK(t, "char device", f)
 	got := make(chan string, 1)
 	go func() {
 		buf := make([]byte, 16)
@@ -203,5 +201,5 @@ func TestBadConfigIsEINVALAndStartTwicePanics(t *testing.T) {
 			t.Errorf("the misused supervisor is %+v, want still running generation 1", st)
 		}
 	}()
-	m.sup.Start(context.Background())
+	_ = m.sup.Start(context.Background()) // panics: its error is never returned
 }

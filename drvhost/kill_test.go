@@ -64,7 +64,7 @@ func TestHostKillUnderLoad(t *testing.T) {
 						mu.Unlock()
 					}
 				}
-				h.Close()
+				closeOK(t, "handle", h)
 			}
 		}()
 	}

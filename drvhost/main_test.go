@@ -160,3 +160,12 @@ func widgetCalls(w *widget) map[string]drvhost.CallFunc {
 		},
 	}
 }
+
+// closeOK closes c and fails t if that fails: in these tests a Close, of a
+// live object or of a shell, must succeed.
+func closeOK(t testing.TB, what string, c interface{ Close() error }) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("close %s: %v", what, err)
+	}
+}

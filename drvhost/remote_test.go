@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -131,9 +132,19 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 	if err := exec.Command("ip", "netns", "add", ns).Run(); err != nil {
 		t.Skipf("cannot create a network namespace here: %v", err)
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "delete", ns).Run() }) // takes the veth pair with it
+	t.Cleanup(func() { // takes the veth pair with it, if still there
+		if out, err := exec.Command("ip", "netns", "delete", ns).CombinedOutput(); err != nil {
+			t.Errorf("ip netns delete %s: %v: %s", ns, err, out)
+		}
+	})
 	sh(t, "ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-	t.Cleanup(func() { exec.Command("ip", "link", "delete", va).Run() })
+	t.Cleanup(func() {
+		// A veth the test already took away is no failure; any other
+		// failure leaves a veth behind.
+		if out, err := exec.Command("ip", "link", "delete", va).CombinedOutput(); err != nil && !strings.Contains(string(out), "Cannot find device") {
+			t.Errorf("ip link delete %s: %v: %s", va, err, out)
+		}
+	})
 	sh(t, "ip", "link", "set", vb, "netns", ns)
 	sh(t, "ip", "addr", "add", machineIP+"/30", "dev", va)
 	sh(t, "ip", "link", "set", va, "up")
@@ -156,7 +167,12 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 	if err := host.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { host.Process.Kill(); host.Wait() })
+	t.Cleanup(func() {
+		if err := host.Process.Kill(); err != nil {
+			t.Errorf("kill the remote host: %v", err)
+		}
+		_ = host.Wait() // "signal: killed": the end asked for
+	})
 
 	log := new(check.Log)
 	core := device.NewCore("pc", log)
@@ -168,7 +184,11 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		err = sup.Start(ctx)
-		t.Cleanup(func() { sup.Stop(ctx) })
+		t.Cleanup(func() {
+			if err := sup.Stop(ctx); err != nil {
+				t.Errorf("Stop %s: %v", name, err)
+			}
+		})
 		return sup, err
 	}
 
@@ -193,7 +213,7 @@ func TestRemoteHostOverMutualTLSAcrossANetworkNamespace(t *testing.T) {
 	}
 	dev := sup.Device("widget")
 	h := m.open("remote-consumer")
-	defer h.Close()
+	defer closeOK(t, "handle", h)
 	if out, err := call(h, ctx, "echo", []byte("across")); err != nil || string(out) != "across" {
 		t.Fatalf("call across the link = %q, %v", out, err)
 	}
