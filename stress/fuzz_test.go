@@ -22,6 +22,10 @@ func FuzzOps(f *testing.F) {
 	}
 	f.Add(EncodeOps([]Op{{Kind: KSelfRemove, B: 1}, {Kind: KUnloadForce, A: 1}}))                           // seed 004, Example 1
 	f.Add(EncodeOps([]Op{{Kind: KCdevOpen, A: 0}, {Kind: KUnplug}, {Kind: KCdevRead}, {Kind: KCdevClose}})) // a shell after unplug
+	// host-kill: the fuzzer's machine has no driver host (a process per
+	// input would starve it), so it runs as an unplug; TestHostKillsUnderLoad
+	// runs it against a real host.
+	f.Add(EncodeOps([]Op{{Kind: KCdevOpen}, {Kind: KHostKill}, {Kind: KCdevPoll}, {Kind: KHostKill, A: 1}}))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ops := Decode(data)
 		if len(ops) > 64 {
