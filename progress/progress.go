@@ -72,7 +72,7 @@ func (m *Meter) Update(s Status) {
 		return
 	}
 	m.last, m.printed = now, true
-	fmt.Fprintln(m.w, m.line(s, now.Sub(m.start)))
+	_, _ = fmt.Fprintln(m.w, m.line(s, now.Sub(m.start))) // progress is a courtesy: a lost line changes nothing
 }
 
 // Finish shows the final s and ends the live line, if anything was shown.
@@ -84,9 +84,9 @@ func (m *Meter) Finish(s Status) {
 	case m.bar != nil:
 		m.drawLocked(s)
 		_ = m.bar.Exit()
-		fmt.Fprintln(m.w)
+		_, _ = fmt.Fprintln(m.w) // progress is a courtesy, as in Update
 	case m.printed:
-		fmt.Fprintln(m.w, m.line(s, time.Since(m.start)))
+		_, _ = fmt.Fprintln(m.w, m.line(s, time.Since(m.start)))
 	}
 }
 
