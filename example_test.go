@@ -19,7 +19,10 @@ func ExampleActive() {
 	read := func() error { return a.Do(func() error { fmt.Println("read from hardware"); return nil }) }
 
 	fmt.Println(read())
-	a.Sever(context.Background()) // unplug: waits for reads in flight only
+	// unplug: waits for reads in flight only
+	if err := a.Sever(context.Background()); err != nil {
+		fmt.Println(err)
+	}
 	err := read()
 	fmt.Println(err, errors.Is(err, syscall.ENODEV))
 	// Output:
@@ -43,8 +46,12 @@ func ExampleRevocable() {
 	type adapter struct{ bus string }
 	r := sever.NewRevocable("i2c-3", &adapter{bus: "i2c-3"}, func(*adapter) { fmt.Println("adapter freed") })
 
-	r.Access(func(a *adapter) error { fmt.Println("transfer on", a.bus); return nil })
-	r.Revoke(context.Background())
+	if err := r.Access(func(a *adapter) error { fmt.Println("transfer on", a.bus); return nil }); err != nil {
+		fmt.Println(err)
+	}
+	if _, err := r.Revoke(context.Background()); err != nil {
+		fmt.Println(err)
+	}
 	err := r.Access(func(*adapter) error { return nil })
 	fmt.Println(errors.Is(err, sever.ErrNoDevice))
 	// Output:
@@ -73,7 +80,9 @@ func ExampleOwner() {
 	var log check.Log
 	mod := sever.NewOwner("scsi_mod", func() { fmt.Println("scsi_mod exit") }, sever.WithLog(&log))
 	attr := sever.NewActive("sda/delete")
-	mod.OnUnload("sda attributes", func(ctx context.Context) error { return attr.Sever(ctx) })
+	if _, err := mod.OnUnload("sda attributes", func(ctx context.Context) error { return attr.Sever(ctx) }); err != nil {
+		fmt.Println(err)
+	}
 
 	mod.Get("open /sys/block/sda/device/delete")
 	fmt.Println(mod.Unload(context.Background(), sever.UnloadTry))
@@ -118,11 +127,13 @@ func ExampleWithLog_misuse() {
 // notices within a fraction of a second and says so.
 func ExampleActive_Sever_insideDo() {
 	a := sever.NewActive("zram0/reset")
-	a.Do(func() error {
+	if err := a.Do(func() error {
 		err := a.Sever(context.Background())
 		fmt.Println(errors.Is(err, syscall.EDEADLK))
 		return nil
-	})
+	}); err != nil {
+		fmt.Println(err)
+	}
 	fmt.Println(a.Err() != nil) // severing began all the same
 	// Output:
 	// true

@@ -354,7 +354,11 @@ func (o *Owner) finish(ctx context.Context) error {
 	bg := context.WithoutCancel(ctx)
 	o.log.Go(o.name+": unload continuing in the background", func() {
 		for _, h := range unfinished {
-			h.fn(bg) // a finding here has no caller left to return to
+			// No caller is left to return a finding to: the owner's
+			// lifeline keeps it, for timelines and traces.
+			if err := h.fn(bg); err != nil {
+				o.life.Emit(Event{Kind: EventNote, Detail: "unload hook " + h.name + " (in the background): " + err.Error()})
+			}
 		}
 		<-o.idle
 		o.exitAndGo()

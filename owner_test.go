@@ -135,7 +135,7 @@ func TestUnloadReRunsUnfinishedHooksInTheBackground(t *testing.T) {
 	tok, _ := attr.Enter()      // a call in flight
 	var runs []bool             // did each run of the hook have a deadline?
 	var mu sync.Mutex
-	o.OnUnload("tcmu0", func(ctx context.Context) error {
+	mustOnUnload(t, o, "tcmu0", func(ctx context.Context) error {
 		_, hasDeadline := ctx.Deadline()
 		mu.Lock()
 		runs = append(runs, hasDeadline)
@@ -172,7 +172,7 @@ func TestUnloadReRunsUnfinishedHooksInTheBackground(t *testing.T) {
 func TestUnloadWithContextAlreadyDoneStaysLive(t *testing.T) {
 	hooks := 0
 	o := sever.NewOwner("zram", nil)
-	o.OnUnload("zram0", func(context.Context) error { hooks++; return nil })
+	mustOnUnload(t, o, "zram0", func(context.Context) error { hooks++; return nil })
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for _, p := range []sever.Policy{sever.UnloadTry, sever.UnloadForce} {
@@ -219,7 +219,9 @@ func TestUnloadNeverCompletingIsReportedAtQuiesce(t *testing.T) {
 	o.Get("hung call")
 	short, cancel := context.WithTimeout(context.Background(), time.Millisecond)
 	defer cancel()
-	o.Unload(short, sever.UnloadForce)
+	if err := o.Unload(short, sever.UnloadForce); !errors.Is(err, sever.ErrUnloadInBackground) {
+		t.Errorf("Unload with a pin held forever = %v, want it in the background", err)
+	}
 	q, cancelQ := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancelQ()
 	vs := log.Quiesce(q)
@@ -240,15 +242,18 @@ func TestUnloadSharedLockDoesNotDeadlock(t *testing.T) {
 		lock.Lock() // the module exit takes the same lock
 		defer lock.Unlock()
 	})
-	o.OnUnload("zram0 attributes", func(ctx context.Context) error { return attr.Sever(ctx) })
+	mustOnUnload(t, o, "zram0 attributes", func(ctx context.Context) error { return attr.Sever(ctx) })
 	entered := make(chan struct{})
-	go attr.Do(func() error {
-		close(entered)
-		time.Sleep(10 * time.Millisecond)
-		lock.Lock() // the attribute's store takes the module lock
-		defer lock.Unlock()
-		return nil
-	})
+	go func() {
+		// the Unload below waits for it: its error is fn's nil
+		_ = attr.Do(func() error {
+			close(entered)
+			time.Sleep(10 * time.Millisecond)
+			lock.Lock() // the attribute's store takes the module lock
+			defer lock.Unlock()
+			return nil
+		})
+	}()
 	<-entered
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -263,7 +268,9 @@ func TestCallIntoGoneOwnerIsRecordedNotMade(t *testing.T) {
 	if !o.Call("scsi_target_reap", func() {}) {
 		t.Fatal("Call into a live owner was not made")
 	}
-	o.Unload(context.Background(), sever.UnloadTry)
+	if err := o.Unload(context.Background(), sever.UnloadTry); err != nil {
+		t.Fatal(err)
+	}
 	ran := false
 	if o.Call("scsi_target_reap", func() { ran = true }) || ran {
 		t.Fatal("Call into a gone owner was made")
@@ -276,7 +283,9 @@ func TestCallIntoGoneOwnerIsRecordedNotMade(t *testing.T) {
 
 func TestOnUnloadRefusedOnceGoing(t *testing.T) {
 	o := sever.NewOwner("m", nil)
-	o.Unload(context.Background(), sever.UnloadTry)
+	if err := o.Unload(context.Background(), sever.UnloadTry); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := o.OnUnload("late", func(context.Context) error { return nil }); !errors.Is(err, sever.ErrNoDevice) {
 		t.Fatalf("OnUnload on a gone owner = %v", err)
 	}
@@ -286,14 +295,16 @@ func TestOwnerMisusePanics(t *testing.T) {
 	o := sever.NewOwner("m", nil)
 	mustPanic(t, "Put without a pin", `"m": Put without a pin`, func() { o.Put(nil) })
 	o2 := sever.NewOwner("m2", nil)
-	o2.Unload(context.Background(), sever.UnloadTry)
+	if err := o2.Unload(context.Background(), sever.UnloadTry); err != nil {
+		t.Fatal(err)
+	}
 	mustPanic(t, "Get after unload", "Get after unload", func() { o2.Get(nil) })
 }
 
 func TestUnloadHookFindingsAreReturnedAfterCompletion(t *testing.T) {
 	exited := false
 	o := sever.NewOwner("libata", func() { exited = true })
-	o.OnUnload("audit finding", func(context.Context) error { return sever.ErrBusy })
+	mustOnUnload(t, o, "audit finding", func(context.Context) error { return sever.ErrBusy })
 	if err := o.Unload(context.Background(), sever.UnloadForce); !errors.Is(err, sever.ErrBusy) || !exited || o.State() != sever.OwnerGone {
 		t.Fatalf("unload with an audit finding = %v, exited %v, state %v; want the finding returned and the unload complete", err, exited, o.State())
 	}
@@ -317,4 +328,13 @@ func ExampleOwner_Unload_inBackground() {
 	// true operation now in progress going
 	// target_core_user exit
 	// gone
+}
+
+// mustOnUnload registers fn as o's unload hook name, failing the test if o
+// refuses it.
+func mustOnUnload(t *testing.T, o *sever.Owner, name string, fn func(context.Context) error) {
+	t.Helper()
+	if _, err := o.OnUnload(name, fn); err != nil {
+		t.Fatalf("OnUnload %q: %v", name, err)
+	}
 }

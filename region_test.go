@@ -118,7 +118,9 @@ func TestRegionConcurrentUsersNeverSeeItFreed(t *testing.T) {
 						if b := m.Bytes(); len(b) != 64 || b[i%64] != 0xa5 {
 							t.Errorf("a live mapping saw freed memory: %v", b)
 						}
-						m.Unmap()
+						if err := m.Unmap(); err != nil {
+							t.Error(err)
+						}
 					} else if r.Get() == nil {
 						r.Put()
 					}
@@ -149,7 +151,9 @@ func TestRegionNeverFreedIsReported(t *testing.T) {
 	if len(vs) != 1 || vs[0].Class != check.ReleaseNeverRun {
 		t.Errorf("quiesce with a mapped severed region: %v, want one release-never-run", vs)
 	}
-	m.Unmap()
+	if err := m.Unmap(); err != nil {
+		t.Error(err)
+	}
 }
 
 // Rule: bad input is EINVAL and hands nothing over.
@@ -214,7 +218,10 @@ func ExampleRegion() {
 	m, _ := r.Map() // the daemon maps the ring
 	r.Sever()       // the device is unregistered: the mapping stays valid
 	fmt.Println(len(m.Bytes()), r.Freed())
-	m.Unmap() // the daemon lets go: the framework frees the ring
+	// the daemon lets go: the framework frees the ring
+	if err := m.Unmap(); err != nil {
+		fmt.Println(err)
+	}
 	fmt.Println(r.Freed())
 	// Output:
 	// 4096 false

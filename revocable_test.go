@@ -19,14 +19,17 @@ func TestRevokeWaitsForAccessThenReleasesOnce(t *testing.T) {
 	var releases atomic.Int32
 	r := sever.NewRevocable("cp2112/regs", hw, func(h *regs) { releases.Add(1); h.freed.Store(true) })
 	entered := make(chan struct{})
-	go r.Access(func(h *regs) error {
-		close(entered)
-		time.Sleep(20 * time.Millisecond)
-		if h.freed.Load() {
-			t.Error("value released while an Access was running")
-		}
-		return nil
-	})
+	go func() {
+		// it entered (the test waits for entered): its error is fn's nil
+		_ = r.Access(func(h *regs) error {
+			close(entered)
+			time.Sleep(20 * time.Millisecond)
+			if h.freed.Load() {
+				t.Error("value released while an Access was running")
+			}
+			return nil
+		})
+	}()
 	<-entered
 	var wg sync.WaitGroup
 	for range 4 {
@@ -53,7 +56,10 @@ func TestRevokeTimeoutKeepsValueUntilLaterRevoke(t *testing.T) {
 	r := sever.NewRevocable("v", 1, func(int) { released.Store(true) })
 	stop := make(chan struct{})
 	entered := make(chan struct{})
-	go r.Access(func(int) error { close(entered); <-stop; return nil })
+	go func() {
+		// it entered (the test waits for entered): its error is fn's nil
+		_ = r.Access(func(int) error { close(entered); <-stop; return nil })
+	}()
 	<-entered
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
 	defer cancel()
@@ -97,7 +103,10 @@ func TestRevokeAsyncReleasesWhenTheLastHolderLeaves(t *testing.T) {
 	r := sever.NewRevocable("v", 7, func(v int) { released <- v })
 	inside := make(chan struct{})
 	leave := make(chan struct{})
-	go r.Access(func(int) error { close(inside); <-leave; return nil })
+	go func() {
+		// it entered (the test waits for inside): its error is fn's nil
+		_ = r.Access(func(int) error { close(inside); <-leave; return nil })
+	}()
 	<-inside
 	if !r.RevokeAsync() {
 		t.Fatal("the first RevokeAsync did not report revoking")

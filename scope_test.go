@@ -66,7 +66,7 @@ func TestCallIntoAGoingOwnerIsRefusedQuietly(t *testing.T) {
 	s := sever.NewScope("dev", o, sever.WithLog(log))
 	inHook := make(chan struct{})
 	release := make(chan struct{})
-	o.OnUnload("test", func(context.Context) error { close(inHook); <-release; return nil })
+	mustOnUnload(t, o, "test", func(context.Context) error { close(inHook); <-release; return nil })
 	done := make(chan error)
 	go func() { done <- o.Unload(context.Background(), sever.UnloadForce) }()
 	<-inHook
@@ -89,19 +89,22 @@ func TestCallPinsTheOwnerOfTheCode(t *testing.T) {
 	inside := make(chan struct{})
 	leave := make(chan struct{})
 	var running atomic.Bool
-	go s.InvokeAs(o, "libata: queuecommand", func() error {
-		running.Store(true)
-		close(inside)
-		<-leave
-		running.Store(false)
-		return nil
-	})
+	go func() {
+		// it entered (the test waits for inside): its error is fn's nil
+		_ = s.InvokeAs(o, "libata: queuecommand", func() error {
+			running.Store(true)
+			close(inside)
+			<-leave
+			running.Store(false)
+			return nil
+		})
+	}()
 	<-inside
 	unloaded := make(chan error)
 	go func() { unloaded <- o.Unload(context.Background(), sever.UnloadForce) }()
 	select {
-	case <-unloaded:
-		t.Fatal("the owner unloaded while a call into its code was running")
+	case err := <-unloaded:
+		t.Fatalf("the owner unloaded (%v) while a call into its code was running", err)
 	case <-time.After(20 * time.Millisecond):
 	}
 	close(leave)
@@ -118,7 +121,10 @@ func TestSeverDrainsAndThenRefuses(t *testing.T) {
 	inside := make(chan struct{})
 	leave := make(chan struct{})
 	var finished atomic.Bool
-	go s.Call("dev: Read", func() error { close(inside); <-leave; finished.Store(true); return nil })
+	go func() {
+		// it entered (the test waits for inside): its error is fn's nil
+		_ = s.Call("dev: Read", func() error { close(inside); <-leave; finished.Store(true); return nil })
+	}()
 	<-inside
 	severed := make(chan error)
 	go func() { severed <- s.Sever(context.Background()) }()
@@ -154,7 +160,9 @@ func TestReleaseRunsOnceAtCloseOrAtSever(t *testing.T) {
 	if o.Pins() != 3 {
 		t.Errorf("three opens hold %d pins on the owner, want 3", o.Pins())
 	}
-	shells[0].Close()
+	if err := shells[0].Close(); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.Sever(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +225,9 @@ func TestSeverWakesWaitersWithErrHup(t *testing.T) {
 	if ev := <-got; ev != sever.EventErr|sever.EventHup {
 		t.Errorf("a waiter woke with %v, want ERR|HUP", ev)
 	}
-	sh.Close()
+	if err := sh.Close(); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestConcurrentSeversJoin(t *testing.T) {
@@ -308,7 +318,9 @@ func TestSeverSeversRegionsFreedAtLastShell(t *testing.T) {
 	if r.Freed() {
 		t.Fatal("the region was freed while a shell still held it")
 	}
-	sh.Close()
+	if err := sh.Close(); err != nil {
+		t.Error(err)
+	}
 	if !r.Freed() {
 		t.Error("region not freed after the last shell went")
 	}
@@ -344,10 +356,16 @@ func ExampleScope() {
 	sh, _ := s.Open(nil, func() { fmt.Println("release") })
 
 	// remover
-	s.Sever(context.Background()) // release runs here: the file is still open
+	// release runs here: the file is still open
+	if err := s.Sever(context.Background()); err != nil {
+		fmt.Println(err)
+	}
 	err = sh.Call("dev/ttyUSB0: Read", func() error { return nil })
 	fmt.Println(errors.Is(err, sever.ErrNoDevice))
-	sh.Close() // no provider code runs
+	// no provider code runs
+	if err := sh.Close(); err != nil {
+		fmt.Println(err)
+	}
 	// Output:
 	// <nil>
 	// release

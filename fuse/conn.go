@@ -218,7 +218,7 @@ func cloneFD(fd int) (int, error) {
 	src := uint32(fd)
 	const fuseDevIocClone = 0x8004e500 // _IOR(229, 0, uint32_t)
 	if _, _, e := syscall.Syscall(syscall.SYS_IOCTL, uintptr(nfd), fuseDevIocClone, uintptr(unsafe.Pointer(&src))); e != 0 {
-		syscall.Close(nfd)
+		_ = syscall.Close(nfd) // a fresh descriptor nothing used: the ioctl error is the news
 		return -1, e
 	}
 	return nfd, nil
@@ -387,13 +387,16 @@ func (c *Conn) Close() error {
 		return nil
 	}
 	c.closed = true
+	var errs []error
 	for _, fd := range c.clones {
-		syscall.Close(fd)
+		errs = append(errs, syscall.Close(fd))
 	}
 	if c.file != nil {
-		return c.file.Close()
+		errs = append(errs, c.file.Close())
+	} else {
+		errs = append(errs, syscall.Close(c.fd))
 	}
-	return syscall.Close(c.fd)
+	return errors.Join(errs...)
 }
 
 // CancelAll cancels the context of every request in flight, as an

@@ -39,7 +39,9 @@ func (k *kernel) end() {
 	if k.fd < 0 {
 		return
 	}
-	syscall.Shutdown(k.fd, syscall.SHUT_WR)
+	if err := syscall.Shutdown(k.fd, syscall.SHUT_WR); err != nil {
+		k.t.Errorf("shutdown the kernel end: %v", err)
+	}
 	select {
 	case err := <-k.done:
 		if err != nil {
@@ -51,7 +53,9 @@ func (k *kernel) end() {
 	if err := k.c.Close(); err != nil {
 		k.t.Errorf("Close: %v", err)
 	}
-	syscall.Close(k.fd)
+	if err := syscall.Close(k.fd); err != nil {
+		k.t.Errorf("close the kernel end: %v", err)
+	}
 	k.fd = -1
 }
 
@@ -79,7 +83,9 @@ type reply struct {
 func (k *kernel) reply(d time.Duration) reply {
 	k.t.Helper()
 	tv := syscall.NsecToTimeval(d.Nanoseconds())
-	syscall.SetsockoptTimeval(k.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	if err := syscall.SetsockoptTimeval(k.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		k.t.Fatalf("SO_RCVTIMEO: %v", err)
+	}
 	buf := make([]byte, 1<<18)
 	n, err := syscall.Read(k.fd, buf)
 	if err != nil {
@@ -95,7 +101,9 @@ func (k *kernel) reply(d time.Duration) reply {
 func (k *kernel) noReply(d time.Duration) {
 	k.t.Helper()
 	tv := syscall.NsecToTimeval(d.Nanoseconds())
-	syscall.SetsockoptTimeval(k.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv)
+	if err := syscall.SetsockoptTimeval(k.fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		k.t.Fatalf("SO_RCVTIMEO: %v", err)
+	}
 	buf := make([]byte, 1<<16)
 	if n, err := syscall.Read(k.fd, buf); err == nil {
 		k.t.Fatalf("unexpected reply: %x", buf[:n])

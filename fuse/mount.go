@@ -81,10 +81,11 @@ func Mount(dir string, o MountOptions) (*Conn, error) {
 	}
 	c := &Conn{dir: dir, fd: fd, helper: helper, maxWrite: o.MaxWrite, readers: o.Readers, served: make(chan struct{})}
 	if err := c.init(); err != nil {
-		c.Unmount(true)
+		// The init error is the one that matters; an unmount or close
+		// failing too joins it.
+		uerr := c.Unmount(true)
 		c.closed = true
-		syscall.Close(fd)
-		return nil, err
+		return nil, errors.Join(err, uerr, syscall.Close(fd))
 	}
 	if !o.Blocking {
 		if err := syscall.SetNonblock(fd, true); err == nil {
@@ -108,7 +109,7 @@ func mountDirect(dir string, o MountOptions) (int, error) {
 		data += ",allow_other"
 	}
 	if err := syscall.Mount(o.FSName, dir, "fuse."+o.FSName, syscall.MS_NOSUID|syscall.MS_NODEV, data); err != nil {
-		syscall.Close(fd)
+		_ = syscall.Close(fd) // never mounted: the mount error is the news
 		return -1, fmt.Errorf("fuse: mount(2) %s: %w", dir, err)
 	}
 	return fd, nil
@@ -127,7 +128,7 @@ func mountHelper(dir string, o MountOptions) (int, error) {
 	}
 	ours := os.NewFile(uintptr(pair[0]), "fusermount3-ours")
 	theirs := os.NewFile(uintptr(pair[1]), "fusermount3-theirs")
-	defer ours.Close()
+	defer func() { _ = ours.Close() }() // our end of the socket only carried the descriptor
 	opts := []string{"fsname=" + o.FSName, "subtype=" + o.FSName}
 	if o.DefaultPermissions {
 		opts = append(opts, "default_permissions")
@@ -141,10 +142,10 @@ func mountHelper(dir string, o MountOptions) (int, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
-		theirs.Close()
+		_ = theirs.Close() // the start error is the news
 		return -1, fmt.Errorf("fuse: fusermount3: %w", err)
 	}
-	theirs.Close()
+	_ = theirs.Close() // the child has its copy; ours only had to reach it
 	buf := make([]byte, 1)
 	oob := make([]byte, syscall.CmsgSpace(4))
 	n, oobn, _, _, rerr := syscall.Recvmsg(int(ours.Fd()), buf, oob, 0)

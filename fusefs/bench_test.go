@@ -61,9 +61,11 @@ func benchOpenReadClose(b *testing.B, opts ...fusefs.Option) {
 	tr := kernfs.New()
 	dir, _ := tr.AddDir(tr.Root(), kernfs.Dir{Name: "devices"})
 	dir, _ = tr.AddDir(dir, kernfs.Dir{Name: "dev0"})
-	tr.AddAttr(dir, kernfs.Attr{Name: "value", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
+	if _, err := tr.AddAttr(dir, kernfs.Attr{Name: "value", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) {
 		return append(buf, "1\n"...), nil
-	}})
+	}}); err != nil {
+		b.Fatal(err)
+	}
 	s := mount(b, fusefs.Sources{Sys: tr}, opts...)
 	shm := "/dev/shm"
 	if _, err := os.Stat(shm); err != nil {
@@ -73,9 +75,13 @@ func benchOpenReadClose(b *testing.B, opts ...fusefs.Option) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.WriteString("1\n")
-	f.Close()
-	defer os.Remove(f.Name())
+	if _, err := f.WriteString("1\n"); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = os.Remove(f.Name()) }() // a temporary file left behind harms nothing
 
 	b.ResetTimer()
 	fuse := loopNs(b, path(s, "sys/devices/dev0/value"), b.N)

@@ -19,17 +19,23 @@ import (
 func ExampleMount() {
 	tr := kernfs.New()
 	dev, _ := tr.AddDir(tr.Root(), kernfs.Dir{Name: "thermal"})
-	tr.AddAttr(dev, kernfs.Attr{Name: "temp", Mode: 0o444, Show: func(_ *kernfs.Call, b []byte) ([]byte, error) {
+	if _, err := tr.AddAttr(dev, kernfs.Attr{Name: "temp", Mode: 0o444, Show: func(_ *kernfs.Call, b []byte) ([]byte, error) {
 		return append(b, "42000\n"...), nil
-	}})
+	}}); err != nil {
+		log.Fatal(err)
+	}
 
 	dir, _ := os.MkdirTemp("", "sever-example-")
-	defer os.Remove(dir)
+	defer func() { _ = os.Remove(dir) }() // a temporary directory left behind harms nothing
 	m, err := fusefs.Mount(dir, fusefs.Sources{Sys: tr})
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer m.Close()
+	defer func() {
+		if err := m.Close(); err != nil {
+			log.Fatal(err)
+		}
+	}()
 
 	// Another process reads it (never the serving process itself).
 	out, err := exec.Command("cat", filepath.Join(dir, "sys/thermal/temp")).Output()

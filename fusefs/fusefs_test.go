@@ -257,15 +257,17 @@ func TestMountRecoversStaleMount(t *testing.T) {
 	buf := make([]byte, 256)
 	n, _ := out.Read(buf)
 	if got := string(buf[:n]); !strings.HasPrefix(got, "mounted") {
-		helper.Process.Kill()
-		helper.Wait()
+		_ = helper.Process.Kill() // it may have exited already: only reaped here
+		_ = helper.Wait()
 		if strings.Contains(got, "ermission") || strings.Contains(got, "not permitted") {
 			t.Skipf("mounting FUSE is not permitted here: %s", got)
 		}
 		t.Fatalf("helper: %q", got)
 	}
-	helper.Process.Kill()
-	helper.Wait()
+	if err := helper.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = helper.Wait() // "signal: killed", expected
 	if _, err := os.Stat(dir); !errorsIs(err, syscall.ENOTCONN) {
 		t.Fatalf("stat of the dead mount: %v; want ENOTCONN", err)
 	}
@@ -276,7 +278,11 @@ func TestMountRecoversStaleMount(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Mount over a stale mount: %v", err)
 	}
-	defer s.Close()
+	defer func() {
+		if err := s.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	if len(logged) == 0 || !strings.Contains(logged[0], "stale") {
 		t.Errorf("Mount did not say it removed a stale mount: %q", logged)
 	}
@@ -327,7 +333,7 @@ func TestRemovedPathIsENOENTAtOnceThoughEntriesAreCached(t *testing.T) {
 	if err := sh.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { stdin.Close(); sh.Wait() }()
+	defer func() { _ = stdin.Close(); _ = sh.Wait() }() // the shell ends at EOF; how is not what is tested
 	if b := make([]byte, 3); func() bool { n, _ := io.ReadFull(stdout, b); return n < 3 }() {
 		t.Fatal("the shell did not enter the directory")
 	}
@@ -430,9 +436,11 @@ func TestSignalInterruptsReadBlockedInShow(t *testing.T) {
 	killed.send("read w")
 	await("the second Show runs", entered)
 	start := time.Now()
-	killed.cmd.Process.Kill()
+	if err := killed.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
 	exited := make(chan struct{})
-	go func() { killed.cmd.Wait(); close(exited) }()
+	go func() { _ = killed.cmd.Wait(); close(exited) }() // "signal: killed", expected
 	await("the killed process exits", exited)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("the killed process took %v to exit", d)

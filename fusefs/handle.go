@@ -173,7 +173,7 @@ func (m *Server) open(r *fuse.Request) {
 	h := &handle{m: m, s: s}
 	fh, ok := m.track(h)
 	if !ok {
-		s.Close()
+		_ = s.Close() // the open is refused: ENODEV is what the caller sees
 		r.Reply(syscall.ENODEV)
 		return
 	}
@@ -322,7 +322,9 @@ func (h *handle) watch(kh uint64, want sever.Events) {
 		defer h.m.watchers.Done()
 		defer h.m.nwatch.Add(-1)
 		defer cancel()
-		h.s.Wait(ctx, want)
+		// Either way the kernel re-polls: an error (a severed file) is
+		// news its next poll reads.
+		_, _ = h.s.Wait(ctx, want)
 		h.mu.Lock()
 		replaced := h.w != me
 		if !replaced {
@@ -366,5 +368,5 @@ func (h *handle) release() {
 	if w != nil {
 		w.stop()
 	}
-	h.s.Close()
+	_ = h.s.Close() // the kernel's release returns nothing; the close is the file's last act
 }

@@ -22,7 +22,9 @@ func plugSerial() (far *os.File, port string) {
 	if err != nil {
 		panic(err)
 	}
-	unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0)
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		panic(err)
+	}
 	n, _ := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
 	return m, fmt.Sprintf("/dev/pts/%d", n)
 }
@@ -55,16 +57,23 @@ func Example_serialReader() {
 				}
 				lines <- string(buf[:n])
 			}
-			f.Close()
+			if err := f.Close(); err != nil {
+				fmt.Println("close:", err)
+			}
 		}
 	}()
 
 	for _, msg := range []string{"hello\n", "again\n"} { // the adapter, plugged twice
 		far, port := plugSerial()
 		ports <- port
-		far.Write([]byte(msg))
+		if _, err := far.Write([]byte(msg)); err != nil {
+			panic(err)
+		}
 		fmt.Printf("read %q\n", <-lines)
-		far.Close() // pulled
+		// pulled
+		if err := far.Close(); err != nil {
+			panic(err)
+		}
 	}
 	close(ports)
 	<-done
@@ -85,7 +94,11 @@ func ExampleHost_OpenKey() {
 	if err != nil {
 		panic(err)
 	}
-	defer h.Close(ctx)
+	defer func() {
+		if err := h.Close(ctx); err != nil {
+			fmt.Println("close:", err)
+		}
+	}()
 	key := hostdev.Key{Subsystem: "tty", Attrs: map[string]string{"serial": "A6008isP"}}
 	buf := make([]byte, 256)
 	for {
@@ -101,6 +114,8 @@ func ExampleHost_OpenKey() {
 			}
 			fmt.Printf("%q\n", buf[:n])
 		}
-		f.Close()
+		if err := f.Close(); err != nil {
+			fmt.Println("close:", err)
+		}
 	}
 }

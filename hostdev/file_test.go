@@ -3,6 +3,7 @@ package hostdev_test
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"syscall"
 	"testing"
@@ -17,7 +18,7 @@ func openSlave(t *testing.T) (*os.File, *hostdev.File) {
 	m, slave := newPty(t)
 	f, err := hostdev.Open(slave, os.O_RDWR|syscall.O_NOCTTY)
 	if err != nil {
-		m.Close()
+		_ = m.Close() // the test stops here: the open error is the news
 		t.Fatalf("open %s: %v", slave, err)
 	}
 	return m, f
@@ -25,9 +26,11 @@ func openSlave(t *testing.T) (*os.File, *hostdev.File) {
 
 func TestReadReturnsWhatTheDeviceSends(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
-	defer f.Close()
-	m.Write([]byte("hello"))
+	defer closeOrFail(t, m)
+	defer closeOrFail(t, f)
+	if _, err := m.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
 	buf := make([]byte, 16)
 	n, err := f.Read(buf)
 	if err != nil || string(buf[:n]) != "hello" {
@@ -44,7 +47,7 @@ func TestReadReturnsWhatTheDeviceSends(t *testing.T) {
 
 func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
 	m, f := openSlave(t)
-	defer f.Close()
+	defer closeOrFail(t, f)
 	type result struct {
 		err error
 		at  time.Time
@@ -56,7 +59,10 @@ func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
 	}()
 	time.Sleep(20 * time.Millisecond) // let it block
 	hungUp := time.Now()
-	m.Close() // the adapter is pulled
+	// the adapter is pulled
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case r := <-done:
 		if !errors.Is(r.err, syscall.ENODEV) {
@@ -77,8 +83,10 @@ func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
 
 func TestEveryCallAfterTheDeviceWentReturnsENODEVAtOnce(t *testing.T) {
 	m, f := openSlave(t)
-	defer f.Close()
-	m.Close()
+	defer closeOrFail(t, f)
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, syscall.ENODEV) {
 		t.Fatalf("first Read after hang-up: %v, want ENODEV", err)
 	}
@@ -104,7 +112,7 @@ func TestEveryCallAfterTheDeviceWentReturnsENODEVAtOnce(t *testing.T) {
 
 func TestPollBlockedAtHangupWakesWithErrHup(t *testing.T) {
 	m, f := openSlave(t)
-	defer f.Close()
+	defer closeOrFail(t, f)
 	type result struct {
 		ev  sever.Events
 		err error
@@ -115,7 +123,9 @@ func TestPollBlockedAtHangupWakesWithErrHup(t *testing.T) {
 		done <- result{ev, err}
 	}()
 	time.Sleep(20 * time.Millisecond)
-	m.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	select {
 	case r := <-done:
 		if r.ev != sever.EventErr|sever.EventHup || !errors.Is(r.err, syscall.ENODEV) {
@@ -128,12 +138,14 @@ func TestPollBlockedAtHangupWakesWithErrHup(t *testing.T) {
 
 func TestPollReportsReadiness(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
-	defer f.Close()
+	defer closeOrFail(t, m)
+	defer closeOrFail(t, f)
 	if ev, err := f.Poll(context.Background(), sever.EventOut); ev != sever.EventOut || err != nil {
 		t.Fatalf("Poll(OUT) on an idle tty = %v, %v; want OUT", ev, err)
 	}
-	m.Write([]byte("x"))
+	if _, err := m.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
 	if ev, err := f.Poll(context.Background(), sever.EventIn); ev != sever.EventIn || err != nil {
 		t.Fatalf("Poll(IN) with a byte waiting = %v, %v; want IN", ev, err)
 	}
@@ -141,8 +153,8 @@ func TestPollReportsReadiness(t *testing.T) {
 
 func TestPollHonorsContext(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
-	defer f.Close()
+	defer closeOrFail(t, m)
+	defer closeOrFail(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
 	ev, err := f.Poll(ctx, sever.EventIn)
@@ -156,8 +168,8 @@ func TestPollHonorsContext(t *testing.T) {
 
 func TestPollRefusesBadMask(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
-	defer f.Close()
+	defer closeOrFail(t, m)
+	defer closeOrFail(t, f)
 	for _, want := range []sever.Events{0, sever.EventErr, sever.EventIn | 0x100} {
 		if _, err := f.Poll(context.Background(), want); !errors.Is(err, syscall.EINVAL) {
 			t.Errorf("Poll(%v) = %v, want EINVAL", want, err)
@@ -170,7 +182,7 @@ func TestPollRefusesBadMask(t *testing.T) {
 
 func TestCloseWakesBlockedCallsFromAnotherGoroutine(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
+	defer closeOrFail(t, m)
 	readErr := make(chan error, 1)
 	pollErr := make(chan error, 1)
 	go func() { _, err := f.Read(make([]byte, 1)); readErr <- err }()
@@ -200,7 +212,9 @@ func TestCloseFromOnGoneReturns(t *testing.T) {
 	m, f := openSlave(t)
 	closed := make(chan error, 1)
 	f.OnGone(func() { closed <- f.Close() })
-	m.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.Read(make([]byte, 1)); !errors.Is(err, syscall.EBADF) && !errors.Is(err, syscall.ENODEV) {
 		t.Fatalf("Read at hang-up: %v", err)
 	}
@@ -216,10 +230,12 @@ func TestCloseFromOnGoneReturns(t *testing.T) {
 
 func TestOnGoneDoesNotRunForClose(t *testing.T) {
 	m, f := openSlave(t)
-	defer m.Close()
+	defer closeOrFail(t, m)
 	ran := false
 	f.OnGone(func() { ran = true })
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if ran {
 		t.Fatal("OnGone ran for a Close, not for the device's going")
 	}
@@ -228,8 +244,10 @@ func TestOnGoneDoesNotRunForClose(t *testing.T) {
 func TestDescriptorClosedExactlyOnce(t *testing.T) {
 	before := fdCount(t)
 	m, f := openSlave(t)
-	m.Close()
-	f.Read(make([]byte, 1)) // severs, closes the slave's descriptor and the eventfd
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.Read(make([]byte, 1)) // ENODEV; it severs, closes the slave's descriptor and the eventfd
 	if n := fdCount(t); n != before {
 		t.Fatalf("%d descriptors open after the sever, %d before the pty: the sever did not close what the handle held", n, before)
 	}
@@ -239,8 +257,10 @@ func TestDescriptorClosedExactlyOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer other.Close()
-	f.Close()
+	defer func() { _ = other.Close() }() // /dev/null, only stat-ed
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := other.Stat(); err != nil {
 		t.Fatalf("Close of the severed handle closed a descriptor it no longer owned: %v", err)
 	}
@@ -251,11 +271,22 @@ func TestDescriptorClosedExactlyOnce(t *testing.T) {
 
 func TestNewFileRefusesRegularFile(t *testing.T) {
 	p := t.TempDir() + "/plain"
-	os.WriteFile(p, nil, 0o600)
+	if err := os.WriteFile(p, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := hostdev.Open(p, os.O_RDONLY); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("Open of a regular file = %v, want EINVAL", err)
 	}
 	if _, err := hostdev.NewFile(-1, "bad"); !errors.Is(err, syscall.EINVAL) {
 		t.Fatalf("NewFile(-1) = %v, want EINVAL", err)
+	}
+}
+
+// closeOrFail closes c, failing the test if Close errs: for deferred
+// closes of handles and pty masters that nothing else closed.
+func closeOrFail(t testing.TB, c io.Closer) {
+	t.Helper()
+	if err := c.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

@@ -32,7 +32,7 @@ func TestHostDevicesShowUnderSysOfTheFUSEMount(t *testing.T) {
 		}
 		t.Fatalf("Mount: %v", err)
 	}
-	defer s.Close()
+	defer closeOrFail(t, s)
 
 	name := tapName("f", 0)
 	createTap(t, name)

@@ -99,13 +99,13 @@ func New(ctx context.Context, cfg Config) (*Host, error) {
 	}
 	bus, err := cfg.Core.NewBus(device.BusConfig{Name: cfg.Bus, SuppressBindAttrs: true})
 	if err != nil {
-		w.Close()
+		_ = w.Close() // never used: err is the news
 		return nil, fmt.Errorf("hostdev: %w", err)
 	}
 	h.w, h.bus = w, bus
 	first, err := w.Next(ctx) // the start snapshot
 	if err != nil {
-		w.Close()
+		_ = w.Close() // never used: err is the news
 		return nil, fmt.Errorf("hostdev: %w", err)
 	}
 	runCtx, stop := context.WithCancel(context.Background())
@@ -157,7 +157,7 @@ func (h *Host) apply(ctx context.Context, ev uevent.Event) {
 		}
 		h.mu.Unlock()
 		for _, p := range gone {
-			h.remove(ctx, p)
+			_ = h.remove(ctx, p) // see ActionRemove
 		}
 		for _, e := range present {
 			h.add(ctx, e)
@@ -167,9 +167,12 @@ func (h *Host) apply(ctx context.Context, ev uevent.Event) {
 			h.add(ctx, ev)
 		}
 	case uevent.ActionRemove:
-		h.remove(ctx, ev.Devpath)
+		// The host's device is gone whatever Unregister says: a drain
+		// that Close cuts short goes on in the background, and no caller
+		// waits for this event.
+		_ = h.remove(ctx, ev.Devpath)
 	case uevent.ActionMove:
-		h.remove(ctx, ev.Props["DEVPATH_OLD"])
+		_ = h.remove(ctx, ev.Props["DEVPATH_OLD"]) // as ActionRemove
 		if h.wanted(ev.Subsystem) {
 			h.add(ctx, ev)
 		}
@@ -231,15 +234,17 @@ func (h *Host) add(ctx context.Context, ev uevent.Event) {
 	h.mu.Unlock()
 }
 
-// remove unregisters the device at devpath, if mirrored.
-func (h *Host) remove(ctx context.Context, devpath string) {
+// remove unregisters the device at devpath, if mirrored, and returns
+// Unregister's error.
+func (h *Host) remove(ctx context.Context, devpath string) error {
 	h.mu.Lock()
 	d := h.devs[devpath]
 	delete(h.devs, devpath)
 	h.mu.Unlock()
 	if d != nil {
-		d.dev.Unregister(ctx)
+		return d.dev.Unregister(ctx)
 	}
+	return nil
 }
 
 // Devices returns the devices mirrored now, oldest first.
@@ -351,14 +356,14 @@ func (h *Host) Open(d *Device, open OpenFunc) (*File, error) {
 	}
 	f, err := NewFile(fd, name)
 	if err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // NewFile refused it: its error is the news
 		return nil, err
 	}
 	unlink, err := d.dev.AddSeverable("hostdev "+name, device.StageFiles, func(ctx context.Context) error {
 		return f.sever(ctx, true)
 	})
 	if err != nil {
-		f.Close()
+		_ = f.Close() // never handed out: the device's going is the news
 		return nil, d.goneErr()
 	}
 	f.unlink = unlink
@@ -408,15 +413,16 @@ func (h *Host) Close(ctx context.Context) error {
 	h.changed = make(chan struct{})
 	h.mu.Unlock()
 	h.stop()
-	h.w.Close()
+	_ = h.w.Close() // only the first Close of the watcher fails, and this is it
 	<-h.done
+	var errs []error
 	devs := h.Devices()
 	for i := len(devs) - 1; i >= 0; i-- {
-		h.remove(ctx, devs[i].Devpath())
+		errs = append(errs, h.remove(ctx, devs[i].Devpath()))
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.err
+	return errors.Join(append([]error{h.err}, errs...)...)
 }
 
 func (d *Device) update(ev uevent.Event) {

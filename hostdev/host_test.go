@@ -26,7 +26,9 @@ func newHost(t testing.TB, subsystems ...string) (*hostdev.Host, *device.Core) {
 		if err := h.Close(context.Background()); err != nil {
 			t.Errorf("Host.Close: %v", err)
 		}
-		core.Shutdown(context.Background())
+		if err := core.Shutdown(context.Background()); err != nil {
+			t.Errorf("Core.Shutdown: %v", err)
+		}
 	})
 	return h, core
 }
@@ -59,7 +61,7 @@ func TestHostMirrorsDevicesPresentAtStart(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the mirrored device has no INTERFACE attribute: %v", err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // an attribute file only read from
 	b, _ := io.ReadAll(f)
 	if string(b) != "lo\n" {
 		t.Fatalf("INTERFACE reads %q, want \"lo\\n\"", b)
@@ -97,7 +99,7 @@ func TestTapRemovalSeversBlockedReadThroughTheDriverCore(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open %v: %v", d, err)
 	}
-	defer f.Close()
+	defer closeOrFail(t, f)
 	type result struct {
 		err error
 		at  time.Time
@@ -152,7 +154,7 @@ func TestReplugUnderNewNameIsFoundByStableKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenKey %v with %s present: %v", key, first, err)
 	}
-	defer old.Close()
+	defer closeOrFail(t, old)
 	d1 := wait(t, h, byName(first))
 	deleteLink(t, d1.Prop("IFINDEX")) // unplugged
 	<-d1.Gone()
@@ -163,7 +165,7 @@ func TestReplugUnderNewNameIsFoundByStableKey(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenKey %v after the re-plug as %s: %v", key, second, err)
 	}
-	defer fresh.Close()
+	defer closeOrFail(t, fresh)
 	d2, err := h.Find(key)
 	if err != nil || d2.Prop("INTERFACE") != second {
 		t.Fatalf("the key finds %v, %v; want the device re-plugged as %s", d2, err, second)
@@ -186,7 +188,11 @@ func hex2(b byte) string {
 func TestHostCloseSeversHandles(t *testing.T) {
 	needTun(t)
 	core := device.NewCore("host", nil)
-	defer core.Shutdown(context.Background())
+	defer func() {
+		if err := core.Shutdown(context.Background()); err != nil {
+			t.Errorf("Core.Shutdown: %v", err)
+		}
+	}()
 	h, err := hostdev.New(context.Background(), hostdev.Config{Core: core, Subsystems: []string{"net"}})
 	if err != nil {
 		t.Skipf("cannot watch the host's devices here: %v", err)
@@ -199,7 +205,7 @@ func TestHostCloseSeversHandles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer closeOrFail(t, f)
 	if err := h.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -292,7 +298,7 @@ func TestOpenKeyWaitsOutADeviceGoingAndOpensTheNext(t *testing.T) {
 	if err != nil {
 		t.Fatalf("OpenKey after the device went mid-open: %v, want a handle on the re-plugged one", err)
 	}
-	defer f.Close()
+	defer closeOrFail(t, f)
 	d, _ := h.Find(byName(name))
 	if d == first || calls != 2 {
 		t.Fatalf("OpenKey opened %v after %d opens; want the new device, on the second open", d, calls)
@@ -325,7 +331,9 @@ func TestVethPairComesAndGoesOnTheBus(t *testing.T) {
 		t.Fatalf("the mirrored veth end has no IFINDEX attribute: %v", err)
 	}
 	got, _ := io.ReadAll(f)
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Error(err)
+	}
 	if string(got) != da.Prop("IFINDEX")+"\n" {
 		t.Fatalf("IFINDEX reads %q, want %q", got, da.Prop("IFINDEX"))
 	}

@@ -19,19 +19,22 @@ func newPty(t testing.TB) (*os.File, string) {
 		t.Skipf("no pseudo-terminals here (/dev/ptmx): %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
-		m.Close()
+		_ = m.Close() // the test stops here: the ioctl error is the news
 		t.Fatalf("unlockpt: %v", err)
 	}
 	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
 	if err != nil {
-		m.Close()
+		_ = m.Close() // the test stops here: the ioctl error is the news
 		t.Fatalf("ptsname: %v", err)
 	}
 	// Raw mode: a read returns what was written, without waiting for a line.
 	tio, err := unix.IoctlGetTermios(int(m.Fd()), unix.TCGETS)
 	if err == nil {
 		tio.Lflag &^= unix.ICANON | unix.ECHO
-		unix.IoctlSetTermios(int(m.Fd()), unix.TCSETS, tio)
+		if err := unix.IoctlSetTermios(int(m.Fd()), unix.TCSETS, tio); err != nil {
+			_ = m.Close()
+			t.Fatalf("raw mode: %v", err)
+		}
 	}
 	return m, fmt.Sprintf("/dev/pts/%d", n)
 }

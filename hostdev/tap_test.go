@@ -46,7 +46,9 @@ func needTun(t testing.TB) {
 	if err != nil {
 		t.Skipf("cannot make tap devices (needs root or CAP_NET_ADMIN and /dev/net/tun): %v", err)
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // createTap makes a persistent tap device named name: its "add" uevent is
@@ -57,7 +59,7 @@ func createTap(t testing.TB, name string) {
 	if err != nil {
 		t.Fatalf("open /dev/net/tun: %v", err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // the tap goes with it; a failing close leaves nothing to check
 	r := newIfreq(name)
 	binary.NativeEndian.PutUint16(r.data[:], unix.IFF_TAP|unix.IFF_NO_PI)
 	if err := ioctl(uintptr(fd), unix.TUNSETIFF, r); err != nil {
@@ -75,7 +77,7 @@ func setMAC(t testing.TB, name string, mac [6]byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(s)
+	defer func() { _ = unix.Close(s) }() // an ioctl socket: nothing to lose at close
 	r := newIfreq(name)
 	binary.NativeEndian.PutUint16(r.data[:], unix.ARPHRD_ETHER)
 	copy(r.data[2:], mac[:])
@@ -97,7 +99,7 @@ func deleteLink(t testing.TB, ifindex string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unix.Close(fd)
+	defer func() { _ = unix.Close(fd) }() // a netlink request socket: nothing to lose at close
 	msg := make([]byte, unix.SizeofNlMsghdr+unix.SizeofIfInfomsg)
 	ne := binary.NativeEndian
 	ne.PutUint32(msg[0:], uint32(len(msg)))
@@ -130,7 +132,7 @@ func attachTap(d *hostdev.Device) (int, error) {
 	r := newIfreq(d.Prop("INTERFACE"))
 	binary.NativeEndian.PutUint16(r.data[:], unix.IFF_TAP|unix.IFF_NO_PI)
 	if err := ioctl(uintptr(fd), unix.TUNSETIFF, r); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // never handed out: the ioctl error is the news
 		return -1, fmt.Errorf("TUNSETIFF %s: %w", d.Prop("INTERFACE"), err)
 	}
 	return fd, nil

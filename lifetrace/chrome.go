@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"sort"
 	"time"
 )
@@ -97,6 +98,12 @@ func WriteChrome(w io.Writer, runs ...Run) error {
 					end = x.Start
 				}
 				d := us(end) - us(x.Start)
+				// In float microseconds ts+d can round past the next
+				// slice's ts (1.1 + (3.3-1.1) > 3.3): step d down until
+				// the slice ends at or before end, as a reader computes it.
+				for d > 0 && us(x.Start)+d > us(end) {
+					d = math.Nextafter(d, 0)
+				}
 				a := args()
 				if x.Name == "sever" {
 					a["waited_for"] = x.N

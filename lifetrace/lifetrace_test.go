@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
@@ -200,4 +201,29 @@ func ExampleWriteChrome() {
 	// live of gpiochip0
 	// severing of gpiochip0
 	// severed of gpiochip0
+}
+
+// TestSlicesClampedInFloatMicrosecondsDoNotOverlap: a sever slice clamped
+// to end where a release begins must not overlap it once both are written
+// as float microseconds (0.001 + (0.009 − 0.001) rounds past 0.009).
+func TestSlicesClampedInFloatMicrosecondsDoNotOverlap(t *testing.T) {
+	for _, at := range [][2]time.Duration{{1, 9}, {1, 13}, {2, 18}, {1100, 3300}} {
+		ev := func(d time.Duration, e sever.Event) lifetrace.Record {
+			e.ID, e.Type, e.Object = 1, "active", "x"
+			return lifetrace.Record{T: d, Event: e}
+		}
+		recs := []lifetrace.Record{
+			ev(0, sever.Event{Kind: sever.EventCreated, State: "live"}),
+			ev(at[0], sever.Event{Kind: sever.EventSevering, State: "severing"}),
+			ev(at[1], sever.Event{Kind: sever.EventReleased, State: "released"}),
+			ev(at[1]+5000, sever.Event{Kind: sever.EventSevered, State: "severed"}),
+		}
+		var buf bytes.Buffer
+		if err := lifetrace.WriteChrome(&buf, lifetrace.Run{Name: "clamp", Records: recs}); err != nil {
+			t.Fatal(err)
+		}
+		if err := lifetrace.Validate(buf.Bytes()); err != nil {
+			t.Errorf("sever at %v, release at %v: %v", at[0], at[1], err)
+		}
+	}
 }

@@ -26,6 +26,7 @@ type Status struct {
 	Rounds   int           // rounds finished, for runs made of rounds; 0: not shown
 	Findings int           // what the run found so far: violations, failed runs
 	Left     time.Duration // time left for a run that ends by time; 0: estimated from Done and Total
+	Note     string        // said last ("seed 7"); "": nothing
 }
 
 // Meter draws a run's Status. Its methods may be called from any goroutine.
@@ -72,7 +73,7 @@ func (m *Meter) Update(s Status) {
 		return
 	}
 	m.last, m.printed = now, true
-	fmt.Fprintln(m.w, m.line(s, now.Sub(m.start)))
+	_, _ = fmt.Fprintln(m.w, m.line(s, now.Sub(m.start))) // progress is a courtesy: a lost line changes nothing
 }
 
 // Finish shows the final s and ends the live line, if anything was shown.
@@ -84,9 +85,9 @@ func (m *Meter) Finish(s Status) {
 	case m.bar != nil:
 		m.drawLocked(s)
 		_ = m.bar.Exit()
-		fmt.Fprintln(m.w)
+		_, _ = fmt.Fprintln(m.w) // progress is a courtesy, as in Update
 	case m.printed:
-		fmt.Fprintln(m.w, m.line(s, time.Since(m.start)))
+		_, _ = fmt.Fprintln(m.w, m.line(s, time.Since(m.start)))
 	}
 }
 
@@ -111,7 +112,7 @@ func (m *Meter) drawLocked(s Status) {
 }
 
 // line is the text of s after elapsed: "sever stress: 120000/1000000 ops
-// (12%), 52000 ops/s, round 3, 0 findings, 17s left".
+// (12%), 52000 ops/s, round 3, 0 findings, 2s elapsed, 17s left, seed 7".
 func (m *Meter) line(s Status, elapsed time.Duration) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s: %d", m.label, s.Done)
@@ -126,13 +127,16 @@ func (m *Meter) line(s Status, elapsed time.Duration) string {
 	if s.Rounds > 0 {
 		fmt.Fprintf(&b, ", round %d", s.Rounds)
 	}
-	fmt.Fprintf(&b, ", %d findings", s.Findings)
+	fmt.Fprintf(&b, ", %d findings, %v elapsed", s.Findings, elapsed.Round(time.Second))
 	left := s.Left
 	if left == 0 && s.Total > 0 && s.Done > 0 && s.Done < s.Total {
 		left = time.Duration(float64(elapsed) * float64(s.Total-s.Done) / float64(s.Done))
 	}
 	if left > 0 {
 		fmt.Fprintf(&b, ", %v left", left.Round(time.Second))
+	}
+	if s.Note != "" {
+		b.WriteString(", " + s.Note)
 	}
 	return b.String()
 }

@@ -14,13 +14,13 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func TestPlainLinesCarryEveryCount(t *testing.T) {
 	var buf bytes.Buffer
 	m := New(&buf, "sever stress", "ops", 0)
-	m.Update(Status{Done: 250, Total: 1000, Rounds: 3, Findings: 2})
+	m.Update(Status{Done: 250, Total: 1000, Rounds: 3, Findings: 2, Note: "seed 7"})
 	m.Finish(Status{Done: 1000, Total: 1000, Rounds: 4, Findings: 2})
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
 		t.Fatalf("got %d lines, want an update and a final line:\n%s", len(lines), buf.String())
 	}
-	for _, want := range []string{"sever stress: 250/1000 ops (25%)", "ops/s", "round 3", "2 findings", "left"} {
+	for _, want := range []string{"sever stress: 250/1000 ops (25%)", "ops/s", "round 3", "2 findings", "elapsed", "left", "seed 7"} {
 		if !strings.Contains(lines[0], want) {
 			t.Errorf("line %q lacks %q", lines[0], want)
 		}
@@ -67,7 +67,7 @@ func TestTerminalLineIsRedrawnInPlace(t *testing.T) {
 func TestTimeLeftIsEstimatedFromTheRate(t *testing.T) {
 	m := New(&bytes.Buffer{}, "x", "ops", 0)
 	l := m.line(Status{Done: 25, Total: 100}, 10*time.Second)
-	if !strings.Contains(l, "30s left") || !strings.Contains(l, "2 ops/s") {
-		t.Errorf("line %q: want 30s left at 2-3 ops/s", l)
+	if !strings.Contains(l, "10s elapsed, 30s left") || !strings.Contains(l, "2 ops/s") {
+		t.Errorf("line %q: want 10s elapsed, 30s left at 2-3 ops/s", l)
 	}
 }

@@ -29,7 +29,7 @@ func ExampleWatcher() {
 	if err != nil {
 		return // no netlink here
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }() // the first Close: nil
 	present := make(map[string]bool)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // for the example: stop after what is queued now

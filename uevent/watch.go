@@ -98,14 +98,14 @@ func listen(cfg Config, wrap func(func([]byte) (int, error)) func([]byte) (int, 
 		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, rcvbuf) // best effort: the kernel caps it
 	}
 	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK, Groups: 1}); err != nil {
-		unix.Close(fd)
+		_ = unix.Close(fd) // never bound: the bind error is the news
 		return nil, fmt.Errorf("uevent: bind netlink socket: %w", err)
 	}
 	// The runtime poller, not a blocking recvfrom: Close wakes the reader
 	// at once and the read costs no thread while it waits.
 	w.f = os.NewFile(uintptr(fd), "uevent")
 	if w.rc, err = w.f.SyscallConn(); err != nil {
-		w.f.Close()
+		_ = w.f.Close() // never read from: the SyscallConn error is the news
 		return nil, err
 	}
 	w.recv = w.recvKernel

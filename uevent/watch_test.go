@@ -22,7 +22,7 @@ func loopDevice(t *testing.T) (int, func() error) {
 	if err != nil {
 		t.Skipf("cannot make loop devices (needs root and the loop module): %v", err)
 	}
-	defer ctl.Close()
+	defer func() { _ = ctl.Close() }() // only ioctls went through it: nothing to lose
 	for range 100 {
 		// A number far from the ones losetup hands out, so that tests of
 		// other packages making loop devices at the same time do not meet it.
@@ -40,7 +40,7 @@ func loopDevice(t *testing.T) (int, func() error) {
 			if err != nil {
 				return err
 			}
-			defer c.Close()
+			defer func() { _ = c.Close() }() // as ctl
 			_, _, errno := unix.Syscall(unix.SYS_IOCTL, c.Fd(), unix.LOOP_CTL_REMOVE, uintptr(idx))
 			if errno != 0 {
 				return errno
@@ -75,7 +75,11 @@ func TestWatcherStartsWithSnapshot(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	ev, err := w.Next(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -90,7 +94,11 @@ func TestWatcherSeesLoopDeviceAddAndRemove(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	if ev, _ := w.Next(context.Background()); ev.Reason != ReasonStart {
 		t.Fatalf("first event %v", ev)
 	}
@@ -114,7 +122,11 @@ func TestWatcherOverflowResyncsInsteadOfLosing(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	if ev, _ := w.Next(context.Background()); ev.Reason != ReasonStart {
 		t.Fatalf("first event %v", ev)
 	}
@@ -172,7 +184,11 @@ func TestWatcherENOBUFSResyncs(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	ev := next(t, w, func(ev Event) bool { return ev.Action == ActionResync && ev.Reason != ReasonStart })
 	if ev.Reason != ReasonENOBUFS || len(ev.Snapshot) == 0 {
 		t.Fatalf("after the kernel's ENOBUFS the consumer got %v, want a resync (enobufs) with a snapshot", ev)
@@ -184,7 +200,10 @@ func TestWatcherCloseWakesNext(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	w.Next(context.Background()) // the start snapshot
+	// the start snapshot
+	if _, err := w.Next(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -235,7 +254,11 @@ func TestWatcherKernelENOBUFSResyncs(t *testing.T) {
 	if err != nil {
 		t.Skipf("no uevent socket here: %v", err)
 	}
-	defer w.Close()
+	defer func() {
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	if ev, _ := w.Next(context.Background()); ev.Reason != ReasonStart {
 		t.Fatalf("first event %v", ev)
 	}

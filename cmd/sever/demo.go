@@ -75,19 +75,19 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&f.tracking, "tracking", false, "record who took every reference and access, so violations name holders with stacks (slower)")
 	fs.IntVar(&f.parallel, "parallel", runtime.GOMAXPROCS(0), "runs played at once")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), demoHelp)
+		_, _ = fmt.Fprint(fs.Output(), demoHelp) // as PrintDefaults below, which returns no error either
 		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sever demo: unexpected argument %q\n", fs.Arg(0))
+		complain(stderr, "sever demo: unexpected argument %q", fs.Arg(0))
 		return 2
 	}
 	scs, err := selectScenarios(f.scenarios)
 	if err != nil {
-		fmt.Fprintln(stderr, "sever demo:", err)
+		complain(stderr, "sever demo: %v", err)
 		return 2
 	}
 	var variants []scenario.Variant
@@ -99,11 +99,11 @@ func demo(args []string, stdout, stderr io.Writer) int {
 	case "naive":
 		variants = []scenario.Variant{scenario.Naive}
 	default:
-		fmt.Fprintf(stderr, "sever demo: --variant %q: want correct, naive or both\n", f.variant)
+		complain(stderr, "sever demo: --variant %q: want correct, naive or both", f.variant)
 		return 2
 	}
 	if f.runs < 1 || f.parallel < 1 {
-		fmt.Fprintln(stderr, "sever demo: --runs and --parallel must be at least 1")
+		complain(stderr, "sever demo: --runs and --parallel must be at least 1")
 		return 2
 	}
 	timeline := f.timeline
@@ -111,7 +111,7 @@ func demo(args []string, stdout, stderr io.Writer) int {
 		timeline = scs[0].Name
 	}
 	if timeline != "none" && !slices.ContainsFunc(scs, func(s scenario.Scenario) bool { return s.Name == timeline }) {
-		fmt.Fprintf(stderr, "sever demo: --timeline %q is not among the scenarios run\n", timeline)
+		complain(stderr, "sever demo: --timeline %q is not among the scenarios run", timeline)
 		return 2
 	}
 	var opts []sim.Option
@@ -121,43 +121,48 @@ func demo(args []string, stdout, stderr io.Writer) int {
 
 	rows := playAll(scs, variants, f, opts, stderr)
 
-	fmt.Fprintf(stdout, "sever demo: %d scenarios × %d variants × %d runs on fresh simulated machines\n\n", len(scs), len(variants), f.runs)
-	failed := printTable(stdout, rows)
+	out := &report{w: stdout}
+	out.printf("sever demo: %d scenarios × %d variants × %d runs on fresh simulated machines\n\n", len(scs), len(variants), f.runs)
+	failed := printTable(out, rows)
 	if f.verbose {
-		printViolations(stdout, rows, false)
+		printViolations(out, rows, false)
 	}
-	printViolations(stdout, rows, true)
+	printViolations(out, rows, true)
 	if timeline != "none" {
 		for _, r := range rows {
 			if r.sc.Name == timeline {
-				printTimeline(stdout, r.first)
+				printTimeline(out, r.first)
 			}
 		}
 	}
 	if f.trace != "" {
-		if err := writeTrace(f.trace, stdout, rows); err != nil {
-			fmt.Fprintln(stderr, "sever demo:", err)
+		if err := writeTrace(f.trace, out, rows); err != nil {
+			complain(stderr, "sever demo: %v", err)
 			return 1
 		}
 	}
 	if f.traceJSON != "" {
-		if err := writeTraceJSON(f.traceJSON, stdout, rows); err != nil {
-			fmt.Fprintln(stderr, "sever demo:", err)
+		if err := writeTraceJSON(f.traceJSON, out, rows); err != nil {
+			complain(stderr, "sever demo: %v", err)
 			return 1
 		}
 	}
 	if f.html != "" {
-		if err := writeHTML(f.html, stdout, rows); err != nil {
-			fmt.Fprintln(stderr, "sever demo:", err)
+		if err := writeHTML(f.html, out, rows); err != nil {
+			complain(stderr, "sever demo: %v", err)
 			return 1
 		}
 	}
-	fmt.Fprintln(stdout)
+	out.println()
 	if failed > 0 {
-		fmt.Fprintf(stdout, "FAIL: %d of %d rows failed (replay a run with --scenario NAME --variant V --seed SEED --runs 1 -v)\n", failed, len(rows))
+		out.printf("FAIL: %d of %d rows failed (replay a run with --scenario NAME --variant V --seed SEED --runs 1 -v)\n", failed, len(rows))
 		return 1
 	}
-	fmt.Fprintf(stdout, "ok: every correct variant clean and every naive variant caught, over %d runs each\n", f.runs)
+	out.printf("ok: every correct variant clean and every naive variant caught, over %d runs each\n", f.runs)
+	if out.err != nil {
+		complain(stderr, "sever demo: writing the report: %v", out.err)
+		return 1
+	}
 	return 0
 }
 
@@ -265,9 +270,10 @@ func playAll(scs []scenario.Scenario, variants []scenario.Variant, f demoFlags, 
 	return rows
 }
 
-func printTable(w io.Writer, rows []*row) (failed int) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SCENARIO\tSEED DOCUMENT\tVARIANT\tRUNS\tOPS\tVIOLATIONS BY CLASS\tVERDICT")
+func printTable(out *report, rows []*row) (failed int) {
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	t := &report{w: tw}
+	t.println("SCENARIO\tSEED DOCUMENT\tVARIANT\tRUNS\tOPS\tVIOLATIONS BY CLASS\tVERDICT")
 	for _, r := range rows {
 		verdict := "clean"
 		if r.variant == scenario.Naive {
@@ -277,15 +283,16 @@ func printTable(w io.Writer, rows []*row) (failed int) {
 			verdict = fmt.Sprintf("FAIL (%d of %d runs)", r.runs-r.passed, r.runs)
 			failed++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.sc.Name, r.sc.Doc, r.variant, r.runs, r.ops, scenario.ClassList(r.summary), verdict)
+		t.printf("%s\t%s\t%s\t%d\t%d\t%s\t%s\n", r.sc.Name, r.sc.Doc, r.variant, r.runs, r.ops, scenario.ClassList(r.summary), verdict)
 	}
-	tw.Flush()
+	out.keep(t.err)
+	out.keep(tw.Flush())
 	return failed
 }
 
 // printViolations prints the violations of each row's first run (all
 // rows), or of the failing runs (failing true).
-func printViolations(w io.Writer, rows []*row, failing bool) {
+func printViolations(w *report, rows []*row, failing bool) {
 	for _, r := range rows {
 		results := []scenario.Result{r.first}
 		if failing {
@@ -293,22 +300,22 @@ func printViolations(w io.Writer, rows []*row, failing bool) {
 		}
 		for _, res := range results {
 			if failing {
-				fmt.Fprintf(w, "\n%s, %s, seed %d: %s\n", r.sc.Name, r.variant, res.Seed, res.Verdict())
+				w.printf("\n%s, %s, seed %d: %s\n", r.sc.Name, r.variant, res.Seed, res.Verdict())
 				for _, f := range res.Failures {
-					fmt.Fprintf(w, "  promise broken: %s\n", f)
+					w.printf("  promise broken: %s\n", f)
 				}
 				if res.Err != nil {
-					fmt.Fprintf(w, "  error: %v\n", res.Err)
+					w.printf("  error: %v\n", res.Err)
 				}
 			} else if len(res.Violations) > 0 {
-				fmt.Fprintf(w, "\n%s, %s, seed %d:\n", r.sc.Name, r.variant, res.Seed)
+				w.printf("\n%s, %s, seed %d:\n", r.sc.Name, r.variant, res.Seed)
 			}
 			for _, v := range res.Violations {
-				fmt.Fprintf(w, "  %s\n", v)
+				w.printf("  %s\n", v)
 				if v.Cause != "" {
-					fmt.Fprintf(w, "    cause: %s\n", firstLines(v.Cause, 3))
+					w.printf("    cause: %s\n", firstLines(v.Cause, 3))
 				}
-				fmt.Fprintf(w, "    at: %s\n", firstLines(v.Stack, 3))
+				w.printf("    at: %s\n", firstLines(v.Stack, 3))
 			}
 		}
 	}
@@ -323,37 +330,29 @@ func firstLines(s string, n int) string {
 }
 
 // printTimeline prints a run's lifetime events, one a line, with times.
-func printTimeline(w io.Writer, res scenario.Result) {
-	fmt.Fprintf(w, "\ntimeline: %s, %s variant, seed %d — %s\n", res.Scenario.Name, res.Variant, res.Seed, res.Scenario.Title)
+func printTimeline(w *report, res scenario.Result) {
+	w.printf("\ntimeline: %s, %s variant, seed %d — %s\n", res.Scenario.Name, res.Variant, res.Seed, res.Scenario.Title)
 	if res.Variant == scenario.Naive {
-		fmt.Fprintf(w, "  (planted: %s)\n", res.Scenario.Bug)
+		w.printf("  (planted: %s)\n", res.Scenario.Bug)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	t := &report{w: tw}
 	for _, e := range res.Events {
-		fmt.Fprintf(tw, "  %8.3fms\t%s\t%s\t%s\n", float64(e.T.Microseconds())/1000, e.Kind, e.Object, e.Detail)
+		t.printf("  %8.3fms\t%s\t%s\t%s\n", float64(e.T.Microseconds())/1000, e.Kind, e.Object, e.Detail)
 	}
-	tw.Flush()
+	w.keep(t.err)
+	w.keep(tw.Flush())
 }
 
 func writeTrace(path string, stdout io.Writer, rows []*row) error {
-	w := stdout
-	if path != "-" {
-		f, err := os.Create(path)
-		if err != nil {
-			return err
+	return writeFile(path, stdout, "trace", func(w io.Writer) error {
+		for _, r := range rows {
+			if err := sim.WriteJSON(w, r.first.Events); err != nil {
+				return err
+			}
 		}
-		defer f.Close()
-		w = f
-	}
-	for _, r := range rows {
-		if err := sim.WriteJSON(w, r.first.Events); err != nil {
-			return err
-		}
-	}
-	if path != "-" {
-		fmt.Fprintf(stdout, "\ntrace: %s\n", path)
-	}
-	return nil
+		return nil
+	})
 }
 
 // runName names a row's first run in traces and pages.
@@ -384,14 +383,14 @@ func writeFile(path string, stdout io.Writer, label string, write func(io.Writer
 		return err
 	}
 	if err := write(f); err != nil {
-		f.Close()
+		_ = f.Close() // the write error is the news; the file is incomplete either way
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "\n%s: %s\n", label, path)
-	return nil
+	_, err = fmt.Fprintf(stdout, "\n%s: %s\n", label, path)
+	return err
 }
 
 // writeHTML writes the first run of every row as one page, a section per

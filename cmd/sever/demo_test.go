@@ -34,7 +34,7 @@ func TestDemoTraceWritesJSONLines(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // only read
 	kinds := map[string]int{}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {

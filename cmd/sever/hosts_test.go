@@ -97,7 +97,9 @@ func TestKill9OfDriverHostWakesProcessesOnTheMount(t *testing.T) {
 	if l := py.line(5 * time.Second); l != "closed" {
 		t.Errorf("close: %q", l)
 	}
-	py.wait(10 * time.Second)
+	if err := py.wait(10 * time.Second); err != nil {
+		t.Errorf("python: %v: %s", err, py.errb.String())
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	if _, err := sup.WaitRunning(ctx, 1); err != nil {
@@ -123,7 +125,11 @@ func lineSet(t *testing.T, sup *drvhost.Supervisor, line, v byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
+	defer func() {
+		if err := h.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+	}()
 	if err := h.Do(func(s drvhost.Service) error {
 		_, err := s.Call(context.Background(), "line.set", []byte{line, v})
 		return err

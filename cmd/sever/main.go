@@ -41,18 +41,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return hostCmd(args[1:], stderr)
 	case "selfcheck":
 		verbose := len(args) > 1 && (args[1] == "-v" || args[1] == "--v")
-		return selfCheck(stdout, verbose)
+		return selfCheck(stdout, stderr, verbose)
 	case "help", "-h", "-help", "--help":
 		usage(stdout)
 		return 0
 	}
-	fmt.Fprintf(stderr, "sever: unknown command %q\n", args[0])
+	complain(stderr, "sever: unknown command %q", args[0])
 	usage(stderr)
 	return 2
 }
 
+// usage prints the commands to w. A help that cannot be written has
+// nowhere else to go: its error is dropped, as flag's PrintDefaults does.
 func usage(w io.Writer) {
-	fmt.Fprint(w, `usage: sever <command> [flags]
+	_, _ = fmt.Fprint(w, `usage: sever <command> [flags]
 
 commands:
   demo    run every seed scenario in both variants on fresh simulated

@@ -99,24 +99,25 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 	fs.BoolVar(&f.hosts, "hosts", false, "run the CP2112 of port 1 in a driver host: a child process whose death is a surprise removal (see /hosts/cp2112/)")
 	fs.BoolVar(&f.verbose, "v", false, "print every violation with where it happened, not only the summary")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), mountHelp)
+		_, _ = fmt.Fprint(fs.Output(), mountHelp) // as PrintDefaults below, which returns no error either
 		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	if fs.NArg() != 1 {
-		fmt.Fprintln(stderr, "sever mount: want exactly one directory")
+		complain(stderr, "sever mount: want exactly one directory")
 		fs.Usage()
 		return 2
 	}
 	dir, err := filepath.Abs(fs.Arg(0))
 	if err != nil {
-		fmt.Fprintf(stderr, "sever mount: %v\n", err)
+		complain(stderr, "sever mount: %v", err)
 		return 1
 	}
+	out := &report{w: stdout}
 	logf := func(format string, args ...any) {
-		fmt.Fprintf(stderr, "sever mount: "+format+"\n", args...)
+		complain(stderr, "sever mount: "+format, args...)
 	}
 
 	// A run that was killed leaves a mount whose server is gone: every
@@ -157,8 +158,8 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 		return 1
 	}
 	if ctx.Err() != nil { // a signal while booting: end before mounting
-		fmt.Fprintln(stdout, "sever mount: stopped while booting; nothing mounted")
-		return quiesce(machine, stdout, stderr, f.verbose)
+		out.println("sever mount: stopped while booting; nothing mounted")
+		return quiesce(machine, out, stderr, f.verbose)
 	}
 	m := machine.Machine()
 	mopts := []fusefs.Option{fusefs.Logf(logf), fusefs.EntryTimeout(f.entryTimeout)}
@@ -168,26 +169,30 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 	srv, err := fusefs.Mount(dir, fusefs.Sources{Sys: m.Sysfs(), Dev: m.Dev()}, mopts...)
 	if err != nil {
 		logf("%v", err)
-		quiesce(machine, stdout, stderr, f.verbose)
+		_ = quiesce(machine, out, stderr, f.verbose) // 1 already: the mount failed
 		return 1
 	}
-	fmt.Fprintf(stdout, "sever mount: serving machine %q at %s (sys/, dev/); SIGINT or SIGTERM unmounts\n", f.name, dir)
+	out.printf("sever mount: serving machine %q at %s (sys/, dev/); SIGINT or SIGTERM unmounts\n", f.name, dir)
 	if ready != nil {
 		ready(srv, machine)
 	}
 
 	select {
 	case <-ctx.Done():
-		fmt.Fprintf(stdout, "sever mount: unmounting %s\n", dir)
+		out.printf("sever mount: unmounting %s\n", dir)
 	case <-unmountedFromOutside(ctx, dir):
-		fmt.Fprintf(stdout, "sever mount: %s was unmounted from outside\n", dir)
+		out.printf("sever mount: %s was unmounted from outside\n", dir)
 	}
 	code := 0
 	if err := srv.Close(); err != nil {
 		logf("%v", err)
 		code = 1
 	}
-	if quiesce(machine, stdout, stderr, f.verbose) != 0 {
+	if quiesce(machine, out, stderr, f.verbose) != 0 {
+		code = 1
+	}
+	if out.err != nil {
+		complain(stderr, "sever mount: writing to stdout: %v", out.err)
 		code = 1
 	}
 	return code
@@ -195,28 +200,28 @@ func serveMount(ctx context.Context, args []string, stdout, stderr io.Writer, re
 
 // quiesce ends the machine's life and prints the checker's summary; it
 // returns 1 if the checker recorded anything or the teardown failed.
-func quiesce(machine *pc.PC, stdout, stderr io.Writer, verbose bool) int {
+func quiesce(machine *pc.PC, out *report, stderr io.Writer, verbose bool) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	vs, err := machine.Quiesce(ctx)
 	code := 0
 	if err != nil {
-		fmt.Fprintf(stderr, "sever mount: quiesce: %v\n", err)
+		complain(stderr, "sever mount: quiesce: %v", err)
 		code = 1
 	}
 	if len(vs) == 0 {
-		fmt.Fprintln(stdout, "sever mount: machine quiesced clean: no violations")
+		out.println("sever mount: machine quiesced clean: no violations")
 		return code
 	}
-	fmt.Fprintf(stdout, "sever mount: %d violation(s): %s\n", len(vs), summary(vs))
+	out.printf("sever mount: %d violation(s): %s\n", len(vs), summary(vs))
 	for i, v := range vs {
 		if !verbose && i >= 10 {
-			fmt.Fprintf(stdout, "  ... and %d more (-v prints them all)\n", len(vs)-i)
+			out.printf("  ... and %d more (-v prints them all)\n", len(vs)-i)
 			break
 		}
-		fmt.Fprintf(stdout, "  %v\n", v)
+		out.printf("  %v\n", v)
 		if verbose && v.Stack != "" {
-			fmt.Fprintf(stdout, "    at %s\n", strings.ReplaceAll(strings.TrimSpace(v.Stack), "\n", "\n    "))
+			out.printf("    at %s\n", strings.ReplaceAll(strings.TrimSpace(v.Stack), "\n", "\n    "))
 		}
 	}
 	return 1
@@ -269,7 +274,7 @@ func isMountPoint(dir string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }() // read only: a close cannot lose anything
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		// Field 5 is the mount point, with spaces and the like octal-escaped.

@@ -202,9 +202,10 @@ func startProc(t testing.TB, dir, name string, args ...string) *proc {
 }
 
 func (p *proc) kill() {
-	p.stdin.Close()
-	p.cmd.Process.Kill()
-	p.cmd.Wait()
+	// Ending it either way: one that is gone already is as good.
+	_ = p.stdin.Close()
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait() // "signal: killed", expected
 	for range p.lines {
 	}
 }
@@ -321,7 +322,9 @@ func TestPollerOnGPIOEventsWakesWithErrHupOnDisconnect(t *testing.T) {
 	if l := py.line(5 * time.Second); l != "closed" {
 		t.Errorf("close: %q", l)
 	}
-	py.wait(10 * time.Second)
+	if err := py.wait(10 * time.Second); err != nil {
+		t.Errorf("python: %v: %s", err, py.errb.String())
+	}
 	mt.stopClean()
 }
 
@@ -348,14 +351,18 @@ exec 3<&-
 		t.Errorf("temp1_input before the unplug: %q, want 25000", l)
 	}
 	mt.mustSh("echo 1 > sys/bus/usb/ports/1/disconnect")
-	io.WriteString(sh.stdin, "go\n")
+	if _, err := io.WriteString(sh.stdin, "go\n"); err != nil {
+		t.Fatal(err)
+	}
 	if l := sh.line(5 * time.Second); l != "held rc=1" {
 		t.Errorf("cat of the held descriptor: %q, want failure", l)
 	}
 	if l := sh.line(5 * time.Second); l != "path rc=1" {
 		t.Errorf("cat by path: %q, want failure", l)
 	}
-	sh.wait(10 * time.Second)
+	if err := sh.wait(10 * time.Second); err != nil {
+		t.Errorf("shell: %v: %s", err, sh.errb.String())
+	}
 	errs := sh.errb.String()
 	if !strings.Contains(errs, "cat: -: No such device") {
 		t.Errorf("cat of the held descriptor: stderr %q, want \"No such device\" (ENODEV)", errs)
@@ -532,7 +539,7 @@ func TestThousandHotplugCyclesUnderReaders(t *testing.T) {
 	}
 	var total [3]int
 	for i, r := range readers {
-		r.stdin.Close()
+		_ = r.stdin.Close() // EOF ends the reader; its exit is checked below
 		f := strings.Fields(r.line(10 * time.Second))
 		if err := r.wait(10 * time.Second); err != nil || len(f) != 3 {
 			t.Fatalf("reader %d: %v %q: %s", i, err, f, r.errb.String())
@@ -581,7 +588,9 @@ func TestOtherUsersNeedAllowOther(t *testing.T) {
 	asNobody := func(mt *mounted, script string) (string, error) {
 		// The test's temporary directories are 0700: let nobody through.
 		for d := filepath.Dir(mt.dir); d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
-			os.Chmod(d, 0o755)
+			if err := os.Chmod(d, 0o755); err != nil {
+				return "", err
+			}
 		}
 		cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "bash", "-c", script)
 		cmd.Dir = "/"
@@ -648,8 +657,9 @@ func startBinary(t *testing.T, bin, dir string) (*exec.Cmd, *syncBuffer, *syncBu
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
+		// Whatever the test did with it: killed and reaped here, exited or not.
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		for range 4 { // whatever the test left, stacked or not
 			if mps, _ := fuse.Mounts(dir); len(mps) == 0 || unmountByHand(dir, true) != nil {
 				break
@@ -698,8 +708,10 @@ func TestBinarySIGTERMUnmountsAndNextRunCleansAStaleMount(t *testing.T) {
 
 	bin := binary(t)
 	killed, _, _ := startBinary(t, bin, dir)
-	killed.Process.Kill()
-	killed.Wait()
+	if err := killed.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = killed.Wait() // "signal: killed", expected
 	if _, err := os.Stat(dir); !errors.Is(err, syscall.ENOTCONN) {
 		t.Fatalf("stat of the killed run's mount: %v, want ENOTCONN (a stale mount)", err)
 	}
@@ -712,7 +724,9 @@ func TestBinarySIGTERMUnmountsAndNextRunCleansAStaleMount(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) == "" {
 		t.Errorf("cat refcnt through the new mount: %v, %q", err, out)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
 	if code := waitExit(t, cmd, 30*time.Second); code != 0 {
 		t.Errorf("exit %d after SIGTERM, want 0:\n%s%s", code, stdout.String(), stderr.String())
 	}
@@ -777,9 +791,13 @@ print(time.perf_counter_ns() - t)
 	if err != nil {
 		b.Fatal(err)
 	}
-	f.WriteString("1\n")
-	f.Close()
-	defer os.Remove(f.Name())
+	if _, err := f.WriteString("1\n"); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = os.Remove(f.Name()) }() // a temporary file left behind harms nothing
 	b.ResetTimer()
 	fuse := ns(mt.path("sys/module/cp2112/refcnt"))
 	tmpfs := ns(f.Name())
@@ -843,8 +861,10 @@ func TestKilledServerHangsNobodyAndRestartsMountOnce(t *testing.T) {
 			t.Fatalf("holder: %q", l)
 		}
 		time.Sleep(100 * time.Millisecond) // into poll(2)
-		srv.Process.Kill()
-		srv.Wait()
+		if err := srv.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		_ = srv.Wait() // "signal: killed", expected
 		if l := py.line(5 * time.Second); !strings.HasPrefix(l, "woke ") {
 			t.Fatalf("the poller, after the server was killed: %q", l)
 		} else if ev, _ := strconv.Atoi(strings.TrimPrefix(l, "woke ")); ev&pollErr == 0 {
@@ -874,7 +894,9 @@ func TestKilledServerHangsNobodyAndRestartsMountOnce(t *testing.T) {
 			t.Errorf("restart %d: cat through the new mount: %v, %s", i, err, out)
 		}
 	}
-	srv.Process.Signal(os.Interrupt)
+	if err := srv.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
 	if code := waitExit(t, srv, 30*time.Second); code != 0 {
 		t.Errorf("exit %d after SIGINT, want 0", code)
 	}
@@ -916,12 +938,16 @@ func TestSignalWhileBootingLeavesNothingMounted(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(after)
-		cmd.Process.Signal(sig)
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
 		waitExit(t, cmd, 30*time.Second)
 		if n := fuseMounts(t, dir); n != 0 {
 			t.Errorf("%v after %v: %d FUSE mounts left on %s:\n%s", sig, after, n, dir, out.String())
 			for range n {
-				unmountByHand(dir, true)
+				if err := unmountByHand(dir, true); err != nil {
+					t.Error(err)
+				}
 			}
 		}
 	}

@@ -37,11 +37,13 @@ var selfTests = []selfTest{
 	{name: "ref: reference left after unregister", seed: "004", naive: true, catches: check.ReferenceAfterUnregister, run: leakedRefCheck},
 }
 
-func selfCheck(w io.Writer, verbose bool) int {
-	fmt.Fprintln(w, "sever demo: self-check of the core primitives (the seed scenarios are not built yet)")
-	fmt.Fprintln(w)
+func selfCheck(stdout, stderr io.Writer, verbose bool) int {
+	w := &report{w: stdout}
+	w.println("sever demo: self-check of the core primitives (the seed scenarios are not built yet)")
+	w.println()
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CHECK\tSEED\tVARIANT\tOPS\tVIOLATIONS\tVERDICT")
+	t := &report{w: tw}
+	t.println("CHECK\tSEED\tVARIANT\tOPS\tVIOLATIONS\tVERDICT")
 	failed := 0
 	var details []string
 	for _, st := range selfTests {
@@ -64,23 +66,28 @@ func selfCheck(w io.Writer, verbose bool) int {
 		if !ok {
 			failed++
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", st.name, st.seed, variant, ops, summarize(vs), verdict)
+		t.printf("%s\t%s\t%s\t%d\t%s\t%s\n", st.name, st.seed, variant, ops, summarize(vs), verdict)
 		if verbose || !ok {
 			for _, v := range vs {
 				details = append(details, fmt.Sprintf("%s: %s\n%s", st.name, v, v.Stack))
 			}
 		}
 	}
-	tw.Flush()
+	w.keep(t.err)
+	w.keep(tw.Flush())
 	for _, d := range details {
-		fmt.Fprintln(w, "\n"+d)
+		w.println("\n" + d)
 	}
-	fmt.Fprintln(w)
+	w.println()
 	if failed > 0 {
-		fmt.Fprintf(w, "FAIL: %d of %d checks failed\n", failed, len(selfTests))
+		w.printf("FAIL: %d of %d checks failed\n", failed, len(selfTests))
 		return 1
 	}
-	fmt.Fprintf(w, "ok: %d checks; every correct variant clean, every naive variant caught\n", len(selfTests))
+	w.printf("ok: %d checks; every correct variant clean, every naive variant caught\n", len(selfTests))
+	if w.err != nil {
+		complain(stderr, "sever selfcheck: writing the report: %v", w.err)
+		return 1
+	}
 	return 0
 }
 
@@ -212,7 +219,12 @@ func pollWakeCheck(ctx context.Context, log *check.Log) (int, string) {
 func pollFreeCheck(ctx context.Context, log *check.Log) (int, string) {
 	q := sever.NewWaitQueue("psi trigger (provider-owned)", sever.WithLog(log))
 	done := make(chan struct{})
-	log.Go("poller", func() { q.Wait(ctx, q.Seq()); close(done) })
+	log.Go("poller", func() {
+		// The naive variant: the checker, not Wait's error, is to report
+		// the free under the poller.
+		_, _, _ = q.Wait(ctx, q.Seq())
+		close(done)
+	})
 	for q.Waiters() == 0 {
 		time.Sleep(time.Millisecond)
 	}
@@ -229,14 +241,16 @@ func unloadCheck(ctx context.Context, log *check.Log) (int, string) {
 	node := sever.NewActive("zram0/disksize", sever.WithLog(log))
 	release := log.Expect("zram0/disksize", "Release of open 1")
 	mod.Get("open file")
-	mod.OnUnload("zram0", func(ctx context.Context) error {
+	if _, err := mod.OnUnload("zram0", func(ctx context.Context) error {
 		if err := node.Sever(ctx); err != nil {
 			return err
 		}
 		release.Done()
 		mod.Put("open file")
 		return nil
-	})
+	}); err != nil {
+		return 0, err.Error()
+	}
 	if err := mod.Unload(ctx, sever.UnloadTry); err == nil {
 		return 1, "Try unloaded a module with an open file"
 	}
@@ -253,7 +267,9 @@ func unloadCheck(ctx context.Context, log *check.Log) (int, string) {
 // pin the module whose code it runs.
 func deferredCallCheck(ctx context.Context, log *check.Log) (int, string) {
 	mod := sever.NewOwner("scsi_mod", nil, sever.WithLog(log))
-	mod.Unload(ctx, sever.UnloadTry) // rmmod before the work runs
+	if err := mod.Unload(ctx, sever.UnloadTry); err != nil { // rmmod before the work runs
+		return 1, err.Error()
+	}
 	mod.Call("sysfs_schedule_callback_work", func() {})
 	return 2, ""
 }
@@ -280,6 +296,8 @@ func leakedRefCheck(ctx context.Context, log *check.Log) (int, string) {
 	r := sever.NewRef("i2c-3 adapter", nil, sever.WithTracking())
 	r.Get("eeprom driver (never puts)")
 	r.Put(nil) // unregister drops the provider's own reference
-	r.Audit(log, 0)
+	if err := r.Audit(log, 0); err == nil {
+		return 3, "Audit found no reference left"
+	}
 	return 3, ""
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sever-dev/sever/lifetrace"
+	"github.com/sever-dev/sever/progress"
 	"github.com/sever-dev/sever/sim"
 	"github.com/sever-dev/sever/sim/pc"
 	"github.com/sever-dev/sever/stress"
@@ -56,9 +57,9 @@ each for --seed-duration (or --ops). Both go on after a finding, print a
 line per seed as it ends (and the full report of a seed with findings), and
 end with the findings per seed and the operations run between findings.
 
-Progress: on a terminal, a line with operations, ops/s, findings and the
-time elapsed, redrawn every second; otherwise the same as a plain line
-every 10 seconds. -q turns it off.
+Progress: on a terminal, a line with operations, ops/s, findings, the time
+elapsed and left, and the seed, redrawn in place after the first second;
+otherwise the same as a plain line every 10 seconds. -q turns it off.
 
 Exits 0 when there is no finding, 1 otherwise, 2 for bad flags.
 
@@ -149,15 +150,17 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	live := &stress.Live{}
 	cfg.Live = live
-	var prog *liveLine
-	if !f.quiet {
-		prog = startProgress(stderr, live)
-		defer prog.stop()
+	meter := func(c stress.Config, note string) *stressMeter {
+		if f.quiet {
+			return nil
+		}
+		return startMeter(stderr, meterEvery(stderr), live, c, note)
 	}
 	if multi && rec != nil {
 		return bad("--trace-json traces one run; not with --seeds or --soak")
 	}
 	if !multi {
+		prog := meter(cfg, "")
 		res := stress.Run(ctx, cfg)
 		prog.stop()
 		failed := res.WriteReport(stdout) != nil || !res.OK()
@@ -173,7 +176,7 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	out := &printer{w: stdout}
+	out := &report{w: stdout}
 
 	var sum soakSummary
 	start := time.Now()
@@ -194,34 +197,20 @@ func stressCmd(args []string, stdout, stderr io.Writer) int {
 				c.Duration = left
 			}
 		}
-		prog.setSeed(c.Seed)
+		prog := meter(c, fmt.Sprintf("seed %d", c.Seed))
 		res := stress.Run(ctx, c)
-		prog.clear()
+		prog.stop() // ends its line before the seed's line
 		sum.add(res)
 		out.printf("%s\n", seedLine(res))
 		if !res.OK() && out.err == nil {
 			out.err = res.WriteReport(stdout)
 		}
 	}
-	prog.stop()
 	sum.write(out, time.Since(start))
 	if sum.findings > 0 || out.err != nil {
 		return 1
 	}
 	return 0
-}
-
-// printer keeps the first error of a sequence of writes and skips the
-// writes after it: the command checks its output once, in its exit code.
-type printer struct {
-	w   io.Writer
-	err error
-}
-
-func (p *printer) printf(format string, a ...any) {
-	if p.err == nil {
-		_, p.err = fmt.Fprintf(p.w, format, a...)
-	}
 }
 
 // parseSeeds parses "2,3,5".
@@ -312,7 +301,7 @@ func (s *soakSummary) add(res *stress.Result) {
 	}
 }
 
-func (s *soakSummary) write(w *printer, elapsed time.Duration) {
+func (s *soakSummary) write(w *report, elapsed time.Duration) {
 	w.printf("\nsever stress: %d seeds, %d operations and %d injected faults in %v", s.seeds, s.ops, s.faults, elapsed.Round(time.Second))
 	if s.findings == 0 {
 		w.printf(": no finding; %d operations ran clean\n", s.ops)
@@ -326,109 +315,89 @@ func (s *soakSummary) write(w *printer, elapsed time.Duration) {
 	w.printf("FAIL: replay a seed's round with the command printed on its line\n")
 }
 
-// liveLine redraws a status line from a stress.Live: on a terminal every
-// second, in place; otherwise a plain line every 10 seconds. It is the one
-// place that knows how progress is shown, so another display can take its
-// place. A nil *liveLine does nothing.
-type liveLine struct {
-	w     io.Writer
-	live  *stress.Live
-	tty   bool
-	start time.Time
-
-	mu      sync.Mutex
-	seed    int64
-	drawn   bool // a tty line is on screen, not yet ended
-	stopped bool
-	done    chan struct{} // closed by stop
-	exited  chan struct{} // closed when the drawing goroutine returns
-	once    sync.Once
+// stressMeter shows a run's progress through a progress.Meter. The run's
+// counts are atomics its workers bump (stress.Live), not events, so a
+// goroutine reads them a few times a second and hands them to the Meter,
+// which decides when to draw. Each seed gets its own: "seed N" ends its
+// line, and its line is ended before the seed's result is printed. A nil
+// *stressMeter does nothing.
+type stressMeter struct {
+	meter  *progress.Meter
+	live   *stress.Live
+	cfg    stress.Config // the seed's: Ops and Duration make Total and Left
+	note   string
+	start  time.Time
+	ops0   int64 // live's counts when the seed began
+	found0 int64
+	done   chan struct{} // closed by stop
+	exited chan struct{} // closed when the polling goroutine returns
+	once   sync.Once
 }
 
-func startProgress(w io.Writer, live *stress.Live) *liveLine {
-	p := &liveLine{w: w, live: live, tty: isTerminal(w), start: time.Now(), seed: -1, done: make(chan struct{}), exited: make(chan struct{})}
-	every := 10 * time.Second
-	if p.tty {
-		every = time.Second
+// meterEvery is both the Meter's silent start and, off a terminal, its
+// interval: on a terminal the line appears after a second, elsewhere a
+// plain line every 10 seconds.
+func meterEvery(w io.Writer) time.Duration {
+	if isTerminal(w) {
+		return time.Second
+	}
+	return 10 * time.Second
+}
+
+// startMeter shows the progress of the run of cfg on w until stop.
+func startMeter(w io.Writer, every time.Duration, live *stress.Live, cfg stress.Config, note string) *stressMeter {
+	m := &stressMeter{
+		meter: progress.New(w, "sever stress", "ops", every),
+		live:  live, cfg: cfg, note: note, start: time.Now(),
+		ops0: live.Ops.Load(), found0: live.Findings.Load(),
+		done: make(chan struct{}), exited: make(chan struct{}),
 	}
 	go func() {
-		defer close(p.exited)
-		t := time.NewTicker(every)
+		defer close(m.exited)
+		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
-		last, lastAt := int64(0), p.start
 		for {
 			select {
-			case <-p.done:
+			case <-m.done:
 				return
-			case now := <-t.C:
-				ops := p.live.Ops.Load()
-				rate := float64(ops-last) / now.Sub(lastAt).Seconds()
-				last, lastAt = ops, now
-				p.draw(ops, rate, now)
+			case <-t.C:
+				m.meter.Update(m.status())
 			}
 		}
 	}()
-	return p
+	return m
 }
 
-func (p *liveLine) draw(ops int64, rate float64, now time.Time) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stopped {
-		return
+// status is the seed's counts now. A run bounded by --ops has a total; one
+// bounded by --duration alone has time left.
+func (m *stressMeter) status() progress.Status {
+	s := progress.Status{
+		Done:     m.live.Ops.Load() - m.ops0,
+		Findings: int(m.live.Findings.Load() - m.found0),
+		Note:     m.note,
 	}
-	line := fmt.Sprintf("sever stress: %d ops, %.0f ops/s, %d findings, %v elapsed", ops, rate, p.live.Findings.Load(), now.Sub(p.start).Round(time.Second))
-	if p.seed >= 0 {
-		line += fmt.Sprintf(", seed %d", p.seed)
+	switch ops, d := m.cfg.Ops, m.cfg.Duration; {
+	case ops > 0:
+		s.Total = ops
+	case d > 0:
+		s.Left = max(d-time.Since(m.start), time.Millisecond)
+	default: // stress.Run's default bound
+		s.Total = 100000
 	}
-	var err error
-	if p.tty {
-		_, err = fmt.Fprintf(p.w, "\r\033[K%s", line)
-		p.drawn = true
-	} else {
-		_, err = fmt.Fprintln(p.w, line)
-	}
-	// A display that cannot write stops drawing; the run goes on.
-	p.stopped = err != nil
+	return s
 }
 
-// setSeed names the seed that runs now.
-func (p *liveLine) setSeed(seed int64) {
-	if p == nil {
+// stop ends the display, with the final counts if a line was shown; it
+// may be called more than once.
+func (m *stressMeter) stop() {
+	if m == nil {
 		return
 	}
-	p.mu.Lock()
-	p.seed = seed
-	p.mu.Unlock()
-}
-
-// clear ends a line drawn on a terminal, so other output starts on its
-// own line.
-func (p *liveLine) clear() {
-	if p == nil {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.drawn {
-		_, err := fmt.Fprint(p.w, "\r\033[K")
-		p.drawn, p.stopped = false, p.stopped || err != nil
-	}
-}
-
-// stop ends the display; it may be called more than once.
-func (p *liveLine) stop() {
-	if p == nil {
-		return
-	}
-	p.once.Do(func() {
-		close(p.done)
-		<-p.exited
-		p.mu.Lock()
-		p.stopped = true
-		p.mu.Unlock()
+	m.once.Do(func() {
+		close(m.done)
+		<-m.exited
+		m.meter.Finish(m.status())
 	})
-	p.clear()
 }
 
 // isTerminal reports whether w is a terminal (a character device).

@@ -86,7 +86,7 @@ func TestSoakSummaryNamesFindingsAndReplay(t *testing.T) {
 	sum.add(clean)
 	sum.add(dirty)
 	var b bytes.Buffer
-	p := &printer{w: &b}
+	p := &report{w: &b}
 	sum.write(p, time.Second)
 	for _, want := range []string{"2 seeds, 4000 operations and 0 injected faults", "4 findings in 2 rounds on 1 of 2 seeds; one round with a finding per 2000 operations", "seeds with findings: 7 (", "FAIL"} {
 		if !strings.Contains(b.String(), want) {
@@ -96,29 +96,36 @@ func TestSoakSummaryNamesFindingsAndReplay(t *testing.T) {
 }
 
 // The progress line says operations, rate, findings, elapsed time and the
-// seed; on a terminal it redraws in place, otherwise it is a plain line.
+// seed, counted from the seed's start; stop ends it with the final counts.
+// (How a terminal's line is redrawn in place is package progress's test.)
 func TestProgressLine(t *testing.T) {
 	live := &stress.Live{}
+	live.Ops.Add(1000) // an earlier seed's
+	live.Findings.Add(3)
+	var b syncBuffer
+	p := startMeter(&b, 0, live, stress.Config{Ops: 10000}, "seed 9")
 	live.Ops.Add(1234)
 	live.Findings.Add(1)
-	var b bytes.Buffer
-	p := &liveLine{w: &b, live: live, start: time.Now().Add(-3 * time.Second), seed: 9}
-	p.draw(live.Ops.Load(), 500, time.Now())
-	if l := b.String(); !strings.HasPrefix(l, "sever stress: 1234 ops, 500 ops/s, 1 findings, 3s elapsed, seed 9") || !strings.HasSuffix(l, "\n") {
-		t.Errorf("plain progress line %q", l)
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(b.String(), "1234/") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond) // the meter reads the counts a few times a second
 	}
-	b.Reset()
-	p.tty = true
-	p.draw(live.Ops.Load(), 500, time.Now())
-	p.clear()
-	if l := b.String(); !strings.HasPrefix(l, "\r\033[Ksever stress: 1234 ops") || !strings.HasSuffix(l, "\r\033[K") {
-		t.Errorf("terminal progress line %q", l)
+	p.stop()
+	l := b.String()
+	for _, want := range []string{"sever stress: 1234/10000 ops (12%)", "ops/s", "1 findings", "elapsed", "seed 9"} {
+		if !strings.Contains(l, want) {
+			t.Errorf("progress %q lacks %q", l, want)
+		}
 	}
-	var nilp *liveLine
-	nilp.setSeed(1)
-	nilp.clear()
+	if !strings.HasSuffix(l, "\n") || strings.ContainsAny(l, "\r\x1b") {
+		t.Errorf("progress off a terminal is not plain lines: %q", l)
+	}
+	p.stop() // a second stop does nothing
+	var nilp *stressMeter
 	nilp.stop()
-	q := startProgress(&b, live) // not a terminal: nothing in the first 10s
+	var quiet bytes.Buffer
+	q := startMeter(&quiet, 10*time.Second, live, stress.Config{Duration: time.Minute}, "") // nothing in the first 10s
 	q.stop()
-	q.stop()
+	if quiet.Len() != 0 {
+		t.Errorf("a run shorter than the silent start printed %q", quiet.String())
+	}
 }

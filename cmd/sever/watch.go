@@ -44,29 +44,29 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	subsystem := fs.String("subsystem", "", "print only events of subsystem `S` (tty, net, block, hidraw, usb, …)")
 	coldplug := fs.Bool("coldplug", false, "first print every device present, as add events with \"coldplug\":true")
 	fs.Usage = func() {
-		fmt.Fprint(fs.Output(), watchHelp)
+		_, _ = fmt.Fprint(fs.Output(), watchHelp) // as PrintDefaults below, which returns no error either
 		fs.PrintDefaults()
 	}
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "sever watch: unexpected argument %q\n", fs.Arg(0))
+		complain(stderr, "sever watch: unexpected argument %q", fs.Arg(0))
 		return 2
 	}
 	w, err := uevent.Listen(uevent.Config{})
 	if err != nil {
-		fmt.Fprintln(stderr, "sever watch:", err)
+		complain(stderr, "sever watch: %v", err)
 		return 1
 	}
-	defer w.Close()
+	defer func() { _ = w.Close() }() // the first Close of a socket only read from: nothing to lose
 	enc := json.NewEncoder(stdout)
 	emit := func(ev uevent.Event) bool {
 		if *subsystem != "" && ev.Subsystem != *subsystem && ev.Action != uevent.ActionResync {
 			return true
 		}
 		if err := enc.Encode(ev); err != nil {
-			fmt.Fprintln(stderr, "sever watch:", err)
+			complain(stderr, "sever watch: %v", err)
 			return false
 		}
 		return true
@@ -77,7 +77,7 @@ func watch(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			if ctx.Err() != nil {
 				return 0
 			}
-			fmt.Fprintln(stderr, "sever watch:", err)
+			complain(stderr, "sever watch: %v", err)
 			return 1
 		}
 		if ev.Action == uevent.ActionResync {

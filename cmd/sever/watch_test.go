@@ -28,7 +28,7 @@ func watchLines(t *testing.T, args ...string) <-chan map[string]any {
 	var stderr bytes.Buffer
 	go func() {
 		code <- watch(ctx, args, pw, &stderr)
-		pw.Close()
+		_ = pw.Close() // an io.PipeWriter's Close always returns nil
 	}()
 	lines := make(chan map[string]any)
 	scanDone := make(chan struct{})
@@ -93,7 +93,7 @@ func TestWatchPrintsLoopDeviceAddAndRemove(t *testing.T) {
 	if err != nil {
 		t.Skipf("cannot make loop devices (needs root and the loop module): %v", err)
 	}
-	defer ctl.Close()
+	defer func() { _ = ctl.Close() }() // only ioctls went through it: nothing to lose
 	// --coldplug: its first line says the socket is listening.
 	lines := watchLines(t, "--coldplug", "--subsystem", "block")
 	nextLine(t, lines, func(map[string]any) bool { return true })
@@ -163,21 +163,24 @@ func TestWatchExitsCleanlyOnSIGINT(t *testing.T) {
 	go func() {
 		sc := bufio.NewScanner(out)
 		first <- sc.Scan()
-		io.Copy(io.Discard, out)
+		_, _ = io.Copy(io.Discard, out) // drains the rest; ends with the process
 	}()
 	select {
 	case ok := <-first:
 		if !ok {
-			cmd.Process.Kill()
-			cmd.Wait()
+			// It failed already (the Fatal below): only reaped here.
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait() // "signal: killed", expected
 			t.Fatalf("sever watch printed nothing; stderr: %s", stderr.String())
 		}
 	case <-time.After(10 * time.Second):
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill() // as above
+		_ = cmd.Wait()
 		t.Fatal("sever watch printed nothing in 10 s")
 	}
-	cmd.Process.Signal(syscall.SIGINT)
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -186,8 +189,8 @@ func TestWatchExitsCleanlyOnSIGINT(t *testing.T) {
 			t.Fatalf("sever watch on SIGINT: %v (want exit 0); stderr: %s", err, stderr.String())
 		}
 	case <-time.After(5 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatal("sever watch still running 5 s after SIGINT")
+		_ = cmd.Process.Kill() // a hung process: the Fatal below says so
+		err := <-done
+		t.Fatalf("sever watch still running 5 s after SIGINT (then killed: %v)", err)
 	}
 }
