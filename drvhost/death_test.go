@@ -18,6 +18,12 @@ import (
 // after the host is killed.
 const wakeDeadline = 200 * time.Millisecond
 
+// loadSlack is what a hang's detection may take beyond its health
+// interval and deadline when the race detector and other test packages
+// share two cores: the scheduler's delay, not the protocol's. A host that
+// is never detected still fails the test, at its 10 s bound.
+const loadSlack = 250 * time.Millisecond
+
 // result is one blocked consumer's outcome.
 type result struct {
 	who  string
@@ -223,8 +229,8 @@ func TestHungHostIsRemovedWithinItsHealthDeadline(t *testing.T) {
 	for range n {
 		select {
 		case r := <-res:
-			if d := r.took.Sub(hung); d > interval+deadline+wakeDeadline {
-				t.Errorf("%s returned %v after the host hung, want within %v", r.who, d, interval+deadline+wakeDeadline)
+			if d := r.took.Sub(hung); d > interval+deadline+wakeDeadline+loadSlack {
+				t.Errorf("%s returned %v after the host hung, want within %v", r.who, d, interval+deadline+wakeDeadline+loadSlack)
 			}
 		case <-time.After(10 * time.Second):
 			t.Fatal("a consumer blocked in a hung host never returned")
@@ -311,8 +317,8 @@ func TestWedgedDriverInALiveHostIsRemovedByHealth(t *testing.T) {
 	wedged := time.Now()
 	select {
 	case <-dev.Removed():
-		if d := time.Since(wedged); d > interval+deadline+wakeDeadline {
-			t.Errorf("wedged host removed after %v, want within %v", d, interval+deadline+wakeDeadline)
+		if d := time.Since(wedged); d > interval+deadline+wakeDeadline+loadSlack {
+			t.Errorf("wedged host removed after %v, want within %v", d, interval+deadline+wakeDeadline+loadSlack)
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a host whose driver is wedged was never removed")

@@ -701,8 +701,20 @@ func (g *generation) ping() {
 		ctx, cancel := context.WithTimeout(g.ctx, s.cfg.HealthTimeout)
 		var r empty
 		err := g.conn.Invoke(ctx, method("Ping"), &empty{}, &r)
+		timedOut := ctx.Err() != nil
 		cancel()
 		if err != nil && g.ctx.Err() == nil {
+			// A host that exited fails its ping too (its connection
+			// breaks), often before cmd.Wait has returned: let the exit,
+			// not the health check, say how it ended (an exit with status
+			// 0 is no failure). A ping that timed out is a hang.
+			if g.proc != nil && !timedOut {
+				select {
+				case <-g.exited:
+					return
+				case <-time.After(s.cfg.HealthTimeout):
+				}
+			}
 			g.die(fmt.Sprintf("missed its health deadline (%v): %v", s.cfg.HealthTimeout, err), true)
 			return
 		}
