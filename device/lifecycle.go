@@ -207,7 +207,7 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 	if err := errors.Join(errs...); errors.Is(err, sever.ErrDeadlock) {
 		return err // called from inside a callback of the device: see Unregister
 	}
-	if probed && b.drv.Remove != nil {                        // driver
+	if probed && b.drv.Remove != nil { // driver
 		drv := b.drv
 		errs = append(errs, d.core.call(drv.Owner, d.path, drv.Name+".Remove", func() error {
 			drv.Remove(ctx, d)
