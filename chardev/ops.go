@@ -45,7 +45,10 @@ type Config struct {
 // only briefly (Unregister waits for it): it must never wait for an event —
 // it returns sever.ErrWouldBlock and the framework waits, outside the
 // device, until the driver calls Cdev.Notify. It must not unregister its
-// own char device or device (that waits for it: deadlock). A panic is
+// own char device or device: that would wait for it, so it fails instead,
+// after a short grace, with an error wrapping sever.ErrDeadlock (see
+// Cdev.Unregister and device.Device.Unregister); unregister from another
+// goroutine. A panic is
 // recovered, recorded as check.DriverFault, and the operation returns an
 // error wrapping sever.ErrIO.
 type Ops struct {

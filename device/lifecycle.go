@@ -345,7 +345,7 @@ func (d *Device) selfRemovalError(err error) error {
 		"Unregister called from inside a callback of %s, which it would wait for forever; "+
 			"the device stays registered, its removal begun (that file or char device refuses new calls) "+
 			"and finished by an Unregister from another goroutine; "+
-			"from an attribute callback use Device.UnregisterSelf: %w", what, sever.ErrDeadlock)}
+			"from an attribute callback use Device.UnregisterSelf, from any other, unregister from another goroutine: %w", what, sever.ErrDeadlock)}
 }
 
 // removeChildren unregisters d's children of scope b (nil: all), newest
