@@ -533,7 +533,7 @@ func (a *Active) insideOwn() string {
 		return "Sever called from inside its own Do, which would wait for itself forever; sever from outside the access, or enter with Enter and call SeverSelf"
 	}
 	if hasFrame(st, reflect.ValueOf(invoke).Pointer(), a) {
-		return "removed from inside one of its own callbacks, which the removal would wait for forever; nothing was waited for: remove it from another goroutine, or with the self-removal call of its package"
+		return "removed from inside one of its own callbacks, which the removal would wait for forever; remove it from another goroutine, or through its package's self-removal (kernfs Call.RemoveSelf, device UnregisterSelf)"
 	}
 	return ""
 }
