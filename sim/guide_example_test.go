@@ -27,17 +27,18 @@ func Example_firstDriver() {
 
 	// The driver: its state, an attribute, a char device.
 	type thermo struct{ limit atomic.Int64 }
+	state := device.DriverDataOf[*thermo] // the driver's data, typed
 	drv := &device.Driver{
 		Name: "thermo", Owner: mod, IDs: []string{"acme,thermo"},
 		Groups: []device.AttrGroup{{Attrs: []device.Attr{{
 			Name:  "limit",
 			Parse: kernfs.Int(0, 150),
 			Show: func(c *kernfs.Call, d *device.Device, buf []byte) ([]byte, error) {
-				t, _ := device.DriverDataOf[*thermo](d)
+				t, _ := state(d)
 				return fmt.Appendf(buf, "%d\n", t.limit.Load()), nil
 			},
 			Store: func(c *kernfs.Call, d *device.Device, v any) error {
-				t, _ := device.DriverDataOf[*thermo](d)
+				t, _ := state(d)
 				t.limit.Store(v.(int64))
 				return nil
 			},
