@@ -1,6 +1,9 @@
 package chardev
 
-import "github.com/sever-dev/sever"
+import (
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/device"
+)
 
 // Config describes a char device to Register.
 type Config struct {
@@ -146,6 +149,11 @@ func (c *Call) Private() any { return c.f.private }
 
 // Cdev returns the char device the open is on.
 func (c *Call) Cdev() *Cdev { return c.f.c }
+
+// Device returns the device the char device was registered on; its
+// driver's data is device.DriverDataOf[T](c.Device()). The device is bound
+// for as long as a callback runs: unbinding severs the char device first.
+func (c *Call) Device() *device.Device { return c.f.c.dev }
 
 // Nonblocking reports whether the file was opened with O_NONBLOCK.
 func (c *Call) Nonblocking() bool { return c.f.nonblock }
