@@ -417,9 +417,13 @@ func (a *Active) Break(t *Token) {
 // inside a.Do it is detected: after a short grace (tens of milliseconds)
 // the waiting Sever finds the Do on its own goroutine's stack and returns an
 // error wrapping ErrDeadlock (syscall.EDEADLK) naming a, recording
-// check.Misuse given WithLog; severing has begun all the same. From inside
-// an Enter/Exit pair it cannot be told from a slow access: it waits until
-// ctx is done, and WithWatchdog makes it say so. Sever from inside an
+// check.Misuse given WithLog; severing has begun all the same. The same
+// holds from inside provider code run through a Scope or Shell on a
+// (Scope.Call, Scope.Invoke, Shell.Invoke: a callback removing its own
+// file or device): the error names a and says that the removal would wait
+// for its own callback. From inside a bare Enter/Exit pair it cannot be
+// told from a slow access: it waits until ctx is done, and WithWatchdog
+// makes it say so. Sever from inside an
 // access with SeverSelf, or after Break.
 func (a *Active) Sever(ctx context.Context) error {
 	_, err := a.sever(ctx)
@@ -493,8 +497,7 @@ func (a *Active) wait(ctx context.Context) error {
 			}
 			return err
 		case <-grace.C:
-			if a.insideOwnDo() {
-				const what = "Sever called from inside its own Do, which would wait for itself forever; sever from outside the access, or enter with Enter and call SeverSelf"
+			if what := a.insideOwn(); what != "" {
 				if a.log != nil {
 					a.log.Record(check.Violation{Class: check.Misuse, Object: a.name, Detail: what, Stack: check.Stack(2)})
 				}
@@ -507,12 +510,15 @@ func (a *Active) wait(ctx context.Context) error {
 	}
 }
 
-// insideOwnDo reports whether the calling goroutine is inside a.Do: whether
-// a frame of (*Active).Do on its stack has a as its receiver. Do is never
-// inlined (it defers), so its frame and receiver appear in the traceback.
-func (a *Active) insideOwnDo() bool {
-	name := runtime.FuncForPC(reflect.ValueOf((*Active).Do).Pointer()).Name()
-	needle := fmt.Sprintf("%s(%#x", name, uintptr(unsafe.Pointer(a)))
+// insideOwn reports whether the calling goroutine holds an access to a
+// that this Sever would wait for: whether its stack has a frame of
+// (*Active).Do with a as its receiver, or a frame of invoke (the one
+// function through which Scope and Shell run provider code) with a as its
+// first argument. It returns what to tell the caller, or "" if neither.
+// Neither function is ever inlined (both defer), so their frames and first
+// words appear in the traceback. It is called only after the grace, on a
+// drain that is already waiting, so the fast paths pay nothing for it.
+func (a *Active) insideOwn() string {
 	buf := make([]byte, 16<<10)
 	for {
 		n := runtime.Stack(buf, false)
@@ -523,6 +529,19 @@ func (a *Active) insideOwnDo() bool {
 		buf = make([]byte, 2*len(buf))
 	}
 	st := string(buf)
+	if hasFrame(st, reflect.ValueOf((*Active).Do).Pointer(), a) {
+		return "Sever called from inside its own Do, which would wait for itself forever; sever from outside the access, or enter with Enter and call SeverSelf"
+	}
+	if hasFrame(st, reflect.ValueOf(invoke).Pointer(), a) {
+		return "removed from inside one of its own callbacks, which the removal would wait for forever; remove it from another goroutine, or through its package's self-removal (kernfs Call.RemoveSelf, device UnregisterSelf)"
+	}
+	return ""
+}
+
+// hasFrame reports whether the traceback st has a frame of the function at
+// pc whose first argument word is a.
+func hasFrame(st string, pc uintptr, a *Active) bool {
+	needle := fmt.Sprintf("%s(%#x", runtime.FuncForPC(pc).Name(), uintptr(unsafe.Pointer(a)))
 	for {
 		i := strings.Index(st, needle)
 		if i < 0 {

@@ -57,6 +57,32 @@
 // after sever, a release run twice) are recorded into the log given
 // WithLog; see package check.
 //
+// # Removal verbs
+//
+// Every verb below is the same protocol (Scope.Sever's steps) named as its
+// layer names it; each denies new calls, waits only for calls in flight,
+// releases what is still open and returns when no provider code runs
+// through the object any more:
+//
+//	verb                      layer            what goes
+//	Active.Sever              sever            one guarded access point
+//	Scope.Sever               sever            a scope, its children, its open shells
+//	Revocable.Revoke          sever            a value published to consumers
+//	Owner.Unload              sever            a module: severs what reaches its code
+//	Tree.Remove               kernfs           a node and its subtree
+//	Cdev.Unregister           chardev          a char device
+//	Provider.Revoke           device           a device's service to consumers
+//	Device.Unregister         device           a device: children, files, providers, driver
+//	Device.UnregisterSelf     device           the same, from inside its own attribute callback
+//	Chip.Remove and the like  subsys/...       a subsystem's device (its Device.Unregister)
+//
+// Called from inside one of the object's own callbacks, each would wait for
+// itself. Those built on a Scope (Scope.Sever, Tree.Remove,
+// Cdev.Unregister, Device.Unregister) and Active.Sever inside Active.Do
+// detect it after a short grace and return an error wrapping ErrDeadlock;
+// the others wait until their context is done. The self-removal forms are
+// Call.RemoveSelf (kernfs), Device.UnregisterSelf and Active.SeverSelf.
+//
 // Lifetimes can be watched: WithObserver reports every primitive's
 // creation, state changes and refused calls to an Observer (packages
 // lifetrace and lifepage turn them into a Perfetto trace and an HTML

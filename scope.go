@@ -3,6 +3,7 @@ package sever
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -261,7 +262,7 @@ func (s *Scope) InvokeHeld(o *Owner, site string, fn func() error) error {
 
 // invoke is the fault policy and the owner check of the scope's calls.
 func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
-	return invoke(s.log, s.name, o, pin, site, fn)
+	return invoke(s.a, s.log, s.name, o, pin, site, fn)
 }
 
 // Invoke runs fn, code of owner o named site, outside any scope: the
@@ -272,7 +273,7 @@ func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
 // check.DriverFault with the panicking stack (log may be nil), and returned
 // as an error wrapping ErrIO.
 func Invoke(log *check.Log, o *Owner, site string, fn func() error) error {
-	return invoke(log, site, o, true, site, fn)
+	return invoke(nil, log, site, o, true, site, fn)
 }
 
 // InvokeHeld is Invoke for a caller that already holds a pin on o that
@@ -280,12 +281,20 @@ func Invoke(log *check.Log, o *Owner, site string, fn func() error) error {
 // Remove runs during an unload. It refuses, and records, only a call into
 // an o that is gone.
 func InvokeHeld(log *check.Log, o *Owner, site string, fn func() error) error {
-	return invoke(log, site, o, false, site, fn)
+	return invoke(nil, log, site, o, false, site, fn)
 }
 
 // invoke is the fault policy and the owner check, the one place either is
 // written. object names the error.
-func invoke(log *check.Log, object string, o *Owner, pin bool, site string, fn func() error) (err error) {
+//
+// a is the Active the caller holds an access to while fn runs (nil: none).
+// It is invoke's first argument so that a Sever of a that finds itself
+// waiting on its own goroutine can see it in the traceback — a frame of
+// invoke with a as its first argument (see Active.insideOwnCall) — and
+// fail with ErrDeadlock instead of waiting forever. invoke is never
+// inlined (it defers), and a is kept live across fn so that its spill
+// slot, which the traceback prints, holds it.
+func invoke(a *Active, log *check.Log, object string, o *Owner, pin bool, site string, fn func() error) (err error) {
 	if o != nil {
 		if pin {
 			if !o.TryGet(&pinTag) {
@@ -301,7 +310,9 @@ func invoke(log *check.Log, object string, o *Owner, pin bool, site string, fn f
 			err = fault(log, site, p)
 		}
 	}()
-	return fn()
+	err = fn()
+	runtime.KeepAlive(a)
+	return err
 }
 
 // pinTag tags the pins Call takes for the duration of a call.
@@ -448,7 +459,10 @@ func (s *Scope) unlinkChild(c *Scope) {
 // calls are still in flight it returns the drain's *HoldersError wrapping
 // ctx's error (recording check.SeverTimeout in the log); the scope stays
 // severing and a later Sever finishes it. Calling Sever from inside a Call
-// of the scope waits for itself until ctx is done.
+// or Invoke of the scope (one of its own callbacks) is detected after a
+// short grace: it returns an error wrapping ErrDeadlock naming the scope
+// (see Active.Sever), the scope stays severing, and a Sever from outside
+// finishes it once the callback has returned.
 func (s *Scope) Sever(ctx context.Context) error {
 	s.deny()
 	if err := s.severChildren(ctx); err != nil { // children

@@ -39,7 +39,8 @@ type Shell struct {
 	what    string // "open 3"
 	q       *WaitQueue
 	ref     *Ref
-	pending *check.Pending
+	pending *check.Pending // the Release, run at Close or Sever
+	closing *check.Pending // the consumer's Close: never closing is a leak
 	release func()
 	regions []*Region
 
@@ -74,8 +75,10 @@ const (
 //
 // A successful Open pins the scope's owner until the Release has run,
 // holds each of the scope's regions until the shell is freed, and, with a
-// log, registers the Release as a check.Pending (never running it by
-// quiesce is check.ReleaseNeverRun). Open fails with the scope's Gone
+// log, registers the Release and the consumer's Close as check.Pendings:
+// at quiesce a Release that never ran, or a shell never closed — a leaked
+// open, even one the Sever released — is check.ReleaseNeverRun naming the
+// stack that opened it. Open fails with the scope's Gone
 // error once severing has begun or while the owner is not live, with the
 // error of a region that is severed, and with open's error; then nothing
 // is held and release is never called.
@@ -121,6 +124,7 @@ func (s *Scope) Open(open func() error, release func()) (*Shell, error) {
 	sh.q = NewWaitQueue(s.name+": "+sh.what, s.opts...)
 	sh.ref = NewRef(s.name+": "+sh.what, sh.free, s.opts...)
 	sh.pending = s.log.Expect(s.name, "Release of "+sh.what)
+	sh.closing = s.log.Expect(s.name, "Close of "+sh.what+" by its consumer (the open leaked)")
 	sh.ref.Get(tagShellList)
 	s.mu.Lock()
 	s.shells.push(sh) // inside the access: the severer has not taken the list
@@ -267,6 +271,7 @@ func (sh *Shell) Close() error {
 			break
 		}
 	}
+	sh.closing.Done()
 	sh.q.Sever() // wake this shell's waiters; they see closed
 	s := sh.s
 	if t, ok := s.a.Enter(); ok {

@@ -251,7 +251,10 @@ func (c *Cdev) Notify(ev sever.Events) { c.s.Notify(ev) }
 // operations are in flight it returns the drain's *sever.HoldersError
 // (recording check.SeverTimeout) and the device stays severing; a later
 // call finishes. Calling it from inside one of the device's own callbacks
-// deadlocks until ctx ends.
+// would wait for that callback: after a short grace it returns an error
+// wrapping sever.ErrDeadlock naming the device (recording check.Misuse),
+// the device stays severing, and a call from another goroutine once the
+// callback has returned finishes it.
 func (c *Cdev) Unregister(ctx context.Context) error {
 	c.begin.Do(c.unpublish)                // 1
 	if err := c.s.Sever(ctx); err != nil { // 2, 3, 4: the scope's Sever

@@ -1,6 +1,9 @@
 package chardev
 
-import "github.com/sever-dev/sever"
+import (
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/device"
+)
 
 // Config describes a char device to Register.
 type Config struct {
@@ -45,7 +48,10 @@ type Config struct {
 // only briefly (Unregister waits for it): it must never wait for an event —
 // it returns sever.ErrWouldBlock and the framework waits, outside the
 // device, until the driver calls Cdev.Notify. It must not unregister its
-// own char device or device (that waits for it: deadlock). A panic is
+// own char device or device: that would wait for it, so it fails instead,
+// after a short grace, with an error wrapping sever.ErrDeadlock (see
+// Cdev.Unregister and device.Device.Unregister); unregister from another
+// goroutine. A panic is
 // recovered, recorded as check.DriverFault, and the operation returns an
 // error wrapping sever.ErrIO.
 type Ops struct {
@@ -143,6 +149,11 @@ func (c *Call) Private() any { return c.f.private }
 
 // Cdev returns the char device the open is on.
 func (c *Call) Cdev() *Cdev { return c.f.c }
+
+// Device returns the device the char device was registered on; its
+// driver's data is device.DriverDataOf[T](c.Device()). The device is bound
+// for as long as a callback runs: unbinding severs the char device first.
+func (c *Call) Device() *device.Device { return c.f.c.dev }
 
 // Nonblocking reports whether the file was opened with O_NONBLOCK.
 func (c *Call) Nonblocking() bool { return c.f.nonblock }

@@ -2,7 +2,10 @@ package device
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"sync"
+	"time"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
@@ -37,11 +40,24 @@ type Core struct {
 // are passed to every sever primitive the core creates; sever.WithTracking
 // makes reference audits name their holders and the stacks that took them.
 // sever.WithLog(log) is added for you.
+//
+// The watchdog is on: a removal the core makes (a file's, a char device's,
+// a provider's) that has waited DefaultWatchdog for calls still in flight
+// writes one line to os.Stderr, once per waiting removal, naming the
+// object, the number of calls inside and — with sever.WithTracking — the
+// stacks that entered; the removal goes on waiting. Pass
+// sever.WithWatchdog among opts to change the delay or where the line goes,
+// or sever.WithWatchdog(d, nil) to silence it.
+//
+// NewCore is where a driver core starts on its own; a whole simulated
+// machine, with modules, a trace and a quiesce audit, starts at sim.New,
+// which makes its Core.
 func NewCore(name string, log *check.Log, opts ...sever.Option) *Core {
 	c := &Core{
-		name:     name,
-		log:      log,
-		opts:     append(append([]sever.Option(nil), opts...), sever.WithLog(log)),
+		name: name,
+		log:  log,
+		opts: append(append([]sever.Option{sever.WithWatchdog(DefaultWatchdog, stderrLine)}, opts...),
+			sever.WithLog(log)),
 		buses:    make(map[string]*Bus),
 		classes:  make(map[string]*Class),
 		locals:   make(map[any]any),
@@ -51,6 +67,13 @@ func NewCore(name string, log *check.Log, opts ...sever.Option) *Core {
 	c.sys = newSysfs(c)
 	return c
 }
+
+// DefaultWatchdog is how long a removal made by a Core waits for calls in
+// flight before its watchdog reports it (see NewCore).
+const DefaultWatchdog = 5 * time.Second
+
+// stderrLine is the default watchdog's report.
+func stderrLine(line string) { fmt.Fprintln(os.Stderr, line) }
 
 // Name returns the machine's name.
 func (c *Core) Name() string { return c.name }

@@ -189,6 +189,9 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 	}
 	errs = append(errs, d.removeChildren(ctx, b))         // children
 	errs = append(errs, d.unwind(ctx, scope, StageFiles)) // files
+	if err := errors.Join(errs...); errors.Is(err, sever.ErrDeadlock) {
+		return err // called from inside a callback of the device: see Unregister
+	}
 	if b == nil {
 		// Unregister: end the binding, if any, in the same steps.
 		d.lock.Lock()
@@ -201,7 +204,10 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 		errs = append(errs, d.unbindManagedConsumers(ctx)) // consumers
 	}
 	errs = append(errs, d.unwind(ctx, scope, StageProviders)) // providers
-	if probed && b.drv.Remove != nil {                        // driver
+	if err := errors.Join(errs...); errors.Is(err, sever.ErrDeadlock) {
+		return err // called from inside a callback of the device: see Unregister
+	}
+	if probed && b.drv.Remove != nil { // driver
 		drv := b.drv
 		errs = append(errs, d.core.call(drv.Owner, d.path, drv.Name+".Remove", func() error {
 			drv.Remove(ctx, d)
@@ -255,8 +261,17 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 // them records check.SeverTimeout and Unregister continues, returning that
 // error: the caller gave up the guarantee. A second Unregister waits for the
 // first and returns nil. Unregister must not be called from the device's
-// own Probe or Remove, nor from one of its attribute callbacks (use the
-// attribute's self-removal).
+// own Probe or Remove, nor from one of its attribute callbacks or char
+// device operations (use UnregisterSelf). Called from inside such a
+// callback it would wait for that callback forever; instead, after a
+// grace of tens of milliseconds, it returns an error wrapping
+// sever.ErrDeadlock that names the callback's file or char device and
+// points to UnregisterSelf, recording check.Misuse in the core's log. The
+// removal stops at the file that refused: the device keeps its state and
+// driver, and its children and the files severed before that one are
+// gone (they refuse new calls); an Unregister from another goroutine
+// after the callback has returned finishes the removal, releasing what is
+// still open.
 func (d *Device) Unregister(ctx context.Context) error {
 	// A device still being registered is not removed half-made: wait for
 	// its Register to return (a parent's removal finds its children before
@@ -281,11 +296,22 @@ func (d *Device) Unregister(ctx context.Context) error {
 			return &sever.ObjectError{Object: d.path, Err: ctx.Err()}
 		}
 	}
+	prev := d.state
 	d.state = StateRemoving
 	d.mu.Unlock()
 	d.core.undeferProbe(d)
 
 	err := d.remove(ctx, nil, false)
+	if errors.Is(err, sever.ErrDeadlock) {
+		// Called from inside one of the device's own callbacks: the sever
+		// of that callback's file or char device refused to wait for its
+		// caller. The removal stopped there; the device goes back to its
+		// state and a removal from outside finishes it.
+		d.mu.Lock()
+		d.state = prev
+		d.mu.Unlock()
+		return d.selfRemovalError(err)
+	}
 	d.mu.Lock()
 	d.state = StateRemoved
 	d.mu.Unlock()
@@ -303,6 +329,23 @@ func (d *Device) Unregister(ctx context.Context) error {
 	d.unlinkFromTree()
 	close(d.done)
 	return err
+}
+
+// selfRemovalError is Unregister's answer to a call from inside one of the
+// device's own callbacks (err wraps sever.ErrDeadlock): one sentence that
+// names the callback — the innermost object of err, the file or char device
+// whose sever refused to wait for its caller — and the self-removal path.
+func (d *Device) selfRemovalError(err error) error {
+	what := "one of its callbacks"
+	var oe *sever.ObjectError
+	for e := err; errors.As(e, &oe); e = oe.Err {
+		what = oe.Object
+	}
+	return &sever.ObjectError{Object: d.path, Err: fmt.Errorf(
+		"Unregister called from inside a callback of %s, which it would wait for forever; "+
+			"the device stays registered, its removal begun (that file or char device refuses new calls) "+
+			"and finished by an Unregister from another goroutine; "+
+			"from an attribute callback use Device.UnregisterSelf, from any other, unregister from another goroutine: %w", what, sever.ErrDeadlock)}
 }
 
 // removeChildren unregisters d's children of scope b (nil: all), newest
@@ -324,7 +367,11 @@ func (d *Device) removeChildren(ctx context.Context, b *binding) error {
 		if victim == nil {
 			break
 		}
-		errs = append(errs, victim.Unregister(ctx))
+		err := victim.Unregister(ctx)
+		if errors.Is(err, sever.ErrDeadlock) {
+			return err // called from inside a callback of the child: stop here
+		}
+		errs = append(errs, err)
 	}
 	// Children someone else is unregistering right now: wait for them,
 	// so "children first" holds whoever started them.

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/check"
 )
 
 // Provider publishes a device's service — a GPIO chip's lines, an I2C
@@ -42,6 +43,7 @@ type Provider[T any] struct {
 	name string
 	rv   sever.Revocable[T] // the value; dropped after the drain, so no shell reaches provider state
 
+	log      *check.Log
 	open     atomic.Int64
 	unsever  func()
 	mu       sync.Mutex
@@ -57,7 +59,7 @@ type Provider[T any] struct {
 // an error wrapping sever.ErrNoDevice.
 func NewProvider[T any](d *Device, name string, v T) (*Provider[T], error) {
 	obj := d.path + ": " + name
-	p := &Provider[T]{dev: d, name: obj}
+	p := &Provider[T]{dev: d, name: obj, log: d.core.log}
 	owner := d.Owner()
 	d.mu.Lock()
 	// Made by the binding whose driver is the owner: the binding's pin
@@ -87,13 +89,17 @@ func (p *Provider[T]) Name() string { return p.name }
 func (p *Provider[T]) Device() *Device { return p.dev }
 
 // Open returns a new handle for consumer (a name, for reports). Once the
-// provider is revoked it returns an error wrapping sever.ErrNoDevice.
+// provider is revoked it returns an error wrapping sever.ErrNoDevice. The
+// consumer must Close the handle, before or after the provider is gone: a
+// handle never closed when the core's log quiesces is a leak, recorded as
+// check.ReleaseNeverRun with the stack that opened it.
 func (p *Provider[T]) Open(consumer string) (*Handle[T], error) {
 	if err := p.rv.Err(); err != nil {
 		return nil, err
 	}
 	p.open.Add(1)
-	return &Handle[T]{p: p, consumer: consumer}, nil
+	return &Handle[T]{p: p, consumer: consumer,
+		closing: p.log.Expect(p.name, "Close of the handle of "+consumer+" (the handle leaked)")}, nil
 }
 
 // OnRevoke registers fn to run once the provider is revoked and its calls
@@ -163,6 +169,7 @@ func (p *Provider[T]) Inside() int { return p.rv.Inside() }
 type Handle[T any] struct {
 	p        *Provider[T]
 	consumer string
+	closing  *check.Pending // Close: a handle never closed is a leak
 	closed   atomic.Bool
 }
 
@@ -202,6 +209,7 @@ func (h *Handle[T]) Close() error {
 		return h.errClosed()
 	}
 	h.p.open.Add(-1)
+	h.closing.Done()
 	return nil
 }
 

@@ -23,7 +23,16 @@ import (
 // the first step of unbinding — so they may touch the driver's state
 // without a lock against Remove. They may block (removal waits longer).
 // They must not unregister their own device except through
-// Device.UnregisterSelf.
+// Device.UnregisterSelf (Unregister from inside them fails with
+// sever.ErrDeadlock).
+//
+// As a file: a read at offset 0 calls Show, and later reads serve what it
+// produced, so a reader seeks to 0 for fresh content; a write moves the
+// file's offset past what it wrote, like any file, so a read after a write
+// on the same open file starts there — seek to 0 first (Store is called
+// once per write, whatever the offset). The callbacks take a *kernfs.Call,
+// so a driver with attributes imports package kernfs: the Call is where
+// RemoveSelf, Context and the per-open Private are.
 type Attr struct {
 	Name  string
 	Mode  fs.FileMode // 0: derived from Show and Store, as in kernfs

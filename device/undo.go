@@ -112,9 +112,10 @@ func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error 
 	for {
 		d.mu.Lock()
 		var e *undoEntry
+		at := 0
 		for i := len(d.undo) - 1; i >= 0; i-- {
 			if x := d.undo[i]; in(x) {
-				e = x
+				e, at = x, i
 				d.undo = slices.Delete(d.undo, i, i+1)
 				e.done = make(chan struct{})
 				d.undoing = append(d.undoing, e)
@@ -141,7 +142,18 @@ func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error 
 			return errors.Join(errs...)
 		}
 		if e.sever != nil {
-			if err := e.sever(ctx); err != nil {
+			if err := e.sever(ctx); errors.Is(err, sever.ErrDeadlock) {
+				// Called from inside one of the thing's own callbacks: the
+				// sever refused to wait for its caller. Put the entry back
+				// where it was, so that a removal from outside finishes it,
+				// and stop: nothing after it is undone.
+				d.mu.Lock()
+				d.undoing = slices.DeleteFunc(d.undoing, func(x *undoEntry) bool { return x == e })
+				d.undo = slices.Insert(d.undo, min(at, len(d.undo)), e)
+				d.mu.Unlock()
+				close(e.done)
+				return errors.Join(append(errs, err)...)
+			} else if err != nil {
 				errs = append(errs, &sever.ObjectError{Object: d.path + ": " + e.name, Err: err})
 			}
 		} else {

@@ -32,7 +32,9 @@ import (
 // returns the drain's *sever.HoldersError (recording check.SeverTimeout in
 // the log); the subtree stays denied and a later Remove finishes it.
 // Removing the root panics. Calling Remove on a node from inside one of
-// that subtree's callbacks deadlocks until ctx is done: use Call.RemoveSelf.
+// that subtree's callbacks would wait for itself: after a short grace it
+// returns an error wrapping sever.ErrDeadlock naming the node, the subtree
+// stays denied and a Remove from outside finishes it; use Call.RemoveSelf.
 func (t *Tree) Remove(ctx context.Context, n *Node) error {
 	t.mine(n)
 	if n.parent == nil {

@@ -1,4 +1,5 @@
-// Package sim is the simulated machine the seed scenarios run on: one value
+// Package sim is a simulated machine — where a user's own driver starts
+// (New), and what the seed scenarios run on: one value
 // that holds its own driver core (buses, device tree, sysfs, dev/
 // namespace), its modules, its violation log and its trace. Several
 // machines run side by side in one process and share nothing.
@@ -22,9 +23,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
@@ -37,15 +40,26 @@ import (
 type Option func(*config)
 
 type config struct {
-	tracking bool
-	observer sever.Observer
-	sopt     sever.Option // sever.WithObserver(observer), made once per WithObserver
+	watchAfter time.Duration
+	watchTo    io.Writer
+	tracking   bool
+	observer   sever.Observer
+	sopt       sever.Option // sever.WithObserver(observer), made once per WithObserver
 }
 
 // WithTracking makes every reference and access record who took it, so
 // audits and stuck removals name their holders with stacks. It slows the
 // machine down.
 func WithTracking() Option { return func(c *config) { c.tracking = true } }
+
+// WithWatchdog sets how long a removal on the machine waits for calls in
+// flight before it reports so (d <= 0: device.DefaultWatchdog, 5 s), and a
+// writer that gets the report too (nil: only the trace). Without this
+// option the watchdog is on with the default delay, reporting into the
+// trace.
+func WithWatchdog(d time.Duration, w io.Writer) Option {
+	return func(c *config) { c.watchAfter, c.watchTo = d, w }
+}
 
 // WithObserver reports the lifetime events of every primitive the machine
 // makes to o (sever.WithObserver), the violations its log records
@@ -97,13 +111,30 @@ type machineKey struct{}
 // New returns a fresh machine named name with an empty device tree, no
 // modules and a clean log. Every violation the log records is also written
 // to the machine's trace.
+//
+// New is where a user's own driver starts: make a machine, register a
+// driver on its Platform bus (or its Core's buses), register devices, use
+// them as consumers, unplug, and Quiesce for the checker's verdict. Its
+// watchdog is on: a removal that has waited more than 5 s (see
+// WithWatchdog) for calls in flight records one KindWatchdog event naming
+// the object, the calls inside and, under WithTracking, the stacks that
+// entered; the removal goes on waiting.
 func New(name string, opts ...Option) *Machine {
 	var cfg config
 	for _, o := range opts {
 		o(&cfg)
 	}
 	m := &Machine{name: name, log: new(check.Log), trace: newTrace(name)}
-	var sopts []sever.Option
+	if cfg.watchAfter <= 0 {
+		cfg.watchAfter = device.DefaultWatchdog
+	}
+	watchTo := cfg.watchTo
+	sopts := []sever.Option{sever.WithWatchdog(cfg.watchAfter, func(line string) {
+		m.trace.Record(KindWatchdog, "sever", line)
+		if watchTo != nil {
+			fmt.Fprintln(watchTo, line)
+		}
+	})}
 	if cfg.tracking {
 		sopts = append(sopts, sever.WithTracking())
 	}

@@ -28,6 +28,7 @@ const (
 	KindFreed     Kind = "freed"     // memory or provider state was given back
 	KindUnloaded  Kind = "unloaded"  // a module's exit function ran
 	KindViolation Kind = "violation" // the checker recorded a breach of the contract
+	KindWatchdog  Kind = "watchdog"  // a removal has waited long for calls in flight
 )
 
 // Event is one line of a machine's trace.

@@ -73,8 +73,9 @@ type Target struct {
 	bugs  Bugs
 	bus   *device.Bus
 
-	mu   sync.Mutex
-	devs map[*device.Device]*Dev
+	mu      sync.Mutex
+	devs    map[*device.Device]*Dev
+	handles []*device.Handle[*Dev] // target_core_mod's ring handles, closed when the module goes
 }
 
 // Load inserts modules uio and target_core_user (which depends on uio) on
@@ -101,7 +102,24 @@ func Load(ctx context.Context, m *sim.Machine, bugs Bugs) (*Target, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.OnQuiesce("tcmu: close target_core_mod's ring handles", t.closeHandles)
 	return t, nil
+}
+
+// closeHandles runs at the machine's Quiesce: target_core_mod's handles
+// on the command rings are the consumer's to close. They outlive their
+// devices and the module (a Queue after unregister returns ENODEV through
+// them) but not the machine; one never closed is a leak the checker
+// reports.
+func (t *Target) closeHandles(context.Context) error {
+	t.mu.Lock()
+	hs := t.handles
+	t.handles = nil
+	t.mu.Unlock()
+	for _, h := range hs {
+		_ = h.Close()
+	}
+	return nil
 }
 
 // Owner returns the driver's module, target_core_user.
@@ -191,6 +209,7 @@ func (t *Target) probe(ctx context.Context, dev *device.Device) error {
 		return err
 	}
 	t.mu.Lock()
+	t.handles = append(t.handles, d.cmds)
 	t.devs[dev] = d
 	t.mu.Unlock()
 	t.m.Record(sim.KindEntered, dev.Path(), "tcmu_configure_device: "+d.uio.Name()+" with a data area of "+fmt.Sprint(DataAreaSize))

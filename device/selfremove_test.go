@@ -1,0 +1,176 @@
+package device_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/device"
+	"github.com/sever-dev/sever/kernfs"
+)
+
+// TestUnregisterFromOwnStoreFailsFast is the newcomer's mistake: a Store
+// that calls Unregister (not UnregisterSelf) with context.Background().
+// Unregister would wait for the Store it is called from forever; it must
+// instead return, within a second, an error wrapping sever.ErrDeadlock
+// that names the callback's file and points to UnregisterSelf, record no false
+// ReleaseNeverRun, and leave the device removable from outside.
+func TestUnregisterFromOwnStoreFailsFast(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	var got error
+	m.driver(&device.Driver{
+		Name: "scsi", IDs: []string{"disk"},
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "delete",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				got = d.Unregister(context.Background()) // the mistake
+				return got
+			}}}}},
+	})
+	dev := m.register("sda", nil, "disk")
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- write(tree, "/devices/sda/delete", "1") }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unregister from the device's own Store hangs: a self-removal is not detected")
+	}
+	if el := time.Since(start); el > time.Second {
+		t.Errorf("the self-removal was reported after %v, want within 1s", el)
+	}
+	if !errors.Is(got, sever.ErrDeadlock) {
+		t.Fatalf("Unregister from its own Store returned %v, want an error wrapping ErrDeadlock", got)
+	}
+	msg := got.Error()
+	for _, want := range []string{"kernfs: /devices/sda/delete", "UnregisterSelf"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("the error does not say %q: %s", want, msg)
+		}
+	}
+	if n := strings.Count(msg, "ErrDeadlock"); strings.Count(msg, "deadlock") > 1 || n > 1 {
+		t.Errorf("the error repeats itself: %s", msg)
+	}
+	// From outside the device is still removable, and completely.
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister from outside after the refused self-removal: %v", err)
+	}
+	if dev.State() != device.StateRemoved {
+		t.Errorf("state after Unregister from outside: %v", dev.State())
+	}
+	// Only the misuse is on record: no false ReleaseNeverRun, no timeout.
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
+
+// TestUnregisterFromOwnCharDeviceWriteFailsFast: the same mistake from a
+// char device operation, whose sever is on the device's removal path too.
+func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
+	m := newMachine(t)
+	dev := m.register("ring0dev", nil, "")
+	var got error
+	_, err := chardev.Register(dev, chardev.Config{Name: "ring0", Ops: chardev.Ops{
+		Write: func(c *chardev.Call, data []byte) (int, error) {
+			got = c.Cdev().Device().Unregister(context.Background()) // the mistake
+			return len(data), nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := chardev.RegistryOf(m.core).Open("ring0", os.O_WRONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { _, _ = f.Write([]byte("x")); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unregister from the device's own char device Write hangs")
+	}
+	if !errors.Is(got, sever.ErrDeadlock) || !strings.Contains(got.Error(), "chardev: /dev/ring0") {
+		t.Fatalf("Unregister from its own Write returned %v, want ErrDeadlock naming chardev: /dev/ring0", got)
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister from outside after the refused self-removal: %v", err)
+	}
+	if _, err := f.Write([]byte("x")); !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("write after the device was removed from outside: %v, want ENODEV", err)
+	}
+	f.Close()
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
+
+// TestRemoveAndCdevUnregisterFromOwnCallbackFailFast: the layers below
+// Unregister refuse to wait for their caller too, and a removal from
+// outside finishes what they began.
+func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	var removeErr, unregErr error
+	dev, err := m.core.Register(ctxT(t), device.Config{Name: "self0", Bus: m.bus,
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "gone",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				removeErr = tree.Remove(context.Background(), c.Node()) // not RemoveSelf
+				return nil
+			}}}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cd, err := chardev.Register(dev, chardev.Config{Name: "self0", Ops: chardev.Ops{
+		Write: func(c *chardev.Call, data []byte) (int, error) {
+			unregErr = c.Cdev().Unregister(context.Background())
+			return len(data), nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = write(tree, "/devices/self0/gone", "1")
+		if f, err := chardev.RegistryOf(m.core).Open("self0", os.O_WRONLY); err == nil {
+			_, _ = f.Write([]byte("x"))
+			f.Close()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Tree.Remove or Cdev.Unregister from its own callback hangs")
+	}
+	if !errors.Is(removeErr, sever.ErrDeadlock) || !strings.Contains(removeErr.Error(), "/devices/self0/gone") {
+		t.Errorf("Tree.Remove from its own Store: %v, want ErrDeadlock naming the node", removeErr)
+	}
+	if !errors.Is(unregErr, sever.ErrDeadlock) || !strings.Contains(unregErr.Error(), "/dev/self0") {
+		t.Errorf("Cdev.Unregister from its own Write: %v, want ErrDeadlock naming the device", unregErr)
+	}
+	if err := cd.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Cdev.Unregister from outside: %v", err)
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister from outside: %v", err)
+	}
+	if _, err := tree.Lookup("/devices/self0/gone"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the attribute after the device was removed from outside: %v, want ENOENT", err)
+	}
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
