@@ -25,7 +25,7 @@ type Core struct {
 	mu       sync.Mutex
 	buses    map[string]*Bus
 	classes  map[string]*Class
-	roots    []*Device
+	roots    siblings // oldest first
 	locals   map[any]any
 	deferred map[*Device]*Driver // devices whose probe waits for a supplier
 
@@ -89,7 +89,7 @@ func Local[T any](c *Core, key any, mk func() T) T {
 func (c *Core) Roots() []*Device {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]*Device(nil), c.roots...)
+	return c.roots.list.slice()
 }
 
 // Shutdown unregisters every root device, newest first, through the one
@@ -107,12 +107,7 @@ func (c *Core) Shutdown(ctx context.Context) error {
 			first = err
 		}
 		c.mu.Lock()
-		for i, r := range c.roots { // make progress even if it failed
-			if r == d {
-				c.roots = append(c.roots[:i], c.roots[i+1:]...)
-				break
-			}
-		}
+		c.roots.remove(d) // make progress even if it failed
 		c.mu.Unlock()
 	}
 }
