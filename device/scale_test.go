@@ -110,3 +110,37 @@ func TestConcurrentRegisterUnregisterKeepsListsExact(t *testing.T) {
 	}
 	m.clean()
 }
+
+// TestSupplierUnbindsManagedConsumersNewestLinkFirst: links live on
+// intrusive lists; a deleted link (here the middle one, and the oldest)
+// leaves the others in order, and the supplier's removal unbinds the
+// remaining managed consumers newest link first.
+func TestSupplierUnbindsManagedConsumersNewestLinkFirst(t *testing.T) {
+	m := newMachine(t)
+	ctx := ctxT(t)
+	var j journal
+	m.driver(&device.Driver{Name: "c", IDs: []string{"c"},
+		Remove: func(_ context.Context, d *device.Device) { j.add(d.Name()) }})
+	m.driver(&device.Driver{Name: "s", IDs: []string{"s"}})
+	sup := m.register("sup", nil, "s")
+	var links []*device.Link
+	for i := range 5 {
+		con := m.register("con"+strconv.Itoa(i), nil, "c")
+		l, err := m.core.AddLink(con, sup, device.LinkManaged)
+		if err != nil {
+			t.Fatal(err)
+		}
+		links = append(links, l)
+	}
+	links[2].Delete()
+	links[0].Delete()
+	links[0].Delete() // a second Delete does nothing
+	if err := sup.Unregister(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := j.get(), []string{"con4", "con3", "con1"}; !slices.Equal(got, want) {
+		t.Errorf("consumers unbound %q, want newest link first %q", got, want)
+	}
+	m.core.Shutdown(ctx)
+	m.clean()
+}
