@@ -98,11 +98,12 @@ func (c *Core) Roots() []*Device {
 func (c *Core) Shutdown(ctx context.Context) error {
 	var first error
 	for {
-		roots := c.Roots()
-		if len(roots) == 0 {
+		c.mu.Lock()
+		d := c.roots.list.tail // the newest, without copying the list each round
+		c.mu.Unlock()
+		if d == nil {
 			return first
 		}
-		d := roots[len(roots)-1]
 		if err := d.Unregister(ctx); err != nil && first == nil {
 			first = err
 		}
