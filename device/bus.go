@@ -41,7 +41,7 @@ type Bus struct {
 
 	mu      sync.Mutex
 	drivers []*Driver
-	devices []*Device
+	devices devList[busLinks] // oldest first
 }
 
 // NewBus registers a bus on the machine. A second bus of the same name is
@@ -79,7 +79,7 @@ func (b *Bus) Core() *Core { return b.core }
 func (b *Bus) Devices() []*Device {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return slices.Clone(b.devices)
+	return b.devices.slice()
 }
 
 // Drivers returns the drivers registered on the bus, oldest first.
@@ -152,7 +152,7 @@ type Driver struct {
 
 	mu         sync.Mutex
 	bus        *Bus
-	bound      []*Device
+	bound      devList[boundLinks] // oldest first
 	cancelHook func()
 	gone       bool
 }
@@ -168,7 +168,7 @@ func (drv *Driver) Bus() *Bus {
 func (drv *Driver) Devices() []*Device {
 	drv.mu.Lock()
 	defer drv.mu.Unlock()
-	return slices.Clone(drv.bound)
+	return drv.bound.slice()
 }
 
 // RegisterDriver adds drv to the bus and probes it against every unbound
@@ -200,7 +200,7 @@ func (b *Bus) RegisterDriver(ctx context.Context, drv *Driver) error {
 	}
 	b.mu.Lock()
 	b.drivers = append(b.drivers, drv)
-	devs := slices.Clone(b.devices)
+	devs := b.devices.slice()
 	b.mu.Unlock()
 	b.core.sys.addDriver(b, drv)
 	for _, d := range devs {
@@ -251,7 +251,7 @@ func (drv *Driver) live() bool {
 
 func (drv *Driver) dropBound(d *Device) {
 	drv.mu.Lock()
-	drv.bound = slices.DeleteFunc(drv.bound, func(x *Device) bool { return x == d })
+	drv.bound.remove(d)
 	drv.mu.Unlock()
 }
 

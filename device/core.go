@@ -28,7 +28,7 @@ type Core struct {
 	mu       sync.Mutex
 	buses    map[string]*Bus
 	classes  map[string]*Class
-	roots    []*Device
+	roots    siblings // oldest first
 	locals   map[any]any
 	deferred map[*Device]*Driver // devices whose probe waits for a supplier
 
@@ -112,7 +112,7 @@ func Local[T any](c *Core, key any, mk func() T) T {
 func (c *Core) Roots() []*Device {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]*Device(nil), c.roots...)
+	return c.roots.list.slice()
 }
 
 // Shutdown unregisters every root device, newest first, through the one
@@ -121,21 +121,17 @@ func (c *Core) Roots() []*Device {
 func (c *Core) Shutdown(ctx context.Context) error {
 	var first error
 	for {
-		roots := c.Roots()
-		if len(roots) == 0 {
+		c.mu.Lock()
+		d := c.roots.list.tail // the newest, without copying the list each round
+		c.mu.Unlock()
+		if d == nil {
 			return first
 		}
-		d := roots[len(roots)-1]
 		if err := d.Unregister(ctx); err != nil && first == nil {
 			first = err
 		}
 		c.mu.Lock()
-		for i, r := range c.roots { // make progress even if it failed
-			if r == d {
-				c.roots = append(c.roots[:i], c.roots[i+1:]...)
-				break
-			}
-		}
+		c.roots.remove(d) // make progress even if it failed
 		c.mu.Unlock()
 	}
 }

@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -106,8 +105,8 @@ type Device struct {
 	mu       sync.Mutex // guards the fields below
 	state    State      // from StateUnbinding on: no new children, bindings or undo entries
 	driver   *Driver
-	bind     *binding // the current binding; nil when unbound
-	children []*Device
+	bind     *binding     // the current binding; nil when unbound
+	children siblings     // oldest first
 	undo     []*undoEntry // what the removal path undoes: severables and resources, by scope and stage
 	undoing  []*undoEntry // taken from undo by a removal, not yet undone
 	drvdata  any
@@ -118,6 +117,10 @@ type Device struct {
 	// Unregister waits for ready, so it never races Register's own steps
 	// (nor its undoing of them on failure).
 	ready chan struct{}
+
+	sib   devLink // place among the parent's children (or the roots)
+	onBus devLink // place on bus.devices, guarded by bus.mu
+	onDrv devLink // place on the bound driver's list, guarded by its mu
 
 	links devLinks // guarded by core.links.mu
 	node  *devNode // the device's directory; set by sysfs
@@ -178,21 +181,19 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		case p.state >= StateRemoving:
 			p.mu.Unlock()
 			return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("parent is being removed: %w", sever.ErrNoDevice)}
-		case slices.ContainsFunc(p.children, func(x *Device) bool { return x.name == d.name }):
+		case !p.children.add(d):
 			p.mu.Unlock()
 			return nil, &sever.ObjectError{Object: d.path, Err: sever.ErrExist}
 		}
 		d.scopeInParent = p.bind
-		p.children = append(p.children, d)
 		p.mu.Unlock()
 		p.ref.Get(d) // a child pins its parent's shell until it is released
 	} else {
 		c.mu.Lock()
-		if slices.ContainsFunc(c.roots, func(x *Device) bool { return x.name == d.name }) {
+		if !c.roots.add(d) {
 			c.mu.Unlock()
 			return nil, &sever.ObjectError{Object: d.path, Err: sever.ErrExist}
 		}
-		c.roots = append(c.roots, d)
 		c.mu.Unlock()
 	}
 	if cfg.Release != nil {
@@ -217,7 +218,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	}
 	if b := d.bus; b != nil {
 		b.mu.Lock()
-		b.devices = append(b.devices, d)
+		b.devices.push(d)
 		b.mu.Unlock()
 	}
 	c.uevent(d, ActionAdd, nil)
@@ -237,13 +238,13 @@ func (d *Device) released() {
 func (d *Device) unlinkFromTree() {
 	if p := d.parent; p != nil {
 		p.mu.Lock()
-		p.children = slices.DeleteFunc(p.children, func(x *Device) bool { return x == d })
+		p.children.remove(d)
 		p.mu.Unlock()
 		return
 	}
 	c := d.core
 	c.mu.Lock()
-	c.roots = slices.DeleteFunc(c.roots, func(x *Device) bool { return x == d })
+	c.roots.remove(d)
 	c.mu.Unlock()
 }
 
@@ -307,7 +308,7 @@ func (d *Device) Owner() *sever.Owner {
 func (d *Device) Children() []*Device {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return slices.Clone(d.children)
+	return d.children.list.slice()
 }
 
 // Removed returns a channel closed when Unregister has finished.

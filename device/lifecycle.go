@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/sever-dev/sever"
 )
@@ -107,7 +106,7 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		}
 		return d.errNoDevice("driver " + drv.Name + " is unregistered")
 	}
-	drv.bound = append(drv.bound, d)
+	drv.bound.push(d)
 	drv.mu.Unlock()
 
 	b := &binding{drv: drv}
@@ -234,7 +233,7 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 		d.core.links.purge(d)
 		if bus := d.bus; bus != nil {
 			bus.mu.Lock()
-			bus.devices = slices.DeleteFunc(bus.devices, func(x *Device) bool { return x == d })
+			bus.devices.remove(d)
 			bus.mu.Unlock()
 		}
 		d.core.sys.removeDevice(d)
@@ -356,8 +355,7 @@ func (d *Device) removeChildren(ctx context.Context, b *binding) error {
 	for {
 		d.mu.Lock()
 		var victim *Device
-		for i := len(d.children) - 1; i >= 0; i-- {
-			ch := d.children[i]
+		for ch := d.children.list.tail; ch != nil; ch = d.children.list.prev(ch) {
 			if (b == nil || ch.scopeInParent == b) && !ch.unregistering() {
 				victim = ch
 				break

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/sever-dev/sever"
@@ -47,6 +46,65 @@ type Link struct {
 	supplier *Device
 	mode     LinkMode
 	deleted  bool // guarded by core.links.mu
+
+	// The link's places on the consumer's suppliers and the supplier's
+	// consumers lists, guarded by core.links.mu: Delete is O(1), so a
+	// supplier with n consumers that are unplugged one by one costs O(n).
+	onCons, onSup linkPlace
+}
+
+// linkPlace is a link's neighbours on one of its two lists.
+type linkPlace struct{ prev, next *Link }
+
+// linkList is an intrusive list of links, oldest first, threaded through
+// the place sup picks (onCons for a consumer's suppliers, onSup for a
+// supplier's consumers).
+type linkList struct {
+	head, tail *Link
+	sup        bool
+}
+
+func (ll *linkList) place(l *Link) *linkPlace {
+	if ll.sup {
+		return &l.onSup
+	}
+	return &l.onCons
+}
+
+func (ll *linkList) push(l *Link) {
+	p := ll.place(l)
+	p.prev, p.next = ll.tail, nil
+	if ll.tail != nil {
+		ll.place(ll.tail).next = l
+	} else {
+		ll.head = l
+	}
+	ll.tail = l
+}
+
+// remove takes l off the list; l must be on it.
+func (ll *linkList) remove(l *Link) {
+	p := ll.place(l)
+	if p.prev != nil {
+		ll.place(p.prev).next = p.next
+	} else {
+		ll.head = p.next
+	}
+	if p.next != nil {
+		ll.place(p.next).prev = p.prev
+	} else {
+		ll.tail = p.prev
+	}
+	*p = linkPlace{}
+}
+
+// all returns the links, oldest first.
+func (ll *linkList) all() []*Link {
+	var out []*Link
+	for l := ll.head; l != nil; l = ll.place(l).next {
+		out = append(out, l)
+	}
+	return out
 }
 
 type linkTable struct {
@@ -54,8 +112,8 @@ type linkTable struct {
 }
 
 type devLinks struct {
-	suppliers []*Link // links where the device is the consumer
-	consumers []*Link // links where the device is the supplier
+	suppliers linkList // links where the device is the consumer
+	consumers linkList // links where the device is the supplier; sup set
 }
 
 // AddLink records that consumer depends on supplier. A link that would make
@@ -81,8 +139,9 @@ func (c *Core) AddLink(consumer, supplier *Device, mode LinkMode) (*Link, error)
 	consumer.Get(l)
 	supplier.Get(l)
 	c.links.mu.Lock()
-	consumer.links.suppliers = append(consumer.links.suppliers, l)
-	supplier.links.consumers = append(supplier.links.consumers, l)
+	consumer.links.suppliers.push(l)
+	supplier.links.consumers.sup = true
+	supplier.links.consumers.push(l)
 	c.links.mu.Unlock()
 	return l, nil
 }
@@ -106,8 +165,8 @@ func (l *Link) Delete() {
 		return
 	}
 	l.deleted = true
-	l.consumer.links.suppliers = slices.DeleteFunc(l.consumer.links.suppliers, func(x *Link) bool { return x == l })
-	l.supplier.links.consumers = slices.DeleteFunc(l.supplier.links.consumers, func(x *Link) bool { return x == l })
+	l.consumer.links.suppliers.remove(l)
+	l.supplier.links.consumers.remove(l)
 	t.mu.Unlock()
 	l.consumer.Put(l)
 	l.supplier.Put(l)
@@ -116,8 +175,8 @@ func (l *Link) Delete() {
 // suppliersReady reports whether every managed supplier of d is bound.
 func (t *linkTable) suppliersReady(d *Device) bool {
 	t.mu.Lock()
-	sup := make([]*Device, 0, len(d.links.suppliers))
-	for _, l := range d.links.suppliers {
+	var sup []*Device
+	for l := d.links.suppliers.head; l != nil; l = l.onCons.next {
 		if l.mode == LinkManaged {
 			sup = append(sup, l.supplier)
 		}
@@ -134,7 +193,7 @@ func (t *linkTable) suppliersReady(d *Device) bool {
 // purge deletes every link of d.
 func (t *linkTable) purge(d *Device) {
 	t.mu.Lock()
-	ls := append(slices.Clone(d.links.suppliers), d.links.consumers...)
+	ls := append(d.links.suppliers.all(), d.links.consumers.all()...)
 	t.mu.Unlock()
 	for _, l := range ls {
 		l.Delete()
@@ -148,8 +207,8 @@ func (d *Device) unbindManagedConsumers(ctx context.Context) error {
 	t := &d.core.links
 	t.mu.Lock()
 	var cons []*Device
-	for i := len(d.links.consumers) - 1; i >= 0; i-- {
-		if l := d.links.consumers[i]; l.mode == LinkManaged {
+	for l := d.links.consumers.tail; l != nil; l = l.onSup.prev {
+		if l.mode == LinkManaged {
 			cons = append(cons, l.consumer)
 		}
 	}
