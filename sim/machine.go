@@ -132,7 +132,7 @@ func New(name string, opts ...Option) *Machine {
 	sopts := []sever.Option{sever.WithWatchdog(cfg.watchAfter, func(line string) {
 		m.trace.Record(KindWatchdog, "sever", line)
 		if watchTo != nil {
-			fmt.Fprintln(watchTo, line)
+			_, _ = fmt.Fprintln(watchTo, line) // the line is in the trace already; a writer that fails has nowhere else to say so
 		}
 	})}
 	if cfg.tracking {

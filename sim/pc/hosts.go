@@ -68,7 +68,7 @@ func ServeHost(ctx context.Context, kind string) error {
 	if err != nil {
 		return err
 	}
-	defer lis.Close()
+	defer func() { _ = lis.Close() }() // the host is on its way out; Serve's error is the one that matters
 	m := sim.New("host-" + kind)
 	h, err := cp2112Host(ctx, m)
 	if err == nil {
@@ -129,7 +129,7 @@ func cp2112Host(ctx context.Context, m *sim.Machine) (*drvhost.Host, error) {
 		if err != nil {
 			return err
 		}
-		defer gl.Close()
+		defer func() { _ = gl.Close() }() // the call's result is fn's; releasing the line cannot change it
 		return fn(gl)
 	}
 	return &drvhost.Host{Sysfs: m.Sysfs(), Dev: m.Dev(),
