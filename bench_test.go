@@ -154,14 +154,19 @@ func protocolEnter(a *Active) (*slot, uint64) {
 		procUnpin()
 	}
 	s := &a.shards[p].slots[0]
-	w := s.Load()
-	if s.CompareAndSwap(w, w+1) && a.state.Load() == activeLive { // E1, E2
+	if w := s.Load(); w&1 == 0 && s.CompareAndSwap(w, w+1) { // E1
 		return s, w + 1
 	}
-	return nil, 0
+	// Another goroutine holds this CPU's first slot (one of them moved
+	// CPUs between its pin and its CAS): take any free slot, as Enter's
+	// slow path does.
+	return a.takeSlot(p)
 }
 
 func protocolExit(a *Active, s *slot, w uint64) {
+	if a.state.Load() != activeLive { // E2, checked once per access as Enter does
+		panic("benchmark Active severed")
+	}
 	if s.CompareAndSwap(w, w+1) && a.state.Load() == activeLive { // X1, X2
 		return
 	}
