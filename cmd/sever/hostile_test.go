@@ -172,6 +172,11 @@ func hostileMain(dir string) int {
 	rng := rand.New(rand.NewPCG(seed, 12))
 	rep := hostileReport{ByKind: map[string]int{}, ByErrno: map[string]int{}, Accepted: map[string]int{}}
 	var mu sync.Mutex // guards rep between the file goroutine and the plugger
+	// quiet is held by the plugger around each of its writes and by a
+	// checked write from its first read to its last: a line toggle or a
+	// replug between them would change the value without the rejected
+	// write having done it.
+	var quiet sync.Mutex
 	stop := make(chan struct{})
 	plugged := make(chan struct{})
 	go func() { // the plugger: boards come and go, input lines toggle
@@ -185,6 +190,9 @@ func hostileMain(dir string) int {
 			}
 			port := 1 + prng.IntN(4)
 			var err error
+			if !quiet.TryLock() {
+				continue // a checked write is under way; a stuck one must not stall the plugger too
+			}
 			switch prng.IntN(3) {
 			case 0:
 				err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("sys/bus/usb/ports/%d/connect", port)), []byte("cp2112\n"), 0)
@@ -193,6 +201,7 @@ func hostileMain(dir string) int {
 			default:
 				err = os.WriteFile(filepath.Join(dir, fmt.Sprintf("sys/bus/usb/ports/%d/sim/line%d", port, prng.IntN(8))), []byte(strconv.Itoa(prng.IntN(2))), 0)
 			}
+			quiet.Unlock()
 			mu.Lock()
 			if err == nil {
 				rep.Plugs++
@@ -329,6 +338,8 @@ func hostileMain(dir string) int {
 			var after []byte
 			ok := watch(fmt.Sprintf("write %s %s", rel, p.kind), func() {
 				if readable && len(p.writes) == 1 {
+					quiet.Lock()
+					defer quiet.Unlock()
 					before, _ = os.ReadFile(path)
 					before2, _ = os.ReadFile(path)
 				}
