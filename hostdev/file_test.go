@@ -46,6 +46,23 @@ func TestReadReturnsWhatTheDeviceSends(t *testing.T) {
 }
 
 func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
+	// A wake-up that waits for a timer or a poll interval misses 100 ms
+	// every time; a loaded machine may miss it once. Three tries.
+	var took []time.Duration
+	for range 3 {
+		d := hangupWhileReading(t)
+		if d <= 100*time.Millisecond {
+			return
+		}
+		took = append(took, d)
+	}
+	t.Fatalf("the blocked Read woke %v after the hang-up in three tries, want within 100 ms", took)
+}
+
+// hangupWhileReading blocks a Read on a pty's slave, hangs the pty up by
+// closing its master, checks that the Read returns ENODEV and the handle is
+// severed, and returns how long after the hang-up the Read returned.
+func hangupWhileReading(t *testing.T) time.Duration {
 	m, f := openSlave(t)
 	defer closeOrFail(t, f)
 	type result struct {
@@ -63,14 +80,13 @@ func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
+	var took time.Duration
 	select {
 	case r := <-done:
 		if !errors.Is(r.err, syscall.ENODEV) {
 			t.Fatalf("a Read blocked when the device went returned %v, want ENODEV", r.err)
 		}
-		if d := r.at.Sub(hungUp); d > 100*time.Millisecond {
-			t.Fatalf("the blocked Read woke %v after the hang-up, want within 100 ms", d)
-		}
+		took = r.at.Sub(hungUp)
 	case <-time.After(time.Second):
 		t.Fatal("a Read blocked when the device went is still blocked after 1 s")
 	}
@@ -79,6 +95,7 @@ func TestReadBlockedAtHangupReturnsENODEVWithin100ms(t *testing.T) {
 	default:
 		t.Fatal("the kernel's EIO did not sever the handle")
 	}
+	return took
 }
 
 func TestEveryCallAfterTheDeviceWentReturnsENODEVAtOnce(t *testing.T) {

@@ -92,7 +92,43 @@ func TestHostRefusesBadInput(t *testing.T) {
 func TestTapRemovalSeversBlockedReadThroughTheDriverCore(t *testing.T) {
 	needTun(t)
 	h, _ := newHost(t, "net")
-	name := tapName("r", 0)
+	// A wake-up that waits for a timer or a poll interval misses 100 ms
+	// every time; a loaded machine may miss it once. Three taps.
+	var d *hostdev.Device
+	var name string
+	var took []time.Duration
+	for i := range 3 {
+		var dt time.Duration
+		name = tapName("r", i)
+		d, dt = deleteTapWhileReading(t, h, name)
+		if dt <= 100*time.Millisecond {
+			took = nil
+			break
+		}
+		took = append(took, dt)
+	}
+	if took != nil {
+		t.Fatalf("the blocked Read woke %v after the tap was deleted in three tries, want within 100 ms", took)
+	}
+	select {
+	case <-d.Gone():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the remove uevent did not unregister the mirrored device")
+	}
+	if _, err := h.Find(byName(name)); !errors.Is(err, syscall.ENOENT) {
+		t.Fatalf("Find after removal = %v, want ENOENT", err)
+	}
+	for _, x := range h.Bus().Devices() {
+		if x == d.Device() {
+			t.Fatal("the removed tap is still on the Host's bus")
+		}
+	}
+}
+
+// deleteTapWhileReading creates tap name, blocks a Read on it through h,
+// deletes the link, checks that the Read returns ENODEV, and returns the
+// device and how long after the deletion the Read returned.
+func deleteTapWhileReading(t *testing.T, h *hostdev.Host, name string) (*hostdev.Device, time.Duration) {
 	createTap(t, name)
 	d := wait(t, h, byName(name))
 	f, err := h.Open(d, attachTap)
@@ -117,25 +153,11 @@ func TestTapRemovalSeversBlockedReadThroughTheDriverCore(t *testing.T) {
 		if !errors.Is(r.err, syscall.ENODEV) {
 			t.Fatalf("a Read blocked when the tap went returned %v, want ENODEV", r.err)
 		}
-		if dt := r.at.Sub(gone); dt > 100*time.Millisecond {
-			t.Fatalf("the blocked Read woke %v after the tap was deleted, want within 100 ms", dt)
-		}
+		return d, r.at.Sub(gone)
 	case <-time.After(time.Second):
 		t.Fatal("a Read blocked when the tap went is still blocked after 1 s")
 	}
-	select {
-	case <-d.Gone():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the remove uevent did not unregister the mirrored device")
-	}
-	if _, err := h.Find(byName(name)); !errors.Is(err, syscall.ENOENT) {
-		t.Fatalf("Find after removal = %v, want ENOENT", err)
-	}
-	for _, x := range h.Bus().Devices() {
-		if x == d.Device() {
-			t.Fatal("the removed tap is still on the Host's bus")
-		}
-	}
+	return d, 0
 }
 
 func TestReplugUnderNewNameIsFoundByStableKey(t *testing.T) {
