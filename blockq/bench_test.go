@@ -30,7 +30,11 @@ func BenchmarkSubmit(b *testing.B) {
 	q := blockq.New("bench", blockq.DriverFunc(func(ctx context.Context, rq *blockq.Request) error {
 		return benchWork(rq.Data)
 	}), runtime.GOMAXPROCS(0))
-	defer q.Kill(context.Background())
+	defer func() {
+		if err := q.Kill(context.Background()); err != nil {
+			b.Errorf("kill: %v", err)
+		}
+	}()
 	ctx := context.Background()
 	b.ReportAllocs()
 	b.ResetTimer()

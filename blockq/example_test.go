@@ -29,7 +29,9 @@ func Example() {
 	}), 0)
 	ctx := context.Background()
 
-	q.Submit(ctx, &blockq.Request{Op: blockq.OpWrite, Sector: 2, Data: []byte("sectors!")})
+	if err := q.Submit(ctx, &blockq.Request{Op: blockq.OpWrite, Sector: 2, Data: []byte("sectors!")}); err != nil {
+		fmt.Println("write:", err)
+	}
 	rq := &blockq.Request{Op: blockq.OpRead, Sector: 2, Data: make([]byte, sectorSize)}
 	err := q.Submit(ctx, rq)
 	fmt.Printf("read %q, err %v\n", rq.Data, err)
@@ -70,7 +72,9 @@ func ExampleQueue_Freeze() {
 	q.Unfreeze()
 
 	fmt.Println(q.Submit(ctx, &blockq.Request{Op: blockq.OpRead, Sector: 1500}))
-	q.Kill(ctx)
+	if err := q.Kill(ctx); err != nil {
+		fmt.Println("kill:", err)
+	}
 	// Output:
 	// <nil>
 }

@@ -65,8 +65,12 @@ func Example_firstDriver() {
 	// A consumer: writes the attribute, reads it and the char device,
 	// and keeps both open.
 	attr, _ := m.Sysfs().Open("/devices/thermo0/limit", os.O_RDWR)
-	attr.Write([]byte("75"))
-	attr.Seek(0, io.SeekStart)
+	if _, err := attr.Write([]byte("75")); err != nil {
+		fmt.Println(err)
+	}
+	if _, err := attr.Seek(0, io.SeekStart); err != nil { // the write moved the offset
+		fmt.Println(err)
+	}
 	limit, _ := io.ReadAll(attr)
 	cdev, _ := m.Dev().Open("thermo0", os.O_RDONLY)
 	buf := make([]byte, 8)
@@ -80,13 +84,16 @@ func Example_firstDriver() {
 	}
 	_, err := cdev.Read(buf)
 	fmt.Println("read after unplug:", err)
-	attr.Seek(0, io.SeekStart)
-	_, err = attr.Read(buf)
+	_, err = attr.ReadAt(buf, 0)
 	fmt.Println("attribute after unplug:", err)
 
 	// The consumer closes what it opened (a leak would be reported).
-	attr.Close()
-	cdev.Close()
+	// A file's first Close succeeds, its device gone or not.
+	for _, f := range []io.Closer{attr, cdev} {
+		if err := f.Close(); err != nil {
+			fmt.Println(err)
+		}
+	}
 
 	// The checker's verdict: unload everything, audit, list violations.
 	vs, err := m.Quiesce(ctx)

@@ -58,7 +58,7 @@ func TestWatchdogReportsAStuckUnplugOnce(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		defer f.Close()
+		defer closeOK(t, f)
 		_, _ = f.Write([]byte("1"))
 	}()
 	<-in

@@ -2,6 +2,7 @@ package pc_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"strings"
 	"testing"
@@ -15,10 +16,9 @@ func readFile(p *pc.PC, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
 	buf := make([]byte, 4096)
 	n, err := f.Read(buf)
-	return string(buf[:n]), err
+	return string(buf[:n]), errors.Join(err, f.Close())
 }
 
 func TestDriverHostsRunTheCP2112InAChildProcess(t *testing.T) {

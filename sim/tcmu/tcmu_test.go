@@ -173,7 +173,6 @@ func writeAttr(m *sim.Machine, path, s string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(s))
-	return err
+	return errors.Join(err, f.Close())
 }
