@@ -33,7 +33,11 @@ func benchDevice(b *testing.B) (*chardev.Cdev, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	return cd, func() { dev.Unregister(context.Background()) }
+	return cd, func() {
+		if err := dev.Unregister(context.Background()); err != nil {
+			b.Errorf("unregister: %v", err)
+		}
+	}
 }
 
 // BenchmarkDirectRead is the baseline: the driver's read function called
@@ -42,7 +46,9 @@ func BenchmarkDirectRead(b *testing.B) {
 	buf := make([]byte, 4)
 	b.ReportAllocs()
 	for b.Loop() {
-		benchRead(nil, buf)
+		if _, err := benchRead(nil, buf); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
 
@@ -56,7 +62,7 @@ func BenchmarkFileRead(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer f.Close()
+	defer closeOK(b, f)
 	buf := make([]byte, 4)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -78,10 +84,13 @@ func BenchmarkFileReadParallel(b *testing.B) {
 			b.Error(err)
 			return
 		}
-		defer f.Close()
+		defer closeOK(b, f)
 		buf := make([]byte, 4)
 		for pb.Next() {
-			f.Read(buf)
+			if _, err := f.Read(buf); err != nil {
+				b.Error(err)
+				return
+			}
 		}
 	})
 }
@@ -97,6 +106,6 @@ func BenchmarkOpenClose(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		f.Close()
+		closeOK(b, f)
 	}
 }

@@ -23,17 +23,21 @@ func Example() {
 	machine := device.NewCore("example", log)
 	dev, _ := machine.Register(ctx, device.Config{Name: "sensor0"})
 
-	chardev.Register(dev, chardev.Config{Name: "sensor0", Ops: chardev.Ops{
+	if _, err := chardev.Register(dev, chardev.Config{Name: "sensor0", Ops: chardev.Ops{
 		Read:    func(c *chardev.Call, b []byte) (int, error) { return copy(b, "21.5C"), nil },
 		Release: func(c *chardev.Call) { fmt.Println("driver: Release") },
-	}})
+	}}); err != nil {
+		fmt.Println("register:", err)
+	}
 
 	f, _ := chardev.RegistryOf(machine).Open("/dev/sensor0", os.O_RDONLY)
 	buf := make([]byte, 16)
 	n, _ := f.Read(buf)
 	fmt.Printf("read %q\n", buf[:n])
 
-	dev.Unregister(ctx) // the hot-unplug
+	if err := dev.Unregister(ctx); err != nil { // the hot-unplug
+		fmt.Println("unregister:", err)
+	}
 	fmt.Println("unplugged")
 
 	_, err := f.Read(buf)
@@ -64,10 +68,16 @@ func ExampleFile_Mmap() {
 	m, _ := f.Mmap(0)
 	m.Bytes()[0] = 7
 
-	dev.Unregister(ctx)
-	f.Close()
+	if err := dev.Unregister(ctx); err != nil {
+		fmt.Println("unregister:", err)
+	}
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	fmt.Println("after unplug and close the mapping still reads", m.Bytes()[0])
-	m.Unmap()
+	if err := m.Unmap(); err != nil {
+		fmt.Println("unmap:", err)
+	}
 	fmt.Println("pages freed:", ring.Freed())
 	fmt.Println("violations:", len(log.Quiesce(ctx)))
 	// Output:
@@ -101,8 +111,12 @@ func ExampleCdev_Notify() {
 	buf := make([]byte, 8)
 	n, err := f.ReadContext(ctx, buf)
 	fmt.Printf("%q %v\n", buf[:n], err)
-	f.Close()
-	dev.Unregister(ctx)
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
+	if err := dev.Unregister(ctx); err != nil {
+		fmt.Println("unregister:", err)
+	}
 	// Output:
 	// "press" <nil>
 }

@@ -32,7 +32,7 @@ func TestOpsPanicWithoutALogFailsTheCallWithEIO(t *testing.T) {
 	if _, err := f.Read(make([]byte, 4)); !errors.Is(err, syscall.EIO) {
 		t.Errorf("read of a panicking Read without a log: %v, want EIO", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	if err := dev.Unregister(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -98,3 +98,21 @@ func (g *afterGuard) check(site string) {
 		g.log.Record(check.Violation{Class: check.CallbackAfterSever, Object: "driver", Detail: site + " called after Unregister returned"})
 	}
 }
+
+// closeOK closes f and fails the test if Close does: a file's first Close
+// succeeds, its device gone or not.
+func closeOK(t testing.TB, f interface{ Close() error }) {
+	t.Helper()
+	if err := f.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}
+
+// unregisterOK unregisters d, a device or a char device, and fails the test
+// if that fails: where these tests call it, no call is stuck in the driver.
+func unregisterOK(t testing.TB, d interface{ Unregister(context.Context) error }) {
+	t.Helper()
+	if err := d.Unregister(ctxT(t)); err != nil {
+		t.Errorf("unregister: %v", err)
+	}
+}

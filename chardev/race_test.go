@@ -115,7 +115,9 @@ func raceRound(t *testing.T, seed int64) {
 					if mp.Bytes() == nil {
 						t.Error("a mapping lost its memory before Unmap")
 					}
-					mp.Unmap()
+					if err := mp.Unmap(); err != nil {
+						t.Errorf("first Unmap of a mapping: %v", err)
+					}
 				}
 			}()
 			for range 20 {
