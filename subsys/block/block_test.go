@@ -63,7 +63,9 @@ func TestIOUpdatesStat(t *testing.T) {
 	}
 	// A refused request is not I/O the disk did.
 	d.SetReadOnly(true)
-	d.Submit(ctx, w)
+	if err := d.Submit(ctx, w); !errors.Is(err, block.ErrReadOnly) {
+		t.Errorf("write to the disk made read-only = %v, want ErrReadOnly", err)
+	}
 	if got := d.Stat().Write.IOs; got != 1 {
 		t.Errorf("write IOs = %d after a refused write; want still 1", got)
 	}
@@ -131,7 +133,9 @@ func TestAttributesReadableThroughKernfs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Read(make([]byte, 64))
+	if _, err := f.Read(make([]byte, 64)); err != nil {
+		t.Errorf("f.Read = %v, want nil", err)
+	}
 	if err := d.SetCapacity(1 << 20); err != nil {
 		t.Fatalf("SetCapacity: %v", err)
 	}
@@ -144,7 +148,9 @@ func TestAttributesReadableThroughKernfs(t *testing.T) {
 	if err := d.SetCapacity(-1); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("SetCapacity(-1) = %v; want EINVAL", err)
 	}
-	f.Close() // before the audit: an open never closed is a leak
+	if err := f.Close(); err != nil { // before the audit: an open never closed is a leak
+		t.Errorf("f.Close = %v, want nil", err)
+	}
 	del(t, d, r)
 	m.clean()
 }
@@ -355,7 +361,11 @@ func TestDelRacesSubmitters(t *testing.T) {
 					}
 					return
 				}
-				defer f.Close()
+				defer func() {
+					if err := f.Close(); err != nil {
+						t.Errorf("Close of stat racing Del: %v; want nil (a first Close succeeds)", err)
+					}
+				}()
 				if _, err := f.Read(make([]byte, 256)); err != nil && !isNoDevice(err) {
 					t.Errorf("Read stat racing Del: %v; want nil or ENODEV", err)
 				}
@@ -411,7 +421,9 @@ func TestDelFromOwnAttributeStoreDoesNotDeadlock(t *testing.T) {
 	if _, err := stat.Read(make([]byte, 64)); !isNoDevice(err) {
 		t.Errorf("read of stat opened before the reset: %v; want ENODEV", err)
 	}
-	stat.Close()
+	if err := stat.Close(); err != nil {
+		t.Errorf("stat.Close = %v, want nil", err)
+	}
 	if err := d.Submit(ctxT(t), &blockq.Request{Op: blockq.OpRead, Data: sectors(1)}); !isNoDevice(err) {
 		t.Errorf("Submit after reset: %v; want ENODEV", err)
 	}
@@ -458,7 +470,9 @@ func TestConcurrentResetsAndDel(t *testing.T) {
 	})
 	wg.Wait()
 	for _, f := range files {
-		f.Close()
+		if err := f.Close(); err != nil {
+			t.Errorf("f.Close = %v, want nil", err)
+		}
 	}
 	m.gone("/block/zram1")
 	m.clean()
@@ -607,7 +621,9 @@ func TestAddDiskRejectsBadConfig(t *testing.T) {
 	if _, err := block.AddDisk(ctxT(t), nil, block.DiskConfig{Name: "x", Driver: r}); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("AddDisk with no parent = %v; want EINVAL", err)
 	}
-	m.parent.Unregister(ctxT(t))
+	if err := m.parent.Unregister(ctxT(t)); err != nil {
+		t.Errorf("m.parent.Unregister = %v, want nil", err)
+	}
 	if _, err := block.AddDisk(ctxT(t), m.parent, block.DiskConfig{Name: "x", Driver: r}); !isNoDevice(err) {
 		t.Errorf("AddDisk under a removed parent = %v; want ENODEV", err)
 	}
@@ -652,7 +668,9 @@ func TestDriverPanicIsRecorded(t *testing.T) {
 	if !errors.Is(err, syscall.EIO) {
 		t.Errorf("Submit to a panicking driver: %v; want EIO", err)
 	}
-	d.Del(ctxT(t))
+	if err := d.Del(ctxT(t)); err != nil {
+		t.Errorf("d.Del = %v, want nil", err)
+	}
 	if n := m.log.Count(check.DriverFault); n != 1 {
 		t.Errorf("DriverFault recorded %d times; want 1", n)
 	}

@@ -46,9 +46,13 @@ func Example() {
 
 	buf := make([]byte, block.SectorSize)
 	copy(buf, "hello")
-	disk.Submit(ctx, &blockq.Request{Op: blockq.OpWrite, Sector: 3, Data: buf})
+	if err := disk.Submit(ctx, &blockq.Request{Op: blockq.OpWrite, Sector: 3, Data: buf}); err != nil {
+		fmt.Println("submit:", err)
+	}
 	rq := &blockq.Request{Op: blockq.OpRead, Sector: 3, Data: make([]byte, block.SectorSize)}
-	disk.Submit(ctx, rq)
+	if err := disk.Submit(ctx, rq); err != nil {
+		fmt.Println("submit:", err)
+	}
 	fmt.Printf("read %q\n", rq.Data[:5])
 
 	size, _ := machine.Sysfs().Open("/block/ram0/size", os.O_RDONLY)
@@ -59,14 +63,20 @@ func Example() {
 	f := strings.Fields(string(b))
 	fmt.Println("reads", f[0], "sectors read", f[2], "writes", f[4], "sectors written", f[6])
 
-	host.Unregister(ctx) // the hot-unplug: the disk is deleted first
+	if err := host.Unregister(ctx); err != nil { // the hot-unplug: the disk is deleted first
+		fmt.Println("unregister:", err)
+	}
 
 	err = disk.Submit(ctx, rq)
 	fmt.Println(err, errors.Is(err, syscall.ENODEV))
 	_, err = stat.Read(b)
 	fmt.Println(err)
-	stat.Close()
-	size.Close()
+	if err := stat.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
+	if err := size.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	fmt.Println(len(log.Quiesce(ctx)), "violations")
 	// Output:
 	// read "hello"
@@ -97,13 +107,17 @@ func ExampleDisk_DelSelf() {
 
 	f, _ := machine.Sysfs().Open("/block/zram0/reset", os.O_WRONLY)
 	_, err := f.Write([]byte("1\n"))
-	f.Close()
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	fmt.Println("reset:", err)
 	fmt.Println("deleted:", disk.Deleted())
 	_, err = machine.Sysfs().Lookup("/block/zram0")
 	fmt.Println(err)
 
-	host.Unregister(ctx)
+	if err := host.Unregister(ctx); err != nil {
+		fmt.Println("unregister:", err)
+	}
 	fmt.Println(len(log.Quiesce(ctx)), "violations")
 	// Output:
 	// reset: <nil>

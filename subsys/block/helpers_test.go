@@ -71,10 +71,12 @@ func (m *machine) read(path string) string {
 	if err != nil {
 		m.t.Fatalf("Open %s: %v", path, err)
 	}
-	defer f.Close()
 	b, err := io.ReadAll(f)
 	if err != nil {
 		m.t.Fatalf("Read %s: %v", path, err)
+	}
+	if err := f.Close(); err != nil {
+		m.t.Fatalf("Close %s: %v", path, err)
 	}
 	return string(b)
 }
@@ -86,8 +88,10 @@ func (m *machine) write(path, s string) error {
 	if err != nil {
 		m.t.Fatalf("Open %s for writing: %v", path, err)
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(s))
+	if cerr := f.Close(); cerr != nil {
+		m.t.Errorf("Close %s after writing: %v", path, cerr)
+	}
 	return err
 }
 

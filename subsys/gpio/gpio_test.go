@@ -33,11 +33,13 @@ func expander(t *testing.T) (*check.Log, *device.Device, *gpio.Chip) {
 	c := device.NewCore(t.Name(), log)
 	bus, _ := c.NewBus(device.BusConfig{Name: "usb"})
 	var chip *gpio.Chip
-	bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
+	if err := bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
 			chip, err = gpio.AddChip(ctx, d, "cp2112-gpio", 8, &pins{})
 			return err
-		}})
+		}}); err != nil {
+		t.Fatalf("bus.RegisterDriver: %v", err)
+	}
 	dev, err := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if err != nil || chip == nil {
 		t.Fatalf("no chip: %v", err)
@@ -55,7 +57,9 @@ func TestLinesAndRequestsBecomeShellsWhenChipIsUnplugged(t *testing.T) {
 	if _, err := chip.RequestLine(0, "other"); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("second request of a line: %v, want EBUSY", err)
 	}
-	line.SetValue(true)
+	if err := line.SetValue(true); err != nil {
+		t.Errorf("line.SetValue = %v, want nil", err)
+	}
 	if v, err := line.Value(); !v || err != nil {
 		t.Fatalf("Value on a live chip: %v, %v", v, err)
 	}
@@ -63,7 +67,9 @@ func TestLinesAndRequestsBecomeShellsWhenChipIsUnplugged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	chip.Edge(3, true)
+	if err := chip.Edge(3, true); err != nil {
+		t.Errorf("chip.Edge = %v, want nil", err)
+	}
 	if e, err := req.ReadEvent(ctx); err != nil || !e.Rising || e.Offset != 3 {
 		t.Fatalf("edge event: %+v, %v", e, err)
 	}
@@ -132,7 +138,9 @@ func TestChipRemovalDoesNotWaitForConsumersToClose(t *testing.T) {
 		t.Fatal("chip removal waited for consumers holding lines")
 	}
 	for _, l := range lines {
-		l.Close()
+		if err := l.Close(); err != nil {
+			t.Errorf("l.Close = %v, want nil", err)
+		}
 	}
 }
 
@@ -141,19 +149,25 @@ func ExampleChip_RequestLines() {
 	c := device.NewCore("example", &check.Log{})
 	bus, _ := c.NewBus(device.BusConfig{Name: "usb"})
 	var chip *gpio.Chip
-	bus.RegisterDriver(ctx, &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
+	if err := bus.RegisterDriver(ctx, &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
 			chip, err = gpio.AddChip(ctx, d, "cp2112-gpio", 8, &pins{})
 			return err
-		}})
+		}}); err != nil {
+		fmt.Println("register driver:", err)
+	}
 	dev, _ := c.Register(ctx, device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 
 	req, _ := chip.RequestLines(gpio.RequestConfig{Offsets: []int{2}, Consumer: "gpiomon", Edges: gpio.EdgeRising})
-	chip.Edge(2, true)
+	if err := chip.Edge(2, true); err != nil {
+		fmt.Println("edge:", err)
+	}
 	e, _ := req.ReadEvent(ctx)
 	fmt.Println("edge on line", e.Offset)
 
-	dev.Unregister(ctx) // unplugged
+	if err := dev.Unregister(ctx); err != nil { // unplugged
+		fmt.Println("unregister:", err)
+	}
 	_, err := req.ReadEvent(ctx)
 	fmt.Println(errors.Is(err, syscall.ENODEV), req.Poll())
 	fmt.Println(req.Close())

@@ -42,16 +42,20 @@ func expander(t *testing.T, algo i2c.Algorithm, clientRemove func()) (*check.Log
 	c := device.NewCore(t.Name(), log)
 	bus, _ := c.NewBus(device.BusConfig{Name: "usb"})
 	var adap *i2c.Adapter
-	i2c.Bus(c).RegisterDriver(context.Background(), &device.Driver{Name: "eeprom", IDs: []string{"at24"},
-		Remove: func(context.Context, *device.Device) { clientRemove() }})
-	bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
+	if err := i2c.Bus(c).RegisterDriver(context.Background(), &device.Driver{Name: "eeprom", IDs: []string{"at24"},
+		Remove: func(context.Context, *device.Device) { clientRemove() }}); err != nil {
+		t.Fatalf("i2c.Bus(c).RegisterDriver: %v", err)
+	}
+	if err := bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
 			if adap, err = i2c.AddAdapter(ctx, d, algo); err != nil {
 				return err
 			}
 			_, err = adap.NewClient(ctx, "0-0050", "at24", 0x50)
 			return err
-		}})
+		}}); err != nil {
+		t.Fatalf("bus.RegisterDriver: %v", err)
+	}
 	dev, _ := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if adap == nil {
 		t.Fatal("no adapter")
@@ -76,8 +80,8 @@ func TestAdapterRemovalDrainsTransfersButNeverWaitsForReferences(t *testing.T) {
 	unreg := make(chan error)
 	go func() { unreg <- dev.Unregister(ctx) }()
 	select {
-	case <-unreg:
-		t.Fatal("adapter removal returned while a transfer was in flight")
+	case err := <-unreg:
+		t.Fatalf("adapter removal returned (%v) while a transfer was in flight", err)
 	case <-time.After(20 * time.Millisecond):
 	}
 	close(algo.release)
@@ -132,7 +136,9 @@ func TestClientTransfersThroughItsAdapter(t *testing.T) {
 	if n, err := cl.Transfer(context.Background(), []i2c.Msg{{}, {}}); n != 2 || err != nil || cl.Addr() != 0x50 {
 		t.Errorf("client transfer: %d, %v", n, err)
 	}
-	dev.Unregister(context.Background())
+	if err := dev.Unregister(context.Background()); err != nil {
+		t.Errorf("dev.Unregister = %v, want nil", err)
+	}
 	if _, err := cl.Transfer(context.Background(), []i2c.Msg{{}}); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("client transfer after unplug: %v, want ENODEV", err)
 	}

@@ -23,11 +23,13 @@ func expander(t *testing.T) (*check.Log, *device.Core, *device.Device, *irq.Doma
 	c := device.NewCore(t.Name(), log)
 	bus, _ := c.NewBus(device.BusConfig{Name: "usb"})
 	var dom *irq.Domain
-	bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
+	if err := bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
 			dom, err = irq.AddDomain(ctx, d, "cp2112", 8)
 			return err
-		}})
+		}}); err != nil {
+		t.Fatalf("bus.RegisterDriver: %v", err)
+	}
 	dev, _ := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if dom == nil {
 		t.Fatal("no domain")
@@ -61,18 +63,25 @@ func TestDomainRemovedWithRequestedIRQsDrainsDetachesAndLeavesShells(t *testing.
 	if _, err := c.Sysfs().Lookup("/irq/" + strconv.Itoa(n) + "/actions"); err != nil {
 		t.Fatalf("per-IRQ node missing: %v", err)
 	}
-	go dom.Fire(3)
+	fired := make(chan error, 1)
+	go func() {
+		_, err := dom.Fire(3)
+		fired <- err
+	}()
 	<-inHandler
 	unreg := make(chan error)
 	go func() { unreg <- dev.Unregister(ctx) }()
 	select {
-	case <-unreg:
-		t.Fatal("domain removal returned while a handler was still running")
+	case err := <-unreg:
+		t.Fatalf("domain removal returned (%v) while a handler was still running", err)
 	case <-time.After(20 * time.Millisecond):
 	}
 	close(release)
 	if err := <-unreg; err != nil {
 		t.Fatal(err)
+	}
+	if err := <-fired; err != nil {
+		t.Errorf("the Fire whose handler ran across the removal = %v, want nil (it ran before the sever)", err)
 	}
 	removed.Store(true)
 	if ran, err := dom.Fire(3); ran != 0 || !errors.Is(err, syscall.ENODEV) {
@@ -110,11 +119,19 @@ func TestFreeWaitsForRunningHandlerAndStopsIt(t *testing.T) {
 	n, _ := dom.Map(0)
 	var runs atomic.Int64
 	req, _ := irq.RequestIRQ(c, n, "x", func(int) { runs.Add(1) })
-	dom.Fire(0)
-	req.Free(ctx)
-	dom.Fire(0)
+	if _, err := dom.Fire(0); err != nil {
+		t.Errorf("dom.Fire = %v, want nil", err)
+	}
+	if err := req.Free(ctx); err != nil {
+		t.Errorf("req.Free = %v, want nil", err)
+	}
+	if _, err := dom.Fire(0); err != nil {
+		t.Errorf("dom.Fire = %v, want nil", err)
+	}
 	if runs.Load() != 1 {
 		t.Errorf("handler ran %d times, want 1 (once before Free, never after)", runs.Load())
 	}
-	dev.Unregister(ctx)
+	if err := dev.Unregister(ctx); err != nil {
+		t.Errorf("dev.Unregister = %v, want nil", err)
+	}
 }

@@ -29,16 +29,24 @@ func Example() {
 
 	u.Interrupt()
 	buf := make([]byte, 4)
-	f.Read(buf)
+	if _, err := f.Read(buf); err != nil {
+		fmt.Println("read:", err)
+	}
 	fmt.Println("interrupts:", binary.LittleEndian.Uint32(buf))
 
 	done := make(chan error)
 	go func() { _, err := f.ReadContext(ctx, buf); done <- err }()
-	parent.Unregister(ctx) // the unplug, while the read is blocked
+	if err := parent.Unregister(ctx); err != nil { // the unplug, while the read is blocked
+		fmt.Println("unregister:", err)
+	}
 	fmt.Println("blocked read:", <-done)
 	fmt.Println("mapping still there:", len(m.Bytes()))
-	m.Unmap()
-	f.Close()
+	if err := m.Unmap(); err != nil {
+		fmt.Println("unmap:", err)
+	}
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	fmt.Println("data area freed:", pages.Freed())
 	fmt.Println("violations:", len(log.Quiesce(ctx)))
 	// Output:

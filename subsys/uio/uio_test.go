@@ -153,8 +153,12 @@ func TestReadBlocksUntilInterruptAndReturnsTheCount(t *testing.T) {
 	if _, err := f.Read(make([]byte, 3)); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("Read of 3 bytes = %v, want EINVAL as uio", err)
 	}
-	f.Close()
-	d.dev.Unregister(ctxT(t))
+	if err := f.Close(); err != nil {
+		t.Errorf("f.Close = %v, want nil", err)
+	}
+	if err := d.dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("d.dev.Unregister = %v, want nil", err)
+	}
 	d.clean()
 }
 
@@ -168,12 +172,18 @@ func TestPollReportsInOnlyAfterAnInterruptSinceTheLastRead(t *testing.T) {
 	if ev, err := f.Wait(ctxT(t), sever.EventIn); ev != sever.EventIn || err != nil {
 		t.Errorf("Wait across an interrupt = %v, %v; want IN", ev, err)
 	}
-	f.Read(make([]byte, 4))
+	if _, err := f.Read(make([]byte, 4)); err != nil {
+		t.Errorf("f.Read = %v, want nil", err)
+	}
 	if ev, _ := f.Poll(); ev != 0 {
 		t.Errorf("Poll after reading the interrupt = %v, want 0", ev)
 	}
-	f.Close()
-	d.dev.Unregister(ctxT(t))
+	if err := f.Close(); err != nil {
+		t.Errorf("f.Close = %v, want nil", err)
+	}
+	if err := d.dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("d.dev.Unregister = %v, want nil", err)
+	}
 	d.clean()
 }
 
@@ -207,8 +217,12 @@ func TestUnregisterWakesABlockedReaderWithEIOAndAPollerWithErrHup(t *testing.T) 
 	if n := d.releases.Load(); n != 2 {
 		t.Errorf("Release ran %d times at unregister for 2 open files, want 2", n)
 	}
-	reader.Close()
-	poller.Close()
+	if err := reader.Close(); err != nil {
+		t.Errorf("reader.Close = %v, want nil", err)
+	}
+	if err := poller.Close(); err != nil {
+		t.Errorf("poller.Close = %v, want nil", err)
+	}
 	if n := d.releases.Load(); n != 2 {
 		t.Errorf("Close after unregister called Release again (%d)", n)
 	}
@@ -233,8 +247,12 @@ func TestWriteTurnsTheInterruptOffAndOn(t *testing.T) {
 	if _, err := f.Write([]byte{1}); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("Write of 1 byte = %v, want EINVAL", err)
 	}
-	f.Close()
-	d.dev.Unregister(ctxT(t))
+	if err := f.Close(); err != nil {
+		t.Errorf("f.Close = %v, want nil", err)
+	}
+	if err := d.dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("d.dev.Unregister = %v, want nil", err)
+	}
 	d.clean()
 }
 
@@ -263,8 +281,12 @@ func (d *tcmu) runDaemon() {
 		t.Errorf("Read after unregister = %v, want EIO", err)
 	}
 	d.touch(m) // still mapped: the daemon finishes its last command
-	m.Unmap()
-	f.Close()
+	if err := m.Unmap(); err != nil {
+		t.Errorf("the daemon's Unmap after the unplug = %v, want nil", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Errorf("the daemon's Close after the unplug = %v, want nil", err)
+	}
 }
 
 func TestNaiveTcmuFreeingPagesAtUnregisterIsUseAfterFree(t *testing.T) {
@@ -298,8 +320,12 @@ func TestMappedRegionPinsNoOwner(t *testing.T) {
 	d := newTcmu(t, false)
 	f, _ := d.uio.Open(os.O_RDWR)
 	m, _ := f.Mmap(0)
-	f.Close()
-	d.dev.Unregister(ctxT(t))
+	if err := f.Close(); err != nil {
+		t.Errorf("f.Close = %v, want nil", err)
+	}
+	if err := d.dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("d.dev.Unregister = %v, want nil", err)
+	}
 	if err := d.owner.Unload(ctxT(t), sever.UnloadTry); err != nil {
 		t.Errorf("UnloadTry with only a mapping of the unregistered device left = %v, want nil", err)
 	}
@@ -307,7 +333,9 @@ func TestMappedRegionPinsNoOwner(t *testing.T) {
 	if d.dataAreaFrees() != 0 {
 		t.Error("data area freed while mapped")
 	}
-	m.Unmap()
+	if err := m.Unmap(); err != nil {
+		t.Errorf("m.Unmap = %v, want nil", err)
+	}
 	if n := d.dataAreaFrees(); n != 1 {
 		t.Errorf("data area freed %d times at the last unmap, want 1", n)
 	}
@@ -354,11 +382,15 @@ func TestForceUnloadWithUioOpenAndMappedReturnsPromptly(t *testing.T) {
 	if string(m.Bytes()[:4]) != "cmd1" || d.dataAreaFrees() != 0 {
 		t.Errorf("mapping after the unload: %v, frees %d; want the memory intact and unfreed", m.Bytes()[:4], d.dataAreaFrees())
 	}
-	m.Unmap()
+	if err := m.Unmap(); err != nil {
+		t.Errorf("m.Unmap = %v, want nil", err)
+	}
 	if d.dataAreaFrees() != 0 {
 		t.Error("data area freed with the file still open")
 	}
-	f.Close()
+	if err := f.Close(); err != nil {
+		t.Errorf("f.Close = %v, want nil", err)
+	}
 	if n := d.dataAreaFrees(); n != 1 {
 		t.Errorf("data area freed %d times at the last unmap and close, want 1", n)
 	}

@@ -28,7 +28,7 @@ func TestUnplugIsSurpriseRemovalWhereHardwareIsGoneAndNothingBlocks(t *testing.T
 	var removeIOErr error
 	var inIO atomic.Bool
 	ioDone := make(chan error, 1)
-	usb.Bus(c).RegisterDriver(ctx, &device.Driver{Name: "cp2112", IDs: []string{usb.ID(0x10c4, 0xea90)}, Owner: owner,
+	if err := usb.Bus(c).RegisterDriver(ctx, &device.Driver{Name: "cp2112", IDs: []string{usb.ID(0x10c4, 0xea90)}, Owner: owner,
 		Probe: func(ctx context.Context, d *device.Device) error {
 			u := usb.FromDevice(d)
 			go func() { // an interrupt URB that waits for the hardware forever
@@ -48,7 +48,9 @@ func TestUnplugIsSurpriseRemovalWhereHardwareIsGoneAndNothingBlocks(t *testing.T
 				return ctx.Err()
 			})
 		},
-	})
+	}); err != nil {
+		t.Fatalf("usb.Bus(c).RegisterDriver: %v", err)
+	}
 	sub := c.Subscribe(64)
 	defer sub.Close()
 	u, err := host.Port(2).Plug(ctx, usb.Descriptor{Vendor: 0x10c4, Product: 0xea90, Name: "CP2112"})
@@ -96,7 +98,9 @@ func TestUnplugIsSurpriseRemovalWhereHardwareIsGoneAndNothingBlocks(t *testing.T
 	if want := []string{"add", "bind", "unbind", "remove"}; !slices.Equal(actions, want) {
 		t.Errorf("uevents %q, want %q", actions, want)
 	}
-	host.Remove(ctx)
+	if err := host.Remove(ctx); err != nil {
+		t.Errorf("host.Remove = %v, want nil", err)
+	}
 	for _, v := range log.Quiesce(ctx) {
 		t.Errorf("violation: %v", v)
 	}
@@ -143,9 +147,12 @@ func hub(tb testing.TB, host *usb.Host, f *fanout, handles int) []*device.Handle
 	return hs
 }
 
-func newFanout(c *device.Core, children int) *fanout {
+func newFanout(tb testing.TB, c *device.Core, children int) *fanout {
+	tb.Helper()
 	f := &fanout{children: children}
-	usb.Bus(c).RegisterDriver(context.Background(), &device.Driver{Name: "fanout", IDs: []string{usb.ID(1, 1)}, Probe: f.probe})
+	if err := usb.Bus(c).RegisterDriver(context.Background(), &device.Driver{Name: "fanout", IDs: []string{usb.ID(1, 1)}, Probe: f.probe}); err != nil {
+		tb.Fatalf("register the fanout driver: %v", err)
+	}
 	return f
 }
 
@@ -154,7 +161,7 @@ func TestUnplugWithManyChildrenAndHandlesLeavesOnlyShells(t *testing.T) {
 	c := device.NewCore(t.Name(), log)
 	ctx := context.Background()
 	host, _ := usb.NewHost(ctx, c, "usb1", 1)
-	hs := hub(t, host, newFanout(c, 100), 1000)
+	hs := hub(t, host, newFanout(t, c, 100), 1000)
 	if err := host.Port(1).Unplug(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -162,12 +169,16 @@ func TestUnplugWithManyChildrenAndHandlesLeavesOnlyShells(t *testing.T) {
 		if err := h.Do(func(*int) error { return nil }); !errors.Is(err, syscall.ENODEV) {
 			t.Fatalf("handle after unplug: %v, want ENODEV", err)
 		}
-		h.Close()
+		if err := h.Close(); err != nil {
+			t.Errorf("h.Close = %v, want nil", err)
+		}
 	}
 	if n := len(host.Root().Children()); n != 0 {
 		t.Errorf("%d devices left under the root hub", n)
 	}
-	host.Remove(ctx)
+	if err := host.Remove(ctx); err != nil {
+		t.Errorf("host.Remove = %v, want nil", err)
+	}
 	for _, v := range log.Quiesce(ctx) {
 		t.Errorf("violation: %v", v)
 	}
@@ -179,15 +190,19 @@ func BenchmarkUnplug1kChildren10kHandles(b *testing.B) {
 	ctx := context.Background()
 	c := device.NewCore("bench", &check.Log{})
 	host, _ := usb.NewHost(ctx, c, "usb1", 1)
-	f := newFanout(c, 1000)
+	f := newFanout(b, c, 1000)
 	for b.Loop() {
 		b.StopTimer()
 		hs := hub(b, host, f, 10000)
 		b.StartTimer()
-		host.Port(1).Unplug(ctx)
+		if err := host.Port(1).Unplug(ctx); err != nil {
+			b.Errorf("host.Port(1).Unplug = %v, want nil", err)
+		}
 		b.StopTimer()
 		for _, h := range hs {
-			h.Close()
+			if err := h.Close(); err != nil {
+				b.Errorf("h.Close = %v, want nil", err)
+			}
 		}
 		b.StartTimer()
 	}
