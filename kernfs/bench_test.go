@@ -41,7 +41,7 @@ func BenchmarkReadOpenFile(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer f.Close()
+			defer closeOK(b, f)
 			p := make([]byte, 64)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -64,10 +64,13 @@ func BenchmarkReadOpenFileParallel(b *testing.B) {
 			return
 		}
 		f, _ := t.OpenNode(n, os.O_RDONLY)
-		defer f.Close()
+		defer closeOK(b, f)
 		p := make([]byte, 64)
 		for pb.Next() {
-			f.ReadAt(p, 0)
+			if _, err := f.ReadAt(p, 0); err != nil {
+				b.Errorf("f.ReadAt = %v, want nil", err)
+				return
+			}
 		}
 	})
 }
@@ -79,7 +82,9 @@ func BenchmarkLookup(b *testing.B) {
 	for _, name := range []string{"devices", "pci0000:00", "0000:00:14.0", "usb1"} {
 		d, _ = t.AddDir(d, kernfs.Dir{Name: name})
 	}
-	t.AddAttr(d, kernfs.Attr{Name: "value", Show: showValue})
+	if _, err := t.AddAttr(d, kernfs.Attr{Name: "value", Show: showValue}); err != nil {
+		b.Fatalf("t.AddAttr: %v", err)
+	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := t.Lookup("/devices/pci0000:00/0000:00:14.0/usb1/value"); err != nil {
@@ -122,7 +127,7 @@ func BenchmarkRemoveSubtree(b *testing.B) {
 				}
 				b.StopTimer()
 				for _, f := range files {
-					f.Close()
+					closeOK(b, f)
 				}
 				b.StartTimer()
 			}

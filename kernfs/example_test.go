@@ -21,23 +21,35 @@ func Example() {
 	value := int64(1)
 
 	dev, _ := t.AddDir(t.Root(), kernfs.Dir{Name: "gpiochip0", Owner: drv, Hidden: true})
-	t.AddAttr(dev, kernfs.Attr{
+	if _, err := t.AddAttr(dev, kernfs.Attr{
 		Name: "value", Owner: drv, Parse: kernfs.Int(0, 1),
 		Show:  func(_ *kernfs.Call, buf []byte) ([]byte, error) { return strconv.AppendInt(buf, value, 10), nil },
 		Store: func(_ *kernfs.Call, v any) error { value = v.(int64); return nil },
-	})
-	t.Activate(dev)
+	}); err != nil {
+		fmt.Println("addattr:", err)
+	}
+	if err := t.Activate(dev); err != nil {
+		fmt.Println("activate:", err)
+	}
 
 	f, _ := t.Open("/gpiochip0/value", os.O_RDWR)
-	f.Write([]byte("0\n"))
-	f.Seek(0, io.SeekStart) // as in sysfs, the write moved the offset
+	if _, err := f.Write([]byte("0\n")); err != nil {
+		fmt.Println("write:", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil { // as in sysfs, the write moved the offset
+		fmt.Println("seek:", err)
+	}
 	b, _ := io.ReadAll(f)
 	fmt.Printf("value: %s\n", b)
 
-	t.Remove(context.Background(), dev) // unplug: does not wait for f
+	if err := t.Remove(context.Background(), dev); err != nil { // unplug: does not wait for f
+		fmt.Println("remove:", err)
+	}
 	_, err := f.Read(b)
 	fmt.Println(err, errors.Is(err, syscall.ENODEV))
-	f.Close()
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	// Output:
 	// value: 0
 	// kernfs: /gpiochip0/value: no such device true
@@ -48,17 +60,23 @@ func Example() {
 func ExampleCall_RemoveSelf() {
 	t := kernfs.New()
 	sda, _ := t.AddDir(t.Root(), kernfs.Dir{Name: "sda"})
-	t.AddAttr(sda, kernfs.Attr{
+	if _, err := t.AddAttr(sda, kernfs.Attr{
 		Name: "delete", Parse: kernfs.Bool(),
 		Store: func(c *kernfs.Call, v any) error {
 			won, err := c.RemoveSelf(context.Background(), c.Node().Parent())
 			fmt.Println("removed by this write:", won)
 			return err
 		},
-	})
+	}); err != nil {
+		fmt.Println("addattr:", err)
+	}
 	f, _ := t.Open("/sda/delete", os.O_WRONLY)
-	f.Write([]byte("1\n"))
-	f.Close()
+	if _, err := f.Write([]byte("1\n")); err != nil {
+		fmt.Println("write:", err)
+	}
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	_, err := t.Lookup("/sda")
 	fmt.Println(err)
 	// Output:
@@ -75,18 +93,30 @@ func ExampleFile_Wait() {
 		Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) { return append(buf, "some avg10=0.00\n"...), nil },
 	})
 	f, _ := t.OpenNode(n, os.O_RDONLY)
-	defer f.Close()
-	io.ReadAll(f)
+	if _, err := io.ReadAll(f); err != nil {
+		fmt.Println("readall:", err)
+	}
 
 	go t.Notify(n)
 	ev, _ := f.Wait(context.Background())
 	fmt.Println(ev)
 
-	f.Seek(0, io.SeekStart)
-	io.ReadAll(f) // re-arms the poll
-	go t.Remove(context.Background(), n)
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		fmt.Println("seek:", err)
+	}
+	if _, err := io.ReadAll(f); err != nil { // re-arms the poll
+		fmt.Println("readall:", err)
+	}
+	removed := make(chan error, 1)
+	go func() { removed <- t.Remove(context.Background(), n) }()
 	ev, err := f.Wait(context.Background())
 	fmt.Println(ev, errors.Is(err, sever.ErrNoDevice))
+	if err := <-removed; err != nil {
+		fmt.Println("remove:", err)
+	}
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
 	// Output:
 	// PRI|ERR
 	// ERR|HUP true

@@ -20,7 +20,7 @@ func TestShowPanicWithoutALogFailsTheReadWithEIO(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	if _, err := f.Read(make([]byte, 16)); !errors.Is(err, syscall.EIO) {
 		t.Errorf("read of a panicking Show without a log: %v, want EIO", err)
 	}

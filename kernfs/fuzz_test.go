@@ -112,19 +112,22 @@ func FuzzLookup(f *testing.F) {
 		f.Add(p)
 	}
 	tr := kernfs.New()
+	node := must[*kernfs.Node](f) // the setup must succeed
 	a, _ := tr.AddDir(tr.Root(), kernfs.Dir{Name: "a"})
 	b, _ := tr.AddDir(a, kernfs.Dir{Name: "b"})
-	tr.AddAttr(b, kernfs.Attr{Name: "c", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) { return append(buf, "c\n"...), nil }})
-	tr.AddBin(b, kernfs.BinAttr{Name: "bin", Size: 8, Read: func(*kernfs.Call, int64, []byte) (int, error) { return 0, nil }})
+	node(tr.AddAttr(b, kernfs.Attr{Name: "c", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) { return append(buf, "c\n"...), nil }}))
+	node(tr.AddBin(b, kernfs.BinAttr{Name: "bin", Size: 8, Read: func(*kernfs.Call, int64, []byte) (int, error) { return 0, nil }}))
 	hidden, _ := tr.AddDir(a, kernfs.Dir{Name: "hidden", Hidden: true})
-	tr.AddAttr(hidden, kernfs.Attr{Name: "x", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) { return buf, nil }})
-	tr.AddSymlink(a, "link", b, nil)
+	node(tr.AddAttr(hidden, kernfs.Attr{Name: "x", Show: func(_ *kernfs.Call, buf []byte) ([]byte, error) { return buf, nil }}))
+	node(tr.AddSymlink(a, "link", b, nil))
 	gone, _ := tr.AddDir(a, kernfs.Dir{Name: "gone"})
-	tr.AddSymlink(a, "dangling", gone, nil)
+	node(tr.AddSymlink(a, "dangling", gone, nil))
 	loop, _ := tr.AddDir(a, kernfs.Dir{Name: "l"})
 	l1, _ := tr.AddSymlink(loop, "x", loop, nil)
-	tr.AddSymlink(a, "loop", l1, nil)
-	tr.Remove(context.Background(), gone)
+	node(tr.AddSymlink(a, "loop", l1, nil))
+	if err := tr.Remove(context.Background(), gone); err != nil {
+		f.Fatal(err)
+	}
 	allowed := []error{sever.ErrInvalid, sever.ErrNameTooLong, sever.ErrNotDir, sever.ErrNotExist, sever.ErrIsDir, sever.ErrPermission}
 	f.Fuzz(func(t *testing.T, path string) {
 		n, err := tr.Lookup(path)
@@ -136,7 +139,7 @@ func FuzzLookup(f *testing.F) {
 			t.Fatalf("Lookup(%q) found %s, but Lookup of that path gives %v, %v", path, n.Path(), m, err)
 		}
 		if f, err := tr.Open(path, os.O_RDONLY); err == nil {
-			f.Close()
+			closeOK(t, f)
 		} else if !anyIs(err, allowed) {
 			t.Fatalf("Open(%q): %v, not a documented errno", path, err)
 		}

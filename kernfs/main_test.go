@@ -161,3 +161,12 @@ func device(t testing.TB, tr *kernfs.Tree, name string, owner *sever.Owner, c *c
 
 var _ = fmt.Sprint
 var _ = os.O_RDONLY
+
+// closeOK closes f and fails the test if Close does: a file's first Close
+// succeeds, whether or not its node is removed or its owner unloaded.
+func closeOK(t testing.TB, f *kernfs.File) {
+	t.Helper()
+	if err := f.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+}

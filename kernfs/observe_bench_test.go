@@ -28,7 +28,7 @@ func BenchmarkObserverReadOpenFile(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			defer f.Close()
+			defer closeOK(b, f)
 			p := make([]byte, 64)
 			b.ReportAllocs()
 			for b.Loop() {

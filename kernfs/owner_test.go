@@ -43,8 +43,8 @@ func TestOwnerUnloadWithOpenFilesRemovesItsNodesFirst(t *testing.T) {
 	if _, err := f1.Read(make([]byte, 4)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("Read on a file of an unloaded owner: %v, want ENODEV", err)
 	}
-	f1.Close()
-	f2.Close()
+	closeOK(t, f1)
+	closeOK(t, f2)
 	if n := log.Count(check.CallIntoGoneOwner); n != 0 {
 		t.Errorf("%d calls into the unloaded owner", n)
 	}
@@ -88,7 +88,9 @@ func TestOpenPinsAttributesOwnOwnerNotItsDirectorys(t *testing.T) {
 	if err := scsi.Unload(ctxT(t), sever.UnloadTry); err != nil {
 		t.Errorf("rmmod scsi_mod after the sever: %v", err)
 	}
-	f.Close() // kill %%: calls nothing into either module
+	if err := f.Close(); err != nil { // kill %%: calls nothing into either module
+		t.Errorf("f.Close = %v, want nil", err)
+	}
 	if !log.Clean() {
 		t.Errorf("checker: %v", log.Violations())
 	}
@@ -116,7 +118,7 @@ func TestScheduleCallbackPinsOwnerUntilItRuns(t *testing.T) {
 	if _, err := f.Write([]byte("1")); err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
+	closeOK(t, f)
 	unloaded := make(chan error)
 	go func() { unloaded <- scsi.Unload(ctxT(t), sever.UnloadForce) }()
 	select {
@@ -163,8 +165,10 @@ func TestCheckerReportsCallIntoGoneOwnerFromBrokenProvider(t *testing.T) {
 		},
 	}))
 	f := must[*kernfs.File](t)(tr.Open("/sda/delete", os.O_WRONLY))
-	f.Write([]byte("1"))
-	f.Close()
+	if _, err := f.Write([]byte("1")); err != nil {
+		t.Errorf("f.Write = %v, want nil", err)
+	}
+	closeOK(t, f)
 	if err := scsi.Unload(ctxT(t), sever.UnloadTry); err != nil {
 		t.Fatalf("unload: %v", err)
 	}
@@ -187,7 +191,7 @@ func TestProviderPanicIsRecordedAsDriverFault(t *testing.T) {
 		Show: func(*kernfs.Call, []byte) ([]byte, error) { panic("oops") },
 	}))
 	f := must[*kernfs.File](t)(tr.Open("/boom", os.O_RDONLY))
-	defer f.Close()
+	defer closeOK(t, f)
 	if _, err := f.Read(make([]byte, 4)); !errors.Is(err, syscall.EIO) {
 		t.Errorf("read of a panicking Show: %v, want EIO", err)
 	}

@@ -117,7 +117,9 @@ func BenchmarkScaleMemIdleNode(b *testing.B) {
 		top := scaleTree(b, t, n)
 		after := liveHeap()
 		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/node")
-		t.Remove(context.Background(), top)
+		if err := t.Remove(context.Background(), top); err != nil {
+			b.Errorf("t.Remove = %v, want nil", err)
+		}
 	}
 }
 
@@ -140,9 +142,11 @@ func BenchmarkScaleMemOpenFile(b *testing.B) {
 		}
 		after := liveHeap()
 		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/file")
-		t.Remove(context.Background(), a)
+		if err := t.Remove(context.Background(), a); err != nil {
+			b.Errorf("t.Remove = %v, want nil", err)
+		}
 		for _, f := range fs {
-			f.Close()
+			closeOK(b, f)
 		}
 	}
 }

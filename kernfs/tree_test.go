@@ -54,7 +54,7 @@ func TestMalformedInputIsRejectedAndChangesNothing(t *testing.T) {
 		stores = nil
 		f := must[*kernfs.File](t)(tr.Open("/"+c.file, os.O_WRONLY))
 		n, err := f.Write([]byte(c.in))
-		f.Close()
+		closeOK(t, f)
 		if c.want == nil {
 			if !errors.Is(err, syscall.EINVAL) || n != 0 || len(stores) != 0 {
 				t.Errorf("%s <- %q: n=%d err=%v stores=%v; want EINVAL and no Store", c.file, c.in, n, err, stores)
@@ -66,7 +66,7 @@ func TestMalformedInputIsRejectedAndChangesNothing(t *testing.T) {
 		}
 	}
 	f := must[*kernfs.File](t)(tr.Open("/raw", os.O_WRONLY))
-	defer f.Close()
+	defer closeOK(t, f)
 	stores = nil
 	if _, err := f.Write(bytes.Repeat([]byte("x"), kernfs.PageSize+1)); !errors.Is(err, sever.ErrTooLarge) || len(stores) != 0 {
 		t.Errorf("write of a page plus one: %v, %d stores; want ErrTooLarge and none", err, len(stores))
@@ -115,8 +115,10 @@ func TestErrorsNameThePathAndWrapTheErrno(t *testing.T) {
 	c := &counter{}
 	dir, val := device(t, tr, "usb1", nil, c)
 	f := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
-	defer f.Close()
-	tr.Remove(ctxT(t), dir)
+	defer closeOK(t, f)
+	if err := tr.Remove(ctxT(t), dir); err != nil {
+		t.Errorf("tr.Remove = %v, want nil", err)
+	}
 	_, err := f.Read(make([]byte, 1))
 	if got, want := err.Error(), "kernfs: /devices/usb1/value: no such device"; got != want {
 		t.Errorf("error %q, want %q", got, want)
@@ -154,7 +156,7 @@ func TestModesAndOpenPermissions(t *testing.T) {
 			t.Errorf("open %s flag %d: %v, want ok=%v (else EACCES)", c.n, c.flag, err, c.ok)
 		}
 		if f != nil {
-			f.Close()
+			closeOK(t, f)
 		}
 	}
 	if _, err := tr.OpenNode(dir, os.O_RDONLY); !errors.Is(err, syscall.EISDIR) {
@@ -232,7 +234,9 @@ func TestReaddirIsSortedAndStable(t *testing.T) {
 	if got := names(); got != "a b driver power uevent" {
 		t.Errorf("second Readdir: %s", got)
 	}
-	tr.Remove(ctxT(t), must[*kernfs.Node](t)(tr.Lookup("/b")))
+	if err := tr.Remove(ctxT(t), must[*kernfs.Node](t)(tr.Lookup("/b"))); err != nil {
+		t.Errorf("tr.Remove = %v, want nil", err)
+	}
 	must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "c"}))
 	if got := names(); got != "a c driver power uevent" {
 		t.Errorf("Readdir after changes: %s", got)
@@ -256,8 +260,10 @@ func TestSymlinksResolveAndDangle(t *testing.T) {
 	if got := readAll(t, f); got != "0" {
 		t.Errorf("read through link: %q", got)
 	}
-	f.Close()
-	tr.Remove(ctxT(t), dev)
+	closeOK(t, f)
+	if err := tr.Remove(ctxT(t), dev); err != nil {
+		t.Errorf("tr.Remove = %v, want nil", err)
+	}
 	if _, err := tr.Open("/class/gpiochip0/value", os.O_RDONLY); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("through a dangling link: %v, want ENOENT", err)
 	}
@@ -304,14 +310,16 @@ func TestBinAttrMappingOutlivesRemoveAndRegionIsFreedOnce(t *testing.T) {
 	if _, err := f.Mmap(); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("Mmap after Remove: %v", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	if reg.Freed() {
 		t.Error("region freed while still mapped")
 	}
 	if err := drv.Unload(ctxT(t), sever.UnloadTry); err != nil {
 		t.Errorf("unload with only a mapping of the severed region left: %v; a region pins no owner", err)
 	}
-	m.Unmap()
+	if err := m.Unmap(); err != nil {
+		t.Errorf("m.Unmap = %v, want nil", err)
+	}
 	if !reg.Freed() {
 		t.Error("region not freed at the last unmap")
 	}
@@ -337,7 +345,7 @@ func TestConcurrentLookupsReadsAndChurn(t *testing.T) {
 					return
 				}
 				readAll(t, f)
-				f.Close()
+				closeOK(t, f)
 			}
 		})
 	}
@@ -345,8 +353,12 @@ func TestConcurrentLookupsReadsAndChurn(t *testing.T) {
 		for range 100 {
 			c := &counter{}
 			d, _ := device(t, tr, "churn", nil, c)
-			tr.Readdir(must[*kernfs.Node](t)(tr.Lookup("/devices")))
-			tr.Remove(ctxT(t), d)
+			if _, err := tr.Readdir(must[*kernfs.Node](t)(tr.Lookup("/devices"))); err != nil {
+				t.Errorf("tr.Readdir = %v, want nil", err)
+			}
+			if err := tr.Remove(ctxT(t), d); err != nil {
+				t.Errorf("tr.Remove = %v, want nil", err)
+			}
 		}
 	})
 	wg.Wait()
@@ -363,14 +375,18 @@ func TestTrackingModeKeepsReferencesBalanced(t *testing.T) {
 	f1 := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDWR))
 	f2 := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
 	readAll(t, f1)
-	f1.Write([]byte("3"))
+	if _, err := f1.Write([]byte("3")); err != nil {
+		t.Errorf("f1.Write = %v, want nil", err)
+	}
 	tr.Notify(val)
-	f1.Poll()
-	f2.Close()
+	if _, err := f1.Poll(); err != nil {
+		t.Errorf("f1.Poll = %v, want nil", err)
+	}
+	closeOK(t, f2)
 	if err := drv.Unload(ctxT(t), sever.UnloadForce); err != nil {
 		t.Fatal(err)
 	}
-	f1.Close()
+	closeOK(t, f1)
 	if !dir.Removed() || len(drv.Holders()) != 0 {
 		t.Errorf("after unload: removed=%v holders=%v", dir.Removed(), drv.Holders())
 	}
