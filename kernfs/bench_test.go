@@ -68,7 +68,7 @@ func BenchmarkReadOpenFileParallel(b *testing.B) {
 		p := make([]byte, 64)
 		for pb.Next() {
 			if _, err := f.ReadAt(p, 0); err != nil {
-				b.Errorf("f.ReadAt = %v, want nil", err)
+				b.Errorf("ReadAt of f = %v, want nil: the attribute is live", err)
 				return
 			}
 		}
@@ -83,7 +83,7 @@ func BenchmarkLookup(b *testing.B) {
 		d, _ = t.AddDir(d, kernfs.Dir{Name: name})
 	}
 	if _, err := t.AddAttr(d, kernfs.Attr{Name: "value", Show: showValue}); err != nil {
-		b.Fatalf("t.AddAttr: %v", err)
+		b.Fatalf("setup: AddAttr failed: %v", err)
 	}
 	b.ReportAllocs()
 	for b.Loop() {

@@ -89,7 +89,7 @@ func TestOpenPinsAttributesOwnOwnerNotItsDirectorys(t *testing.T) {
 		t.Errorf("rmmod scsi_mod after the sever: %v", err)
 	}
 	if err := f.Close(); err != nil { // kill %%: calls nothing into either module
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if !log.Clean() {
 		t.Errorf("checker: %v", log.Violations())
@@ -166,7 +166,7 @@ func TestCheckerReportsCallIntoGoneOwnerFromBrokenProvider(t *testing.T) {
 	}))
 	f := must[*kernfs.File](t)(tr.Open("/sda/delete", os.O_WRONLY))
 	if _, err := f.Write([]byte("1")); err != nil {
-		t.Errorf("f.Write = %v, want nil", err)
+		t.Errorf("Write of f = %v, want nil: the value is valid", err)
 	}
 	closeOK(t, f)
 	if err := scsi.Unload(ctxT(t), sever.UnloadTry); err != nil {

@@ -117,7 +117,7 @@ func TestErrorsNameThePathAndWrapTheErrno(t *testing.T) {
 	f := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
 	defer closeOK(t, f)
 	if err := tr.Remove(ctxT(t), dir); err != nil {
-		t.Errorf("tr.Remove = %v, want nil", err)
+		t.Errorf("Remove of the node = %v, want nil: no callback is stuck", err)
 	}
 	_, err := f.Read(make([]byte, 1))
 	if got, want := err.Error(), "kernfs: /devices/usb1/value: no such device"; got != want {
@@ -235,7 +235,7 @@ func TestReaddirIsSortedAndStable(t *testing.T) {
 		t.Errorf("second Readdir: %s", got)
 	}
 	if err := tr.Remove(ctxT(t), must[*kernfs.Node](t)(tr.Lookup("/b"))); err != nil {
-		t.Errorf("tr.Remove = %v, want nil", err)
+		t.Errorf("Remove of the node = %v, want nil: no callback is stuck", err)
 	}
 	must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "c"}))
 	if got := names(); got != "a c driver power uevent" {
@@ -262,7 +262,7 @@ func TestSymlinksResolveAndDangle(t *testing.T) {
 	}
 	closeOK(t, f)
 	if err := tr.Remove(ctxT(t), dev); err != nil {
-		t.Errorf("tr.Remove = %v, want nil", err)
+		t.Errorf("Remove of the node = %v, want nil: no callback is stuck", err)
 	}
 	if _, err := tr.Open("/class/gpiochip0/value", os.O_RDONLY); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("through a dangling link: %v, want ENOENT", err)
@@ -318,7 +318,7 @@ func TestBinAttrMappingOutlivesRemoveAndRegionIsFreedOnce(t *testing.T) {
 		t.Errorf("unload with only a mapping of the severed region left: %v; a region pins no owner", err)
 	}
 	if err := m.Unmap(); err != nil {
-		t.Errorf("m.Unmap = %v, want nil", err)
+		t.Errorf("Unmap of m = %v, want nil: a mapping's first Unmap succeeds", err)
 	}
 	if !reg.Freed() {
 		t.Error("region not freed at the last unmap")
@@ -354,10 +354,10 @@ func TestConcurrentLookupsReadsAndChurn(t *testing.T) {
 			c := &counter{}
 			d, _ := device(t, tr, "churn", nil, c)
 			if _, err := tr.Readdir(must[*kernfs.Node](t)(tr.Lookup("/devices"))); err != nil {
-				t.Errorf("tr.Readdir = %v, want nil", err)
+				t.Errorf("Readdir of /devices = %v, want nil: the directory exists", err)
 			}
 			if err := tr.Remove(ctxT(t), d); err != nil {
-				t.Errorf("tr.Remove = %v, want nil", err)
+				t.Errorf("Remove of the node = %v, want nil: no callback is stuck", err)
 			}
 		}
 	})
@@ -376,11 +376,11 @@ func TestTrackingModeKeepsReferencesBalanced(t *testing.T) {
 	f2 := must[*kernfs.File](t)(tr.OpenNode(val, os.O_RDONLY))
 	readAll(t, f1)
 	if _, err := f1.Write([]byte("3")); err != nil {
-		t.Errorf("f1.Write = %v, want nil", err)
+		t.Errorf("Write of f1 = %v, want nil: the value is valid", err)
 	}
 	tr.Notify(val)
 	if _, err := f1.Poll(); err != nil {
-		t.Errorf("f1.Poll = %v, want nil", err)
+		t.Errorf("Poll of f1 = %v, want nil: the file is open on a live node", err)
 	}
 	closeOK(t, f2)
 	if err := drv.Unload(ctxT(t), sever.UnloadForce); err != nil {

@@ -134,7 +134,7 @@ func TestAttributesReadableThroughKernfs(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := f.Read(make([]byte, 64)); err != nil {
-		t.Errorf("f.Read = %v, want nil", err)
+		t.Errorf("Read of f = %v, want nil: the data is there to read", err)
 	}
 	if err := d.SetCapacity(1 << 20); err != nil {
 		t.Fatalf("SetCapacity: %v", err)
@@ -149,7 +149,7 @@ func TestAttributesReadableThroughKernfs(t *testing.T) {
 		t.Errorf("SetCapacity(-1) = %v; want EINVAL", err)
 	}
 	if err := f.Close(); err != nil { // before the audit: an open never closed is a leak
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	del(t, d, r)
 	m.clean()
@@ -422,7 +422,7 @@ func TestDelFromOwnAttributeStoreDoesNotDeadlock(t *testing.T) {
 		t.Errorf("read of stat opened before the reset: %v; want ENODEV", err)
 	}
 	if err := stat.Close(); err != nil {
-		t.Errorf("stat.Close = %v, want nil", err)
+		t.Errorf("Close of stat = %v, want nil: a first Close succeeds", err)
 	}
 	if err := d.Submit(ctxT(t), &blockq.Request{Op: blockq.OpRead, Data: sectors(1)}); !isNoDevice(err) {
 		t.Errorf("Submit after reset: %v; want ENODEV", err)
@@ -471,7 +471,7 @@ func TestConcurrentResetsAndDel(t *testing.T) {
 	wg.Wait()
 	for _, f := range files {
 		if err := f.Close(); err != nil {
-			t.Errorf("f.Close = %v, want nil", err)
+			t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 		}
 	}
 	m.gone("/block/zram1")
@@ -622,7 +622,7 @@ func TestAddDiskRejectsBadConfig(t *testing.T) {
 		t.Errorf("AddDisk with no parent = %v; want EINVAL", err)
 	}
 	if err := m.parent.Unregister(ctxT(t)); err != nil {
-		t.Errorf("m.parent.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of parent = %v, want nil: nothing is stuck in the driver", err)
 	}
 	if _, err := block.AddDisk(ctxT(t), m.parent, block.DiskConfig{Name: "x", Driver: r}); !isNoDevice(err) {
 		t.Errorf("AddDisk under a removed parent = %v; want ENODEV", err)
@@ -669,7 +669,7 @@ func TestDriverPanicIsRecorded(t *testing.T) {
 		t.Errorf("Submit to a panicking driver: %v; want EIO", err)
 	}
 	if err := d.Del(ctxT(t)); err != nil {
-		t.Errorf("d.Del = %v, want nil", err)
+		t.Errorf("Del of d = %v, want nil: nothing is stuck in the driver", err)
 	}
 	if n := m.log.Count(check.DriverFault); n != 1 {
 		t.Errorf("DriverFault recorded %d times; want 1", n)

@@ -38,7 +38,7 @@ func expander(t *testing.T) (*check.Log, *device.Device, *gpio.Chip) {
 			chip, err = gpio.AddChip(ctx, d, "cp2112-gpio", 8, &pins{})
 			return err
 		}}); err != nil {
-		t.Fatalf("bus.RegisterDriver: %v", err)
+		t.Fatalf("setup: RegisterDriver failed: %v", err)
 	}
 	dev, err := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if err != nil || chip == nil {
@@ -58,7 +58,7 @@ func TestLinesAndRequestsBecomeShellsWhenChipIsUnplugged(t *testing.T) {
 		t.Errorf("second request of a line: %v, want EBUSY", err)
 	}
 	if err := line.SetValue(true); err != nil {
-		t.Errorf("line.SetValue = %v, want nil", err)
+		t.Errorf("SetValue of line = %v, want nil: the chip is live", err)
 	}
 	if v, err := line.Value(); !v || err != nil {
 		t.Fatalf("Value on a live chip: %v, %v", v, err)
@@ -68,7 +68,7 @@ func TestLinesAndRequestsBecomeShellsWhenChipIsUnplugged(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := chip.Edge(3, true); err != nil {
-		t.Errorf("chip.Edge = %v, want nil", err)
+		t.Errorf("Edge of chip = %v, want nil: the chip is live", err)
 	}
 	if e, err := req.ReadEvent(ctx); err != nil || !e.Rising || e.Offset != 3 {
 		t.Fatalf("edge event: %+v, %v", e, err)
@@ -139,7 +139,7 @@ func TestChipRemovalDoesNotWaitForConsumersToClose(t *testing.T) {
 	}
 	for _, l := range lines {
 		if err := l.Close(); err != nil {
-			t.Errorf("l.Close = %v, want nil", err)
+			t.Errorf("Close of l = %v, want nil: a first Close succeeds", err)
 		}
 	}
 }

@@ -44,7 +44,7 @@ func expander(t *testing.T, algo i2c.Algorithm, clientRemove func()) (*check.Log
 	var adap *i2c.Adapter
 	if err := i2c.Bus(c).RegisterDriver(context.Background(), &device.Driver{Name: "eeprom", IDs: []string{"at24"},
 		Remove: func(context.Context, *device.Device) { clientRemove() }}); err != nil {
-		t.Fatalf("i2c.Bus(c).RegisterDriver: %v", err)
+		t.Fatalf("setup: RegisterDriver failed: %v", err)
 	}
 	if err := bus.RegisterDriver(context.Background(), &device.Driver{Name: "cp2112", IDs: []string{"cp2112"},
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
@@ -54,7 +54,7 @@ func expander(t *testing.T, algo i2c.Algorithm, clientRemove func()) (*check.Log
 			_, err = adap.NewClient(ctx, "0-0050", "at24", 0x50)
 			return err
 		}}); err != nil {
-		t.Fatalf("bus.RegisterDriver: %v", err)
+		t.Fatalf("setup: RegisterDriver failed: %v", err)
 	}
 	dev, _ := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if adap == nil {
@@ -137,7 +137,7 @@ func TestClientTransfersThroughItsAdapter(t *testing.T) {
 		t.Errorf("client transfer: %d, %v", n, err)
 	}
 	if err := dev.Unregister(context.Background()); err != nil {
-		t.Errorf("dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 	if _, err := cl.Transfer(context.Background(), []i2c.Msg{{}}); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("client transfer after unplug: %v, want ENODEV", err)

@@ -28,7 +28,7 @@ func expander(t *testing.T) (*check.Log, *device.Core, *device.Device, *irq.Doma
 			dom, err = irq.AddDomain(ctx, d, "cp2112", 8)
 			return err
 		}}); err != nil {
-		t.Fatalf("bus.RegisterDriver: %v", err)
+		t.Fatalf("setup: RegisterDriver failed: %v", err)
 	}
 	dev, _ := c.Register(context.Background(), device.Config{Name: "1-1", Bus: bus, Compatible: "cp2112"})
 	if dom == nil {
@@ -120,18 +120,18 @@ func TestFreeWaitsForRunningHandlerAndStopsIt(t *testing.T) {
 	var runs atomic.Int64
 	req, _ := irq.RequestIRQ(c, n, "x", func(int) { runs.Add(1) })
 	if _, err := dom.Fire(0); err != nil {
-		t.Errorf("dom.Fire = %v, want nil", err)
+		t.Errorf("Fire of dom = %v, want nil: the domain is live", err)
 	}
 	if err := req.Free(ctx); err != nil {
-		t.Errorf("req.Free = %v, want nil", err)
+		t.Errorf("Free of req = %v, want nil: the IRQ was requested", err)
 	}
 	if _, err := dom.Fire(0); err != nil {
-		t.Errorf("dom.Fire = %v, want nil", err)
+		t.Errorf("Fire of dom = %v, want nil: the domain is live", err)
 	}
 	if runs.Load() != 1 {
 		t.Errorf("handler ran %d times, want 1 (once before Free, never after)", runs.Load())
 	}
 	if err := dev.Unregister(ctx); err != nil {
-		t.Errorf("dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 }

@@ -154,10 +154,10 @@ func TestReadBlocksUntilInterruptAndReturnsTheCount(t *testing.T) {
 		t.Errorf("Read of 3 bytes = %v, want EINVAL as uio", err)
 	}
 	if err := f.Close(); err != nil {
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if err := d.dev.Unregister(ctxT(t)); err != nil {
-		t.Errorf("d.dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 	d.clean()
 }
@@ -173,16 +173,16 @@ func TestPollReportsInOnlyAfterAnInterruptSinceTheLastRead(t *testing.T) {
 		t.Errorf("Wait across an interrupt = %v, %v; want IN", ev, err)
 	}
 	if _, err := f.Read(make([]byte, 4)); err != nil {
-		t.Errorf("f.Read = %v, want nil", err)
+		t.Errorf("Read of f = %v, want nil: the data is there to read", err)
 	}
 	if ev, _ := f.Poll(); ev != 0 {
 		t.Errorf("Poll after reading the interrupt = %v, want 0", ev)
 	}
 	if err := f.Close(); err != nil {
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if err := d.dev.Unregister(ctxT(t)); err != nil {
-		t.Errorf("d.dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 	d.clean()
 }
@@ -218,10 +218,10 @@ func TestUnregisterWakesABlockedReaderWithEIOAndAPollerWithErrHup(t *testing.T) 
 		t.Errorf("Release ran %d times at unregister for 2 open files, want 2", n)
 	}
 	if err := reader.Close(); err != nil {
-		t.Errorf("reader.Close = %v, want nil", err)
+		t.Errorf("Close of reader = %v, want nil: a first Close succeeds", err)
 	}
 	if err := poller.Close(); err != nil {
-		t.Errorf("poller.Close = %v, want nil", err)
+		t.Errorf("Close of poller = %v, want nil: a first Close succeeds", err)
 	}
 	if n := d.releases.Load(); n != 2 {
 		t.Errorf("Close after unregister called Release again (%d)", n)
@@ -248,10 +248,10 @@ func TestWriteTurnsTheInterruptOffAndOn(t *testing.T) {
 		t.Errorf("Write of 1 byte = %v, want EINVAL", err)
 	}
 	if err := f.Close(); err != nil {
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if err := d.dev.Unregister(ctxT(t)); err != nil {
-		t.Errorf("d.dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 	d.clean()
 }
@@ -321,10 +321,10 @@ func TestMappedRegionPinsNoOwner(t *testing.T) {
 	f, _ := d.uio.Open(os.O_RDWR)
 	m, _ := f.Mmap(0)
 	if err := f.Close(); err != nil {
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if err := d.dev.Unregister(ctxT(t)); err != nil {
-		t.Errorf("d.dev.Unregister = %v, want nil", err)
+		t.Errorf("Unregister of dev = %v, want nil: nothing is stuck in the driver", err)
 	}
 	if err := d.owner.Unload(ctxT(t), sever.UnloadTry); err != nil {
 		t.Errorf("UnloadTry with only a mapping of the unregistered device left = %v, want nil", err)
@@ -334,7 +334,7 @@ func TestMappedRegionPinsNoOwner(t *testing.T) {
 		t.Error("data area freed while mapped")
 	}
 	if err := m.Unmap(); err != nil {
-		t.Errorf("m.Unmap = %v, want nil", err)
+		t.Errorf("Unmap of m = %v, want nil: a mapping's first Unmap succeeds", err)
 	}
 	if n := d.dataAreaFrees(); n != 1 {
 		t.Errorf("data area freed %d times at the last unmap, want 1", n)
@@ -383,13 +383,13 @@ func TestForceUnloadWithUioOpenAndMappedReturnsPromptly(t *testing.T) {
 		t.Errorf("mapping after the unload: %v, frees %d; want the memory intact and unfreed", m.Bytes()[:4], d.dataAreaFrees())
 	}
 	if err := m.Unmap(); err != nil {
-		t.Errorf("m.Unmap = %v, want nil", err)
+		t.Errorf("Unmap of m = %v, want nil: a mapping's first Unmap succeeds", err)
 	}
 	if d.dataAreaFrees() != 0 {
 		t.Error("data area freed with the file still open")
 	}
 	if err := f.Close(); err != nil {
-		t.Errorf("f.Close = %v, want nil", err)
+		t.Errorf("Close of f = %v, want nil: a first Close succeeds", err)
 	}
 	if n := d.dataAreaFrees(); n != 1 {
 		t.Errorf("data area freed %d times at the last unmap and close, want 1", n)

@@ -49,7 +49,7 @@ func TestUnplugIsSurpriseRemovalWhereHardwareIsGoneAndNothingBlocks(t *testing.T
 			})
 		},
 	}); err != nil {
-		t.Fatalf("usb.Bus(c).RegisterDriver: %v", err)
+		t.Fatalf("setup: RegisterDriver failed: %v", err)
 	}
 	sub := c.Subscribe(64)
 	defer sub.Close()
@@ -99,7 +99,7 @@ func TestUnplugIsSurpriseRemovalWhereHardwareIsGoneAndNothingBlocks(t *testing.T
 		t.Errorf("uevents %q, want %q", actions, want)
 	}
 	if err := host.Remove(ctx); err != nil {
-		t.Errorf("host.Remove = %v, want nil", err)
+		t.Errorf("Remove of the host = %v, want nil: no callback is stuck", err)
 	}
 	for _, v := range log.Quiesce(ctx) {
 		t.Errorf("violation: %v", v)
@@ -170,14 +170,14 @@ func TestUnplugWithManyChildrenAndHandlesLeavesOnlyShells(t *testing.T) {
 			t.Fatalf("handle after unplug: %v, want ENODEV", err)
 		}
 		if err := h.Close(); err != nil {
-			t.Errorf("h.Close = %v, want nil", err)
+			t.Errorf("Close of h = %v, want nil: a first Close succeeds", err)
 		}
 	}
 	if n := len(host.Root().Children()); n != 0 {
 		t.Errorf("%d devices left under the root hub", n)
 	}
 	if err := host.Remove(ctx); err != nil {
-		t.Errorf("host.Remove = %v, want nil", err)
+		t.Errorf("Remove of the host = %v, want nil: no callback is stuck", err)
 	}
 	for _, v := range log.Quiesce(ctx) {
 		t.Errorf("violation: %v", v)
@@ -196,12 +196,12 @@ func BenchmarkUnplug1kChildren10kHandles(b *testing.B) {
 		hs := hub(b, host, f, 10000)
 		b.StartTimer()
 		if err := host.Port(1).Unplug(ctx); err != nil {
-			b.Errorf("host.Port(1).Unplug = %v, want nil", err)
+			b.Errorf("Unplug of Port(1) = %v, want nil: nothing is stuck in the driver", err)
 		}
 		b.StopTimer()
 		for _, h := range hs {
 			if err := h.Close(); err != nil {
-				b.Errorf("h.Close = %v, want nil", err)
+				b.Errorf("Close of h = %v, want nil: a first Close succeeds", err)
 			}
 		}
 		b.StartTimer()
