@@ -26,7 +26,7 @@ func Example() {
 		Show:  func(_ *kernfs.Call, buf []byte) ([]byte, error) { return strconv.AppendInt(buf, value, 10), nil },
 		Store: func(_ *kernfs.Call, v any) error { value = v.(int64); return nil },
 	}); err != nil {
-		fmt.Println("addattr:", err)
+		fmt.Println("add attribute:", err)
 	}
 	if err := t.Activate(dev); err != nil {
 		fmt.Println("activate:", err)
@@ -68,7 +68,7 @@ func ExampleCall_RemoveSelf() {
 			return err
 		},
 	}); err != nil {
-		fmt.Println("addattr:", err)
+		fmt.Println("add attribute:", err)
 	}
 	f, _ := t.Open("/sda/delete", os.O_WRONLY)
 	if _, err := f.Write([]byte("1\n")); err != nil {
@@ -94,7 +94,7 @@ func ExampleFile_Wait() {
 	})
 	f, _ := t.OpenNode(n, os.O_RDONLY)
 	if _, err := io.ReadAll(f); err != nil {
-		fmt.Println("readall:", err)
+		fmt.Println("read:", err)
 	}
 
 	go t.Notify(n)
@@ -105,7 +105,7 @@ func ExampleFile_Wait() {
 		fmt.Println("seek:", err)
 	}
 	if _, err := io.ReadAll(f); err != nil { // re-arms the poll
-		fmt.Println("readall:", err)
+		fmt.Println("read:", err)
 	}
 	removed := make(chan error, 1)
 	go func() { removed <- t.Remove(context.Background(), n) }()
