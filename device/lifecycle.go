@@ -276,17 +276,18 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 // them records check.SeverTimeout and Unregister continues, returning that
 // error: the caller gave up the guarantee. A second Unregister waits for the
 // first and returns nil. Unregister must not be called from the device's
-// own Probe or Remove, nor from one of its attribute callbacks or char
-// device operations (use UnregisterSelf). Called from inside such a
-// callback it would wait for that callback forever; instead, after a
-// grace of tens of milliseconds, it returns an error wrapping
+// own Probe or Remove, nor from one of its (or a descendant's) attribute
+// callbacks or char device operations (use UnregisterSelf). Called from
+// inside such a callback it would wait for that callback forever; instead,
+// after a grace of tens of milliseconds, it returns an error wrapping
 // sever.ErrDeadlock that names the callback's file or char device and
 // points to UnregisterSelf, recording check.Misuse in the core's log. The
 // removal stops at the file that refused: the device keeps its state and
-// driver, and its children and the files severed before that one are
-// gone (they refuse new calls); an Unregister from another goroutine
-// after the callback has returned finishes the removal, releasing what is
-// still open.
+// driver, and what was undone before that file is gone — its newer
+// children and, if the file is the device's own, its children and the
+// files severed before that one (they refuse new calls); an Unregister
+// from another goroutine after the callback has returned finishes the
+// removal, releasing what is still open.
 func (d *Device) Unregister(ctx context.Context) error {
 	// A device still being registered is not removed half-made: wait for
 	// its Register to return (a parent's removal finds its children before
