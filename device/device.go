@@ -35,19 +35,20 @@ type Config struct {
 // State is a device's place in its lifetime:
 //
 //	registered ──probe──▶ probing ──ok──▶ bound ──unbind──▶ unbinding ──▶ registered
-//	                         └──fail──────────────────────────────────────────┘
-//	registered | bound ──Unregister──▶ removing ──▶ removed
+//	                      probing ──fail (no Remove)──────▶ unbinding
+//	registered | probing | bound ──Unregister──▶ removing ──▶ removed
 //
-// Unbinding and removing take the one removal path (see Device.remove). A
-// device whose Register failed is removed at once. The device holds
-// exactly this word; there is no other flag.
+// Unbinding and removing take the one removal path (see Device.remove);
+// from unbinding on, the device takes no new children, bindings or undo
+// entries. A device whose Register failed is removed at once. The device
+// holds exactly this word; there is no other flag.
 type State int
 
 const (
 	StateRegistered State = iota // on its bus, no driver
 	StateProbing                 // the driver's Probe is running
 	StateBound                   // a driver drives it
-	StateUnbinding               // the removal path is undoing the binding
+	StateUnbinding               // the removal path is undoing the binding (an unbind, or a failed Probe)
 	StateRemoving                // Unregister is running
 	StateRemoved                 // unregistered; only a reference-counted shell is left
 )
@@ -215,10 +216,10 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		d.mu.Lock()
 		d.state = StateRemoved // there is nothing to unregister
 		var res []*Resource
-		for e := d.undo[stageResources].head; e != nil; e = e.next {
+		for e := d.undo[stageResources].head; e != nil; e = d.undo[stageResources].head {
+			d.unpendLocked(e)
 			res = append(res, e.res)
 		}
-		d.undo[stageResources] = undoList{}
 		d.mu.Unlock()
 		for _, r := range res { // the creator keeps its cleanup
 			r.pending.Done()

@@ -346,10 +346,12 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// its parent, and a parent's Unregister waiting on done audits next.
 	d.ref.Put(nil)
 	err = errors.Join(err, d.ref.Audit(d.core.log, 0))
-	// Leave the parent's list only now: a parent's removal that finds the
-	// device there waits for done; one that does not find it must find its
-	// pin already dropped (found by sever stress: unlinking first let the
-	// parent audit in between and report the child's pin as a leak).
+	// Leave the parent's children and end the entry on its undo list only
+	// now: a parent's removal waits for that entry (finished here, or by
+	// the parent's own unwind when this call returns) and then audits, so
+	// it must find the device's pin on it already dropped (found by sever
+	// stress: leaving first let the parent audit in between and report
+	// the child's pin as a leak).
 	d.unlinkFromTree()
 	if took {
 		d.parent.finish(d.inParent)
