@@ -90,7 +90,7 @@ type undoEntry struct {
 
 	prev, next *undoEntry
 	on         *undoList     // the list it is on (a stage's pending list or d.undoing); nil: off
-	done       chan struct{} // closed when undone; made when a removal takes it
+	done       chan struct{} // while undoing: closed when undone; made by the first waiter (most entries have none)
 }
 
 // undoList is an intrusive doubly linked list of entries, oldest first.
@@ -173,7 +173,6 @@ func (d *Device) pendingLocked(e *undoEntry) bool { return e.on == &d.undo[e.sta
 // is held.
 func (d *Device) takeLocked(e *undoEntry) {
 	d.unpendLocked(e)
-	e.done = make(chan struct{})
 	d.undoing.pushBack(e)
 }
 
@@ -200,16 +199,34 @@ func (d *Device) putBack(e *undoEntry) {
 	if e.scope != nil {
 		e.scope.pending[e.stage]++
 	}
+	d.wakeLocked(e)
 	d.mu.Unlock()
-	close(e.done)
 }
 
 // finish ends e's undoing: whoever waits for it goes on.
 func (d *Device) finish(e *undoEntry) {
 	d.mu.Lock()
 	d.undoing.remove(e)
+	d.wakeLocked(e)
 	d.mu.Unlock()
-	close(e.done)
+}
+
+// waitChanLocked returns a channel closed when e, undoing, leaves undoing.
+// d.mu is held.
+func (d *Device) waitChanLocked(e *undoEntry) <-chan struct{} {
+	if e.done == nil {
+		e.done = make(chan struct{})
+	}
+	return e.done
+}
+
+// wakeLocked wakes whoever waits for e, which has just left undoing. d.mu
+// is held.
+func (d *Device) wakeLocked(e *undoEntry) {
+	if e.done != nil {
+		close(e.done)
+		e.done = nil
+	}
 }
 
 // AddSeverable registers fn to be called by the removal path at stage. If
@@ -281,13 +298,17 @@ func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error 
 	for {
 		d.mu.Lock()
 		e := d.nextLocked(scope, stage)
-		var others []*undoEntry
+		type other struct {
+			name string
+			done <-chan struct{}
+		}
+		var others []other
 		if e != nil {
 			d.takeLocked(e)
 		} else {
 			for x := d.undoing.head; x != nil; x = x.next {
 				if x.stage == stage && (scope == anyScope || x.scope == scope) {
-					others = append(others, x)
+					others = append(others, other{x.name, d.waitChanLocked(x)})
 				}
 			}
 		}
