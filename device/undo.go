@@ -71,7 +71,8 @@ type SeverFunc func(ctx context.Context) error
 // binding's end has begun (refusingLocked: StateUnbinding, StateRemoving,
 // also for a failed Probe's undoing) — so the binding's end finds its
 // entries at the tails, and when it sets d.bind to nil none of them is
-// left. A binding counts its pending entries per stage (binding.pending),
+// left (a binding's end stopped by ErrDeadlock keeps d.bind and the
+// refusal until a removal finishes it). A binding counts its pending entries per stage (binding.pending),
 // so its unwind knows without looking when none is left; should the
 // invariant ever not hold, unwind still finds the binding's entries below
 // the tail (by a walk), only slower.
