@@ -35,19 +35,20 @@ type Config struct {
 // State is a device's place in its lifetime:
 //
 //	registered ──probe──▶ probing ──ok──▶ bound ──unbind──▶ unbinding ──▶ registered
-//	                         └──fail──────────────────────────────────────────┘
-//	registered | bound ──Unregister──▶ removing ──▶ removed
+//	                      probing ──fail (no Remove)──────▶ unbinding
+//	registered | probing | bound ──Unregister──▶ removing ──▶ removed
 //
-// Unbinding and removing take the one removal path (see Device.remove). A
-// device whose Register failed is removed at once. The device holds
-// exactly this word; there is no other flag.
+// Unbinding and removing take the one removal path (see Device.remove);
+// from unbinding on, the device takes no new children, bindings or undo
+// entries. A device whose Register failed is removed at once. The device
+// holds exactly this word; there is no other flag.
 type State int
 
 const (
 	StateRegistered State = iota // on its bus, no driver
 	StateProbing                 // the driver's Probe is running
 	StateBound                   // a driver drives it
-	StateUnbinding               // the removal path is undoing the binding
+	StateUnbinding               // the removal path is undoing the binding (an unbind, or a failed Probe)
 	StateRemoving                // Unregister is running
 	StateRemoved                 // unregistered; only a reference-counted shell is left
 )
@@ -92,10 +93,11 @@ type Device struct {
 	groups     []AttrGroup
 	owner      *sever.Owner
 	ref        *sever.Ref
-	// scopeInParent is the parent's binding the device was registered
-	// under (nil: the parent's device scope): the device is unregistered
-	// when that binding ends.
-	scopeInParent *binding
+	// inParent is the device's entry on its parent's undo list (stage
+	// children), in the parent's scope it was registered in — the parent's
+	// binding then, or the parent's own: the device is unregistered when
+	// that scope ends. Nil for a root.
+	inParent *undoEntry
 
 	// lock is the device lock: probe, unbind and the removal path hold
 	// it. Lock order: parent before child; supplier before managed
@@ -105,12 +107,17 @@ type Device struct {
 	mu       sync.Mutex // guards the fields below
 	state    State      // from StateUnbinding on: no new children, bindings or undo entries
 	driver   *Driver
-	bind     *binding     // the current binding; nil when unbound
-	children siblings     // oldest first
-	undo     []*undoEntry // what the removal path undoes: severables and resources, by scope and stage
-	undoing  []*undoEntry // taken from undo by a removal, not yet undone
-	drvdata  any
-	done     chan struct{} // closed when removed
+	bind     *binding // the current binding; nil when unbound
+	children siblings // oldest first; each is also an entry of undo[stageChildren]
+	// undo is what the removal path undoes — children, severables and
+	// resources, each tagged with its scope — one list per stage; undoing
+	// holds the entries a removal has taken and not yet undone (see "The
+	// undo list" in undo.go).
+	undo    [nStages]undoList
+	undoing undoList
+	undoSeq uint64 // pushes so far: an entry's seq
+	drvdata any
+	done    chan struct{} // closed when removed
 
 	// ready is closed when Register returns. The device is in its parent's
 	// list before that, so a parent's removal can find it half-made;
@@ -129,8 +136,9 @@ type Device struct {
 // binding is one driver's tenure on a device: what must be undone when it
 // ends.
 type binding struct {
-	drv    *Driver
-	hidden []*kernfs.Node // the driver's named groups, shown after Probe
+	drv     *Driver
+	hidden  []*kernfs.Node // the driver's named groups, shown after Probe
+	pending [nStages]int   // its entries pending on the device's undo list, per stage; guarded by the device's mu
 }
 
 // Register adds a device to the machine: it appears in the tree (with its
@@ -140,9 +148,11 @@ type binding struct {
 //
 // A device registered while its parent's driver is probing or bound
 // belongs to that binding and is unregistered when it ends; otherwise it is
-// unregistered with its parent. Register under a parent that is being
-// removed fails with an error wrapping sever.ErrNoDevice; a duplicate name
-// among siblings with one wrapping sever.ErrExist.
+// unregistered with its parent. Either way it is unregistered before
+// anything else of that scope is undone (the removal path's "children"
+// step). Register under a parent that is being removed, or whose binding
+// is ending, fails with an error wrapping sever.ErrNoDevice; a duplicate
+// name among siblings with one wrapping sever.ErrExist.
 func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	if cfg.Name == "" || strings.ContainsRune(cfg.Name, '/') {
 		return nil, &sever.ObjectError{Object: "device: " + cfg.Name, Err: sever.ErrInvalid}
@@ -178,14 +188,15 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	if p := d.parent; p != nil {
 		p.mu.Lock()
 		switch {
-		case p.state >= StateRemoving:
+		case p.refusingLocked():
 			p.mu.Unlock()
-			return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("parent is being removed: %w", sever.ErrNoDevice)}
+			return nil, &sever.ObjectError{Object: d.path, Err: fmt.Errorf("parent is being removed or unbound: %w", sever.ErrNoDevice)}
 		case !p.children.add(d):
 			p.mu.Unlock()
 			return nil, &sever.ObjectError{Object: d.path, Err: sever.ErrExist}
 		}
-		d.scopeInParent = p.bind
+		d.inParent = &undoEntry{name: d.path, stage: stageChildren, child: d}
+		p.pushLocked(d.inParent)
 		p.mu.Unlock()
 		p.ref.Get(d) // a child pins its parent's shell until it is released
 	} else {
@@ -197,18 +208,26 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		c.mu.Unlock()
 	}
 	if cfg.Release != nil {
-		d.undo = append(d.undo, &undoEntry{name: "devres release", stage: stageResources, res: d.newResource("release", cfg.Release, nil)})
+		d.mu.Lock()
+		d.addResourceLocked("release", cfg.Release)
+		d.mu.Unlock()
 	}
 	if err := c.sys.addDevice(d); err != nil {
 		d.mu.Lock()
 		d.state = StateRemoved // there is nothing to unregister
-		undo := d.undo
-		d.undo = nil
+		var res []*Resource
+		for e := d.undo[stageResources].head; e != nil; e = d.undo[stageResources].head {
+			d.unpendLocked(e)
+			res = append(res, e.res)
+		}
 		d.mu.Unlock()
-		for _, e := range undo { // the creator keeps its cleanup
-			if e.res != nil {
-				e.res.pending.Done()
-			}
+		for _, r := range res { // the creator keeps its cleanup
+			r.pending.Done()
+		}
+		if p := d.parent; p != nil {
+			// Off the parent's undo list, unless a removal of the parent
+			// has taken the entry: its call to Unregister returns at once.
+			p.dropEntry(d.inParent)
 		}
 		d.unlinkFromTree()
 		if d.parent != nil {

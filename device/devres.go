@@ -28,7 +28,8 @@ type Resource struct {
 	name    string
 	release ReleaseFunc
 	scope   *binding
-	group   *Group // nil: in the device's list
+	group   *Group     // nil: in the device's list
+	entry   *undoEntry // its entry on the device's undo list; nil in a group
 	pending *check.Pending
 
 	mu   sync.Mutex
@@ -46,9 +47,16 @@ func (d *Device) AddResource(name string, release ReleaseFunc) (*Resource, error
 	if d.refusingLocked() {
 		return nil, d.errNoDevice("adding resource " + name)
 	}
+	return d.addResourceLocked(name, release), nil
+}
+
+// addResourceLocked adds a resource to the undo list in the current scope.
+// d.mu is held and d is not refusing.
+func (d *Device) addResourceLocked(name string, release ReleaseFunc) *Resource {
 	r := d.newResource(name, release, nil)
-	d.pushLocked(&undoEntry{name: "devres " + name, stage: stageResources, res: r})
-	return r, nil
+	r.entry = &undoEntry{name: "devres " + name, stage: stageResources, res: r}
+	d.pushLocked(r.entry)
+	return r
 }
 
 // newResource builds a resource in the current scope. d.mu is held.
@@ -100,7 +108,7 @@ func (r *Resource) unlink() bool {
 		g.items = slices.Delete(g.items, i, i+1)
 		return true
 	}
-	return d.dropEntry(func(e *undoEntry) bool { return e.res == r })
+	return d.dropEntry(r.entry)
 }
 
 // run calls the release function once.
@@ -148,7 +156,7 @@ func (g *Group) Add(name string, release ReleaseFunc) (*Resource, error) {
 	d := g.r.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.refusingLocked() || !slices.ContainsFunc(d.undo, func(e *undoEntry) bool { return e.res == g.r }) {
+	if d.refusingLocked() || !d.pendingLocked(g.r.entry) {
 		return nil, d.errNoDevice("adding resource " + name)
 	}
 	r := d.newResource(name, release, g)

@@ -10,8 +10,13 @@
 // consumers unbound; provider handles revoked; the driver's Remove;
 // managed resources, newest first; the owner pin dropped and "unbind"; for
 // Unregister, links, bus and tree left, "remove", and the reference audit.
-// What a scope acquired (severables, resources) is one LIFO undo list per
-// device, ordered by stage.
+// What a scope (a binding, or the device itself) acquired — child devices,
+// severables, managed resources — is one LIFO undo list per device, staged
+// children, files, providers, resources: children, files, providers and
+// resources above are its stages, each undone newest first, each entry
+// exactly once whoever undoes it. Adding, dropping and undoing an entry
+// cost the same whatever the list's length, so removing a device with n
+// children is linear in n.
 //
 // After Unregister returns, no callback into the driver runs or will run
 // (seed 004's immediate disconnect), and consumers keep only shells that

@@ -131,6 +131,11 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		end()
 	}
 	if err != nil {
+		d.mu.Lock()
+		if d.state == StateProbing { // the binding ends: no new entries in its scope
+			d.state = StateUnbinding
+		}
+		d.mu.Unlock()
 		_ = d.remove(ctx, b, false) // the error that matters is Probe's
 		return err
 	}
@@ -163,30 +168,41 @@ func (d *Device) unbindLocked(ctx context.Context) error {
 // supplier's removal, and a failed Probe (probed false: no Remove). Its
 // steps, in this order, are its code:
 //
-//	children   unregister the children of the scope, bottom-up, newest first
-//	files      sever attribute nodes and char devices: no attribute or
-//	           char device callback runs now or later; open files are shells
+//	children   unregister the children of the scope (undo stage
+//	           stageChildren), newest first; each removes its own first,
+//	           so the subtree goes bottom-up
+//	files      sever attribute nodes and char devices (StageFiles): no
+//	           attribute or char device callback runs now or later; open
+//	           files are shells
 //	consumers  unbind the managed consumers of the ending binding
-//	providers  revoke provider handles: consumers get ErrNoDevice
+//	providers  revoke provider handles (StageProviders): consumers get
+//	           ErrNoDevice
 //	driver     call the driver's Remove (if its Probe succeeded): nothing
 //	           can reach the driver's state any more
-//	resources  release managed resources, newest first
+//	resources  release managed resources (stageResources), newest first
 //	unbind     forget the driver, drop its owner's pin, uevent "unbind"
 //	unlink     (Unregister only) purge device links, leave bus, class and
 //	           tree, uevent "remove"
 //
-// The scope of children, files, providers and resources is the binding's
-// for the end of a binding and the whole device's for Unregister; within a
-// stage the newest entry of the device's undo list goes first. For the end
-// of a binding the caller holds the device lock throughout; Unregister
-// takes it after files (a Store waiting for the lock must be able to drain).
+// children, files, providers and resources are the stages of the device's
+// one undo list (undo.go), each undone by unwind: the binding's entries
+// for the end of a binding, every entry for Unregister; within a stage the
+// newest first; entries another removal is undoing are waited for. A step
+// that refuses with sever.ErrDeadlock (a removal called from inside one
+// of the device's, or a child's, own callbacks) stops the path there. For
+// the end of a binding the caller holds the device lock throughout;
+// Unregister takes it after files (a Store waiting for the lock must be
+// able to drain).
 func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 	var errs []error
 	scope := b
 	if b == nil {
 		scope = anyScope
 	}
-	errs = append(errs, d.removeChildren(ctx, b))         // children
+	errs = append(errs, d.unwind(ctx, scope, stageChildren)) // children
+	if err := errors.Join(errs...); errors.Is(err, sever.ErrDeadlock) {
+		return err // called from inside a callback of a child: see Unregister
+	}
 	errs = append(errs, d.unwind(ctx, scope, StageFiles)) // files
 	if err := errors.Join(errs...); errors.Is(err, sever.ErrDeadlock) {
 		return err // called from inside a callback of the device: see Unregister
@@ -260,17 +276,18 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 // them records check.SeverTimeout and Unregister continues, returning that
 // error: the caller gave up the guarantee. A second Unregister waits for the
 // first and returns nil. Unregister must not be called from the device's
-// own Probe or Remove, nor from one of its attribute callbacks or char
-// device operations (use UnregisterSelf). Called from inside such a
-// callback it would wait for that callback forever; instead, after a
-// grace of tens of milliseconds, it returns an error wrapping
+// own Probe or Remove, nor from one of its (or a descendant's) attribute
+// callbacks or char device operations (use UnregisterSelf). Called from
+// inside such a callback it would wait for that callback forever; instead,
+// after a grace of tens of milliseconds, it returns an error wrapping
 // sever.ErrDeadlock that names the callback's file or char device and
 // points to UnregisterSelf, recording check.Misuse in the core's log. The
 // removal stops at the file that refused: the device keeps its state and
-// driver, and its children and the files severed before that one are
-// gone (they refuse new calls); an Unregister from another goroutine
-// after the callback has returned finishes the removal, releasing what is
-// still open.
+// driver, and what was undone before that file is gone — its newer
+// children and, if the file is the device's own, its children and the
+// files severed before that one (they refuse new calls); an Unregister
+// from another goroutine after the callback has returned finishes the
+// removal, releasing what is still open.
 func (d *Device) Unregister(ctx context.Context) error {
 	// A device still being registered is not removed half-made: wait for
 	// its Register to return (a parent's removal finds its children before
@@ -299,6 +316,11 @@ func (d *Device) Unregister(ctx context.Context) error {
 	d.state = StateRemoving
 	d.mu.Unlock()
 	d.core.undeferProbe(d)
+	// Take the device's entry on its parent's undo list, unless a removal
+	// of the parent has (it is the caller, or waits for this call): a
+	// parent's removal that comes now waits for this one, and nobody
+	// unregisters the device a second time.
+	took := d.takeInParent()
 
 	err := d.remove(ctx, nil, false)
 	if errors.Is(err, sever.ErrDeadlock) {
@@ -309,6 +331,9 @@ func (d *Device) Unregister(ctx context.Context) error {
 		d.mu.Lock()
 		d.state = prev
 		d.mu.Unlock()
+		if took {
+			d.parent.putBack(d.inParent)
+		}
 		return d.selfRemovalError(err)
 	}
 	d.mu.Lock()
@@ -321,13 +346,34 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// its parent, and a parent's Unregister waiting on done audits next.
 	d.ref.Put(nil)
 	err = errors.Join(err, d.ref.Audit(d.core.log, 0))
-	// Leave the parent's list only now: a parent's removal that finds the
-	// device there waits for done; one that does not find it must find its
-	// pin already dropped (found by sever stress: unlinking first let the
-	// parent audit in between and report the child's pin as a leak).
+	// Leave the parent's children and end the entry on its undo list only
+	// now: a parent's removal waits for that entry (finished here, or by
+	// the parent's own unwind when this call returns) and then audits, so
+	// it must find the device's pin on it already dropped (found by sever
+	// stress: leaving first let the parent audit in between and report
+	// the child's pin as a leak).
 	d.unlinkFromTree()
+	if took {
+		d.parent.finish(d.inParent)
+	}
 	close(d.done)
 	return err
+}
+
+// takeInParent moves the device's entry on its parent's undo list from
+// pending to undoing, if it is pending, and reports whether it did.
+func (d *Device) takeInParent() bool {
+	p, e := d.parent, d.inParent
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.pendingLocked(e) {
+		return false
+	}
+	p.takeLocked(e)
+	return true
 }
 
 // selfRemovalError is Unregister's answer to a call from inside one of the
@@ -347,44 +393,7 @@ func (d *Device) selfRemovalError(err error) error {
 			"from an attribute callback use Device.UnregisterSelf, from any other, unregister from another goroutine: %w", what, sever.ErrDeadlock)}
 }
 
-// removeChildren unregisters d's children of scope b (nil: all), newest
-// first. Each child's own Unregister removes its children first, so the
-// whole subtree goes bottom-up.
-func (d *Device) removeChildren(ctx context.Context, b *binding) error {
-	var errs []error
-	for {
-		d.mu.Lock()
-		var victim *Device
-		for ch := d.children.list.tail; ch != nil; ch = d.children.list.prev(ch) {
-			if (b == nil || ch.scopeInParent == b) && !ch.unregistering() {
-				victim = ch
-				break
-			}
-		}
-		d.mu.Unlock()
-		if victim == nil {
-			break
-		}
-		err := victim.Unregister(ctx)
-		if errors.Is(err, sever.ErrDeadlock) {
-			return err // called from inside a callback of the child: stop here
-		}
-		errs = append(errs, err)
-	}
-	// Children someone else is unregistering right now: wait for them,
-	// so "children first" holds whoever started them.
-	for _, ch := range d.Children() {
-		if b == nil || ch.scopeInParent == b {
-			select {
-			case <-ch.done:
-			case <-ctx.Done():
-				errs = append(errs, &sever.ObjectError{Object: ch.path, Err: ctx.Err()})
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
+// unregistering reports whether d's Unregister has begun.
 func (d *Device) unregistering() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()

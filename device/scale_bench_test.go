@@ -213,3 +213,41 @@ func BenchmarkScaleMemOpenHandle(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkScaleUndoDrop adds n managed resources to a device and then
+// releases each early (Resource.Release), oldest first, as a driver
+// freeing buffers one by one does: each release takes its entry off the
+// device's undo list, which must cost the same whatever the list's length.
+func BenchmarkScaleUndoDrop(b *testing.B) {
+	for _, n := range []int{1_000, 10_000, 100_000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			var cpu time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				c := device.NewCore("scale", &check.Log{})
+				dev, err := c.Register(context.Background(), device.Config{Name: "d"})
+				if err != nil {
+					b.Fatal(err)
+				}
+				rs := make([]*device.Resource, n)
+				runtime.GC()
+				b.StartTimer()
+				c0 := cpuNow()
+				for j := range rs {
+					if rs[j], err = dev.AddResource("r", func() {}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				for _, r := range rs {
+					r.Release()
+				}
+				cpu += cpuNow() - c0
+				b.StopTimer()
+				dev.Unregister(context.Background())
+				b.StartTimer()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/entry")
+			b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N)/float64(n), "cpu-ns/entry")
+		})
+	}
+}

@@ -3,7 +3,6 @@ package device
 import (
 	"context"
 	"errors"
-	"slices"
 
 	"github.com/sever-dev/sever"
 )
@@ -14,15 +13,22 @@ import (
 type Stage int
 
 const (
+	// stageChildren: child devices registered under the device (Register
+	// with Config.Parent), each undone by its own Unregister. First, so the
+	// subtree goes bottom-up before anything of the device is severed.
+	stageChildren Stage = iota
 	// StageFiles: attribute nodes and char devices — what userspace reaches
-	// the driver through. Severed first.
-	StageFiles Stage = iota
+	// the driver through. Severed first of what the device itself holds,
+	// right after its children.
+	StageFiles
 	// StageProviders: provider handles — what in-process consumers reach
 	// the driver through. Severed after the files.
 	StageProviders
 	// stageResources: managed resources (AddResource), released after the
 	// driver's Remove.
 	stageResources
+
+	nStages = int(stageResources) + 1
 )
 
 // SeverFunc severs one thing consumers reach a device's driver through: an
@@ -35,20 +41,109 @@ const (
 // at most once — when the scope it was added in ends (the binding's end, or
 // Unregister), unless its remove function was called first. On which
 // goroutine: the one running the removal path, with the device lock
-// possibly held. What is gone: nothing of the driver yet; Remove has not
-// run. May it block: only until the calls in flight drain, honoring ctx; on
-// ctx's end it returns the drain's error and the path continues.
+// possibly held. What is gone: the device's children; nothing of the
+// driver yet, Remove has not run. May it block: only until the calls in
+// flight drain, honoring ctx; on ctx's end it returns the drain's error and
+// the path continues.
 type SeverFunc func(ctx context.Context) error
 
-// undoEntry is one entry of a device's undo list: a severable (sever set)
-// or a managed resource (res set), in the scope it was added in.
+// The undo list.
+//
+// Everything a scope acquires — a child device, a severable, a managed
+// resource — is one undoEntry on its device's undo list: one intrusive,
+// doubly linked list per stage (d.undo[stage]), oldest first, each entry
+// tagged with its scope (the binding it was added in, or nil: the
+// device's own). An entry is in one of three places:
+//
+//	pending ──taken by a removal (unwind, or a child's own Unregister)──▶ undoing ──undone──▶ off
+//	   │  ▲                                                                  │
+//	   │  └──────────── put back: its undo refused with ErrDeadlock ─────────┘
+//	   └──dropped (a severable's remove func, Resource.Release/Forget)──▶ off
+//
+// pending is d.undo[stage], undoing is d.undoing; each move is O(1)
+// whatever the lists' lengths, so a removal of n entries costs O(n).
+//
+// Invariant (what makes every unwind pop O(1)): within a stage, the
+// pending entries of the current binding are newer than all of the
+// device's own, and no entry of an earlier binding is pending. It holds
+// because a push goes to d.bind whenever one is set (StateProbing,
+// StateBound), to the device otherwise, and no push is taken once a
+// binding's end has begun (refusingLocked: StateUnbinding, StateRemoving,
+// also for a failed Probe's undoing) — so the binding's end finds its
+// entries at the tails, and when it sets d.bind to nil none of them is
+// left (a binding's end stopped by ErrDeadlock keeps d.bind and the
+// refusal until a removal finishes it). A binding counts its pending entries per stage (binding.pending),
+// so its unwind knows without looking when none is left; should the
+// invariant ever not hold, unwind still finds the binding's entries below
+// the tail (by a walk), only slower.
+
+// undoEntry is one entry of a device's undo list: a child device (child
+// set), a severable (sever set) or a managed resource (res set), in the
+// scope it was added in.
 type undoEntry struct {
 	name  string
 	stage Stage
 	scope *binding // nil: the device's own
+	child *Device
 	sever SeverFunc
 	res   *Resource
-	done  chan struct{} // closed when undone; made when a removal takes it
+	seq   uint64 // order of the push: where a put-back entry goes
+
+	prev, next *undoEntry
+	on         *undoList     // the list it is on (a stage's pending list or d.undoing); nil: off
+	done       chan struct{} // while undoing: closed when undone; made by the first waiter (most entries have none)
+}
+
+// undoList is an intrusive doubly linked list of entries, oldest first.
+// It is guarded by the device's mu. The zero value is an empty list.
+type undoList struct{ head, tail *undoEntry }
+
+// pushBack appends e, the newest.
+func (l *undoList) pushBack(e *undoEntry) {
+	e.prev, e.next, e.on = l.tail, nil, l
+	if l.tail != nil {
+		l.tail.next = e
+	} else {
+		l.head = e
+	}
+	l.tail = e
+}
+
+// insertAfter puts e right after at (at nil: first).
+func (l *undoList) insertAfter(at, e *undoEntry) {
+	if at == nil {
+		e.prev, e.next = nil, l.head
+		if l.head != nil {
+			l.head.prev = e
+		} else {
+			l.tail = e
+		}
+		l.head = e
+	} else {
+		e.prev, e.next = at, at.next
+		if at.next != nil {
+			at.next.prev = e
+		} else {
+			l.tail = e
+		}
+		at.next = e
+	}
+	e.on = l
+}
+
+// remove takes e, which is on l, off it.
+func (l *undoList) remove(e *undoEntry) {
+	if e.prev != nil {
+		e.prev.next = e.next
+	} else {
+		l.head = e.next
+	}
+	if e.next != nil {
+		e.next.prev = e.prev
+	} else {
+		l.tail = e.prev
+	}
+	e.prev, e.next, e.on = nil, nil, nil
 }
 
 // anyScope selects every scope in unwind.
@@ -58,10 +153,81 @@ var anyScope = &binding{}
 // binding is ending or the device is being removed. d.mu is held.
 func (d *Device) refusingLocked() bool { return d.state >= StateUnbinding }
 
-// push adds e to the undo list. d.mu is held.
+// pushLocked adds e to the undo list in the current scope: the binding, if
+// a driver is probing or bound, else the device's own. d.mu is held and
+// d is not refusing.
 func (d *Device) pushLocked(e *undoEntry) {
 	e.scope = d.bind
-	d.undo = append(d.undo, e)
+	d.undoSeq++
+	e.seq = d.undoSeq
+	d.undo[e.stage].pushBack(e)
+	if e.scope != nil {
+		e.scope.pending[e.stage]++
+	}
+}
+
+// pendingLocked reports whether e is on its stage's pending list. d.mu is
+// held.
+func (d *Device) pendingLocked(e *undoEntry) bool { return e.on == &d.undo[e.stage] }
+
+// takeLocked moves e, pending, to undoing: a removal undoes it now. d.mu
+// is held.
+func (d *Device) takeLocked(e *undoEntry) {
+	d.unpendLocked(e)
+	d.undoing.pushBack(e)
+}
+
+// unpendLocked takes e, pending, off its stage's list. d.mu is held.
+func (d *Device) unpendLocked(e *undoEntry) {
+	d.undo[e.stage].remove(e)
+	if e.scope != nil {
+		e.scope.pending[e.stage]--
+	}
+}
+
+// putBack returns e, taken, to its place among the pending entries — after
+// the newest older one — because its undo refused (ErrDeadlock): a
+// removal from outside undoes it later. Its taker is done with it.
+func (d *Device) putBack(e *undoEntry) {
+	d.mu.Lock()
+	d.undoing.remove(e)
+	l := &d.undo[e.stage]
+	at := l.tail
+	for at != nil && at.seq > e.seq { // entries pushed since it was taken: few, if any
+		at = at.prev
+	}
+	l.insertAfter(at, e)
+	if e.scope != nil {
+		e.scope.pending[e.stage]++
+	}
+	d.wakeLocked(e)
+	d.mu.Unlock()
+}
+
+// finish ends e's undoing: whoever waits for it goes on.
+func (d *Device) finish(e *undoEntry) {
+	d.mu.Lock()
+	d.undoing.remove(e)
+	d.wakeLocked(e)
+	d.mu.Unlock()
+}
+
+// waitChanLocked returns a channel closed when e, undoing, leaves undoing.
+// d.mu is held.
+func (d *Device) waitChanLocked(e *undoEntry) <-chan struct{} {
+	if e.done == nil {
+		e.done = make(chan struct{})
+	}
+	return e.done
+}
+
+// wakeLocked wakes whoever waits for e, which has just left undoing. d.mu
+// is held.
+func (d *Device) wakeLocked(e *undoEntry) {
+	if e.done != nil {
+		close(e.done)
+		e.done = nil
+	}
 }
 
 // AddSeverable registers fn to be called by the removal path at stage. If
@@ -85,17 +251,34 @@ func (d *Device) AddSeverable(name string, stage Stage, fn SeverFunc) (remove fu
 	}
 	e := &undoEntry{name: name, stage: stage, sever: fn}
 	d.pushLocked(e)
-	return func() { d.dropEntry(func(x *undoEntry) bool { return x == e }) }, nil
+	return func() { d.dropEntry(e) }, nil
 }
 
-// dropEntry takes the entry match selects off the undo list without
-// undoing it, and reports whether it was there.
-func (d *Device) dropEntry(match func(*undoEntry) bool) bool {
+// dropEntry takes e off the undo list without undoing it, and reports
+// whether it was pending there (not undone, nor being undone). O(1).
+func (d *Device) dropEntry(e *undoEntry) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	n := len(d.undo)
-	d.undo = slices.DeleteFunc(d.undo, match)
-	return len(d.undo) != n
+	if !d.pendingLocked(e) {
+		return false
+	}
+	d.unpendLocked(e)
+	return true
+}
+
+// nextLocked returns the newest pending entry of stage in scope (nil: the
+// device's own; anyScope: all), or nil. Under the invariant (see "The undo
+// list") it is the stage's tail when there is one: O(1). d.mu is held.
+func (d *Device) nextLocked(scope *binding, stage Stage) *undoEntry {
+	if scope != anyScope && scope != nil && scope.pending[stage] == 0 {
+		return nil
+	}
+	for e := d.undo[stage].tail; e != nil; e = e.prev {
+		if scope == anyScope || e.scope == scope {
+			return e
+		}
+	}
+	return nil
 }
 
 // unwind undoes, newest first, the entries of stage in scope (nil: the
@@ -105,63 +288,78 @@ func (d *Device) dropEntry(match func(*undoEntry) bool) bool {
 // and a driver's unbind run concurrently on one device, and the unbind
 // must not go on to Remove while a char device of its binding is still
 // being severed by the Unregister (found by sever stress: a Release ran
-// after Remove).
+// after Remove); and a parent's removal must not go on to its files while
+// a child that another goroutine is unregistering is still there.
+//
+// An undo that refuses with sever.ErrDeadlock (called from inside one of
+// the thing's own callbacks) puts its entry back and stops the unwind:
+// nothing after it is undone, and the error is returned.
 func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error {
 	var errs []error
-	in := func(x *undoEntry) bool { return x.stage == stage && (scope == anyScope || x.scope == scope) }
 	for {
 		d.mu.Lock()
-		var e *undoEntry
-		at := 0
-		for i := len(d.undo) - 1; i >= 0; i-- {
-			if x := d.undo[i]; in(x) {
-				e, at = x, i
-				d.undo = slices.Delete(d.undo, i, i+1)
-				e.done = make(chan struct{})
-				d.undoing = append(d.undoing, e)
-				break
-			}
+		e := d.nextLocked(scope, stage)
+		type other struct {
+			name string
+			done <-chan struct{}
 		}
-		var others []*undoEntry
-		if e == nil {
-			for _, x := range d.undoing {
-				if in(x) {
-					others = append(others, x)
+		var others []other
+		if e != nil {
+			d.takeLocked(e)
+		} else {
+			for x := d.undoing.head; x != nil; x = x.next {
+				if x.stage == stage && (scope == anyScope || x.scope == scope) {
+					others = append(others, other{x.name, d.waitChanLocked(x)})
 				}
 			}
 		}
 		d.mu.Unlock()
 		if e == nil {
+			cut := false
 			for _, x := range others {
 				select {
 				case <-x.done:
 				case <-ctx.Done():
+					cut = true
 					errs = append(errs, &sever.ObjectError{Object: d.path + ": " + x.name, Err: ctx.Err()})
 				}
 			}
-			return errors.Join(errs...)
-		}
-		if e.sever != nil {
-			if err := e.sever(ctx); errors.Is(err, sever.ErrDeadlock) {
-				// Called from inside one of the thing's own callbacks: the
-				// sever refused to wait for its caller. Put the entry back
-				// where it was, so that a removal from outside finishes it,
-				// and stop: nothing after it is undone.
-				d.mu.Lock()
-				d.undoing = slices.DeleteFunc(d.undoing, func(x *undoEntry) bool { return x == e })
-				d.undo = slices.Insert(d.undo, min(at, len(d.undo)), e)
-				d.mu.Unlock()
-				close(e.done)
-				return errors.Join(append(errs, err)...)
-			} else if err != nil {
-				errs = append(errs, &sever.ObjectError{Object: d.path + ": " + e.name, Err: err})
+			if len(others) == 0 || cut {
+				return errors.Join(errs...)
 			}
-		} else {
-			e.res.run()
+			// Look again: an entry whose undo refused (ErrDeadlock) was put
+			// back, pending, and is this removal's to finish.
+			continue
 		}
-		d.mu.Lock()
-		d.undoing = slices.DeleteFunc(d.undoing, func(x *undoEntry) bool { return x == e })
-		d.mu.Unlock()
-		close(e.done)
+		err := e.undo(ctx, d)
+		if errors.Is(err, sever.ErrDeadlock) {
+			// Called from inside one of the thing's own callbacks: its
+			// sever refused to wait for its caller. Put the entry back
+			// where it was, so that a removal from outside finishes it,
+			// and stop: nothing after it is undone.
+			d.putBack(e)
+			return errors.Join(append(errs, err)...)
+		}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		d.finish(e)
 	}
+}
+
+// undo undoes the entry of d: unregisters the child, severs the severable
+// or releases the resource. An ErrDeadlock comes back as it is.
+func (e *undoEntry) undo(ctx context.Context, d *Device) error {
+	switch {
+	case e.child != nil:
+		return e.child.Unregister(ctx) // its errors name the child
+	case e.sever != nil:
+		err := e.sever(ctx)
+		if err != nil && !errors.Is(err, sever.ErrDeadlock) {
+			err = &sever.ObjectError{Object: d.path + ": " + e.name, Err: err}
+		}
+		return err
+	}
+	e.res.run()
+	return nil
 }
