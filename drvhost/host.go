@@ -19,6 +19,7 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
+	"github.com/sever-dev/sever/device"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -34,11 +35,34 @@ type CallFunc func(ctx context.Context, arg []byte) ([]byte, error)
 // symlinks stay in the host); the char devices named Cdevs in the host's
 // dev/, registered on the machine under the same names; and Calls, reached
 // by consumers through the device's Service provider.
+//
+// The export lives as long as its device in the host. When the host
+// removes it — its own code unregisters it, its parent goes, the driver
+// that made it unbinds — the host tells the machine on the Watch stream,
+// and the machine removes its side of the device through its one removal
+// path (see Supervisor); the host answers the export's calls with
+// ErrNoDevice from then on. The host sees the removal:
+//
+//   - with Device set (the device Dir belongs to), as the device's removal
+//     path begins: a severable of Device, run before its own files are
+//     severed, reports it. So the machine hears of the removal before any
+//     of the device's char device files hangs up in the host, and a
+//     machine-side poller wakes only at the machine's sever, with
+//     EventErr|EventHup and ErrNoDevice. If Device is bound to a driver
+//     when Serve starts, the export lives as long as that binding: an
+//     unbind (the mirrored unbind file, for one) removes it from the
+//     machine too — the mirror does not model binding.
+//   - without Device, when Dir leaves the host's tree, the last step of
+//     the removal: until then the machine's side stays, and its char
+//     device files, hung up in the host, poll EventErr.
+//
+// An export with neither lives as long as the host.
 type Export struct {
-	Name  string
-	Dir   *kernfs.Node
-	Cdevs []string
-	Calls map[string]CallFunc
+	Name   string
+	Dir    *kernfs.Node
+	Device *device.Device
+	Cdevs  []string
+	Calls  map[string]CallFunc
 }
 
 // Host is the host process's side: what it serves and where from. Its
@@ -88,9 +112,47 @@ func ListenerFromParent() (net.Listener, error) {
 // it opened for the machine. It returns nil when ctx ended, io.EOF when
 // the supervisor went away, and the listener's error if it failed.
 func (h *Host) Serve(ctx context.Context, lis net.Listener) error {
-	s := &server{h: h, files: map[uint64]*hostFile{}, events: make(chan event, 256), gone: make(chan struct{})}
+	s := &server{h: h, files: map[uint64]*hostFile{}, events: make(chan event, 256), gone: make(chan struct{}),
+		removed: map[string]bool{}, goneSig: make(chan struct{}, 1)}
 	s.ctx, s.cancel = context.WithCancel(ctx)
 	defer s.cancel()
+	// Watch the exports' directories before anyone can ask for them: a
+	// device the host removes from now on is reported, and one removed
+	// already is not offered.
+	dirs := map[*kernfs.Node]string{}
+	for _, e := range h.Exports {
+		if e.Dir != nil {
+			dirs[e.Dir] = e.Name
+		}
+	}
+	if len(dirs) > 0 && h.Sysfs != nil {
+		defer h.Sysfs.OnRemove(func(n *kernfs.Node) {
+			s.nodeGone(n)
+			if name, ok := dirs[n]; ok {
+				s.exportGone(name)
+			}
+		})()
+		for n, name := range dirs {
+			if n.Removed() {
+				s.exportGone(name)
+			}
+		}
+	}
+	for _, e := range h.Exports {
+		if e.Device == nil {
+			continue
+		}
+		name := e.Name
+		remove, err := e.Device.AddSeverable("drvhost export "+name, device.StageFiles, func(context.Context) error {
+			s.exportGone(name)
+			return nil
+		})
+		if err != nil { // being removed already
+			s.exportGone(name)
+			continue
+		}
+		defer remove()
+	}
 	opts := []grpc.ServerOption{grpc.ForceServerCodec(jsonCodec{}),
 		// The supervisor's keepalive pings are how it finds a partition.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 50 * time.Millisecond, PermitWithoutStream: true})}
@@ -136,6 +198,112 @@ type server struct {
 	gone    chan struct{} // closed when the watcher's stream ends
 	watched bool
 	wg      sync.WaitGroup
+
+	// removed are the exports whose Dir left the host's tree; goneq those
+	// of them not yet sent on the Watch stream, and goneSig says there are.
+	removed map[string]bool
+	goneq   []string
+	goneSig chan struct{}
+	// inAttr are the cancels of the attribute calls in flight, by node:
+	// a node leaving the tree ends its calls (see attrCall).
+	inAttr map[*kernfs.Node]map[*context.CancelFunc]struct{}
+}
+
+// nodeGone ends the attribute calls in flight in n, which is leaving the
+// host's tree. The host's removal of a device waits for its attributes'
+// calls, and a call the machine made waits in its Show for the machine,
+// which is told of the device's removal only when its directory goes —
+// after that wait: without this, a blocking Show would hold both.
+func (s *server) nodeGone(n *kernfs.Node) {
+	s.mu.Lock()
+	calls := s.inAttr[n]
+	delete(s.inAttr, n)
+	s.mu.Unlock()
+	for c := range calls {
+		(*c)()
+	}
+}
+
+// attrCall opens the attribute at path p for one call from the machine
+// and returns it with the call's context, which ends with ctx or when the
+// node leaves the tree; done must be called when the call is over. An
+// attribute that is gone, or going, is ErrNoDevice: the machine mirrored
+// it, so its device is being removed.
+func (s *server) attrCall(ctx context.Context, p string, flag int) (*kernfs.File, context.Context, func(), error) {
+	gone := func(err error) error {
+		if errors.Is(err, sever.ErrNotExist) {
+			return &sever.ObjectError{Object: "host attribute " + p, Err: sever.ErrNoDevice}
+		}
+		return err
+	}
+	n, err := s.h.Sysfs.Lookup(p)
+	if err != nil {
+		return nil, nil, nil, gone(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	s.mu.Lock()
+	if s.inAttr == nil {
+		s.inAttr = map[*kernfs.Node]map[*context.CancelFunc]struct{}{}
+	}
+	if s.inAttr[n] == nil {
+		s.inAttr[n] = map[*context.CancelFunc]struct{}{}
+	}
+	s.inAttr[n][&cancel] = struct{}{}
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		delete(s.inAttr[n], &cancel)
+		if len(s.inAttr[n]) == 0 {
+			delete(s.inAttr, n)
+		}
+		s.mu.Unlock()
+		cancel()
+	}
+	// Registered before this check: a removal that claims n from now on
+	// cancels cctx; one that claimed it before is seen here.
+	if n.Removed() {
+		done()
+		return nil, nil, nil, gone(sever.ErrNotExist)
+	}
+	f, err := s.h.Sysfs.OpenNode(n, flag)
+	if err != nil {
+		done()
+		return nil, nil, nil, gone(err)
+	}
+	return f, cctx, done, nil
+}
+
+// exportGone records that the export name's device left the host and
+// wakes the watcher to tell the machine. It runs in the host tree's
+// OnRemove hook, on the removing goroutine: it does not block.
+func (s *server) exportGone(name string) {
+	s.mu.Lock()
+	if s.removed[name] {
+		s.mu.Unlock()
+		return
+	}
+	s.removed[name] = true
+	s.goneq = append(s.goneq, name)
+	s.mu.Unlock()
+	select {
+	case s.goneSig <- struct{}{}:
+	default:
+	}
+}
+
+// takeGone returns the removals not yet sent and forgets them.
+func (s *server) takeGone() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	q := s.goneq
+	s.goneq = nil
+	return q
+}
+
+func (s *server) isRemoved(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removed[name]
 }
 
 // hostFile is a char device file the host opened for the machine, and the
@@ -149,6 +317,9 @@ type hostFile struct {
 }
 
 func (s *server) export(name string) (*Export, error) {
+	if s.isRemoved(name) {
+		return nil, &sever.ObjectError{Object: "host device " + name, Err: sever.ErrNoDevice}
+	}
 	for i := range s.h.Exports {
 		if s.h.Exports[i].Name == name {
 			return &s.h.Exports[i], nil
@@ -160,6 +331,9 @@ func (s *server) export(name string) (*Export, error) {
 func (s *server) hello(ctx context.Context, _ *helloReq) (*helloResp, error) {
 	r := &helloResp{Pid: os.Getpid()}
 	for _, e := range s.h.Exports {
+		if s.isRemoved(e.Name) {
+			continue // gone before the machine asked
+		}
 		d := deviceDesc{Name: e.Name, Cdevs: e.Cdevs}
 		for m := range e.Calls {
 			d.Calls = append(d.Calls, m)
@@ -167,6 +341,9 @@ func (s *server) hello(ctx context.Context, _ *helloReq) (*helloResp, error) {
 		if e.Dir != nil {
 			var err error
 			if d.Nodes, err = s.walk(e.Dir, ""); err != nil {
+				if e.Dir.Removed() {
+					continue // removed while listed: not offered
+				}
 				return nil, err
 			}
 		}
@@ -224,14 +401,18 @@ func (s *server) readAttr(ctx context.Context, r *attrReq) (*dataResp, error) {
 	if err != nil {
 		return &dataResp{Err: toWire(err)}, nil
 	}
-	f, err := s.h.Sysfs.Open(p, os.O_RDONLY)
+	f, cctx, done, err := s.attrCall(ctx, p, os.O_RDONLY)
 	if err != nil {
 		return &dataResp{Err: toWire(err)}, nil
 	}
+	defer done()
 	buf := make([]byte, kernfs.PageSize)
-	n, err := f.ReadAtContext(ctx, buf, 0)
+	n, err := f.ReadAtContext(cctx, buf, 0)
 	if errors.Is(err, io.EOF) {
 		err = nil
+	}
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		err = &sever.ObjectError{Object: "host attribute " + p, Err: sever.ErrNoDevice}
 	}
 	if err = errors.Join(err, f.Close()); err != nil {
 		return &dataResp{Err: toWire(err)}, nil
@@ -244,11 +425,15 @@ func (s *server) writeAttr(ctx context.Context, r *attrReq) (*empty, error) {
 	if err != nil {
 		return &empty{Err: toWire(err)}, nil
 	}
-	f, err := s.h.Sysfs.Open(p, os.O_WRONLY)
+	f, cctx, done, err := s.attrCall(ctx, p, os.O_WRONLY)
 	if err != nil {
 		return &empty{Err: toWire(err)}, nil
 	}
-	_, err = f.WriteAtContext(ctx, r.Data, 0)
+	defer done()
+	_, err = f.WriteAtContext(cctx, r.Data, 0)
+	if err != nil && cctx.Err() != nil && ctx.Err() == nil {
+		err = &sever.ObjectError{Object: "host attribute " + p, Err: sever.ErrNoDevice}
+	}
 	return &empty{Err: toWire(errors.Join(err, f.Close()))}, nil
 }
 
@@ -269,6 +454,9 @@ func (s *server) open(ctx context.Context, r *openReq) (*openResp, error) {
 	e := s.exportOfCdev(r.Cdev)
 	if e == nil {
 		return &openResp{Err: toWire(&sever.ObjectError{Object: "/dev/" + r.Cdev, Err: sever.ErrNotExist})}, nil
+	}
+	if s.isRemoved(e.Name) {
+		return &openResp{Err: toWire(&sever.ObjectError{Object: "/dev/" + r.Cdev, Err: sever.ErrNoDevice})}, nil
 	}
 	f, err := s.h.Dev.Open(r.Cdev, r.Flag|syscall.O_NONBLOCK)
 	if err != nil {
@@ -415,8 +603,9 @@ func (s *server) closeAll() {
 }
 
 // watch is the stream the supervisor holds open for the host's life: it
-// carries readiness events, and its end — the supervisor's connection
-// gone — ends Serve. Only one watcher is served.
+// carries readiness events and the removals of exported devices, and its
+// end — the supervisor's connection gone — ends Serve. Only one watcher is
+// served.
 func (s *server) watch(st grpc.ServerStream) error {
 	s.mu.Lock()
 	if s.watched {
@@ -434,11 +623,31 @@ func (s *server) watch(st grpc.ServerStream) error {
 		s.watched = false
 		s.mu.Unlock()
 	}()
+	// Removals made before this watcher came are sent first (the machine
+	// ignores a device it never registered).
+	select {
+	case s.goneSig <- struct{}{}:
+	default:
+	}
 	for {
 		select {
 		case ev := <-s.events:
+			// A removal reported before this event happened comes first:
+			// the machine then takes the hang-up of the removed device's
+			// files for the removal it is (see Export).
+			for _, name := range s.takeGone() {
+				if err := st.SendMsg(&event{Gone: name}); err != nil {
+					return err
+				}
+			}
 			if err := st.SendMsg(&ev); err != nil {
 				return err
+			}
+		case <-s.goneSig:
+			for _, name := range s.takeGone() {
+				if err := st.SendMsg(&event{Gone: name}); err != nil {
+					return err
+				}
 			}
 		case <-st.Context().Done():
 			return nil

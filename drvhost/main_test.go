@@ -25,6 +25,10 @@ import (
 // so `go test` needs nothing built beforehand.
 const testHostEnv = "SEVER_DRVHOST_TEST_HOST"
 
+// dirOnlyEnv makes the test host export widget without its Device, so
+// that only its directory's removal tells the machine it is gone.
+const dirOnlyEnv = "SEVER_DRVHOST_TEST_DIR_ONLY"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(testHostEnv) != "" {
 		os.Exit(testHostMain())
@@ -32,8 +36,9 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testHostMain is the test host: a machine of its own with one device,
-// "widget", exported with its attributes, a char device and calls.
+// testHostMain is the test host: a machine of its own with two devices:
+// "widget", exported with its attributes, a char device and calls, and
+// "gadget", whose call "unplug" makes the host remove widget by itself.
 func testHostMain() int {
 	ctx := context.Background()
 	core := device.NewCore("host", nil)
@@ -99,10 +104,30 @@ func testHostMain() int {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 		return 1
 	}
+	gadget, err := core.Register(ctx, device.Config{Name: "gadget", Groups: []device.AttrGroup{{Attrs: []device.Attr{
+		{Name: "id", Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) {
+			return append(buf, "gadget\n"...), nil
+		}},
+	}}}})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
 	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
-		Name: "widget", Dir: dev.Dir(), Cdevs: []string{"widget0"},
+		Name: "widget", Dir: dev.Dir(), Device: dev, Cdevs: []string{"widget0"},
 		Calls: widgetCalls(w),
+	}, {
+		Name: "gadget", Dir: gadget.Dir(), Device: gadget,
+		Calls: map[string]drvhost.CallFunc{
+			"echo": func(_ context.Context, arg []byte) ([]byte, error) { return arg, nil },
+			// unplug is the host's own code removing widget, as a
+			// driver unplugging a child does.
+			"unplug": func(ctx context.Context, _ []byte) ([]byte, error) { return nil, dev.Unregister(ctx) },
+		},
 	}}}
+	if os.Getenv(dirOnlyEnv) != "" {
+		h.Exports[0].Device = nil
+	}
 	h.Health = func(ctx context.Context) error {
 		if w.wedged.Load() {
 			<-ctx.Done()

@@ -65,7 +65,8 @@ type generation struct {
 
 	mu    sync.Mutex
 	devs  map[string]*remoteDevice
-	files map[uint64]*chardev.Cdev
+	files map[uint64]remoteFile
+	gone  map[string]bool // devices the host said it removed
 
 	dieOnce sync.Once
 	dead    chan struct{}
@@ -96,11 +97,19 @@ func (g *generation) errGone(what string) error {
 // invoke calls the host's method name inside both the generation's
 // context and the caller's ctx: whichever ends first ends the call.
 func (g *generation) invoke(ctx context.Context, name string, req, resp any) error {
-	cctx, cancel := context.WithCancel(g.ctx)
+	return g.invokeIn(g.ctx, ctx, name, req, resp)
+}
+
+// invokeIn calls the host's method name inside both life, a context that
+// ends when what the call is for is gone (the generation, or one of its
+// devices), and the caller's ctx: whichever ends first ends the call, with
+// ErrNoDevice for life and ctx's error for ctx.
+func (g *generation) invokeIn(life, ctx context.Context, name string, req, resp any) error {
+	cctx, cancel := context.WithCancel(life)
 	defer cancel()
 	defer context.AfterFunc(ctx, cancel)()
 	if err := g.conn.Invoke(cctx, method(name), req, resp); err != nil {
-		if ctx.Err() != nil && g.ctx.Err() == nil {
+		if ctx.Err() != nil && life.Err() == nil {
 			return ctx.Err()
 		}
 		return g.errGone(name)
@@ -108,19 +117,29 @@ func (g *generation) invoke(ctx context.Context, name string, req, resp any) err
 	return nil
 }
 
-// remoteDevice is the machine's side of one device a host provides.
+// remoteDevice is the machine's side of one device a host provides. Its
+// context, a child of the generation's, ends when the host reports the
+// device removed (or the generation ends): every call into the host for
+// the device runs inside it.
 type remoteDevice struct {
-	g     *generation
-	name  string
-	dev   *device.Device
-	prov  *device.Provider[Service]
-	nodes []*kernfs.Node // top-level mirrored nodes
+	g      *generation
+	name   string
+	ctx    context.Context
+	cancel context.CancelFunc
+	dev    *device.Device
+	prov   *device.Provider[Service]
+	nodes  []*kernfs.Node // top-level mirrored nodes
+}
+
+// invoke calls the host's method name for the device: see invokeIn.
+func (rd *remoteDevice) invoke(ctx context.Context, name string, req, resp any) error {
+	return rd.g.invokeIn(rd.ctx, ctx, name, req, resp)
 }
 
 // Call implements Service.
 func (rd *remoteDevice) Call(ctx context.Context, m string, arg []byte) ([]byte, error) {
 	var r dataResp
-	if err := rd.g.invoke(ctx, "Call", &callReq{Device: rd.name, Method: m, Arg: arg}, &r); err != nil {
+	if err := rd.invoke(ctx, "Call", &callReq{Device: rd.name, Method: m, Arg: arg}, &r); err != nil {
 		return nil, err
 	}
 	return r.Data, r.Err.err()
@@ -151,11 +170,13 @@ func (g *generation) registerDevice(ctx context.Context, desc deviceDesc) error 
 		return err
 	}
 	rd := &remoteDevice{g: g, name: desc.Name, dev: dev}
+	// Cancelled by unplug, or with the generation's context.
+	rd.ctx, rd.cancel = context.WithCancel(g.ctx)
 	if err := rd.mirror(desc.Nodes); err != nil {
 		return err
 	}
 	for _, name := range desc.Cdevs {
-		if _, err := chardev.Register(dev, chardev.Config{Name: g.sup.cfg.CdevPrefix + name, Owner: g.owner, Ops: g.cdevOps(name)}); err != nil {
+		if _, err := chardev.Register(dev, chardev.Config{Name: g.sup.cfg.CdevPrefix + name, Owner: g.owner, Ops: rd.cdevOps(name)}); err != nil {
 			return err
 		}
 	}
@@ -163,9 +184,52 @@ func (g *generation) registerDevice(ctx context.Context, desc deviceDesc) error 
 		return err
 	}
 	g.mu.Lock()
+	if g.gone[desc.Name] {
+		// The host removed it while it was being registered.
+		g.mu.Unlock()
+		g.unplug(rd)
+		return nil
+	}
 	g.devs[desc.Name] = rd
 	g.mu.Unlock()
 	return nil
+}
+
+// deviceGone is the host's report that it removed its device name: the
+// machine's side of it is removed as a surprise unplug (see unplug). A
+// name the generation has not registered yet is remembered, for
+// registerDevice; one it never will is ignored.
+func (g *generation) deviceGone(name string) {
+	g.mu.Lock()
+	g.gone[name] = true
+	rd := g.devs[name]
+	delete(g.devs, name)
+	g.mu.Unlock()
+	if rd != nil {
+		g.unplug(rd)
+	}
+}
+
+// unplug removes the machine's side of rd, whose host-side device is gone,
+// through the one removal path, as the host's death does for all of them:
+// its context is cancelled first (calls in flight into the host for it
+// return ErrNoDevice at once, so the drain never waits for a device that
+// will not answer), then device.Unregister severs its files (pollers wake
+// EventErr|EventHup, open files stay shells) and revokes its provider
+// (handles are shells). The removal runs on its own goroutine, which the
+// generation's end waits for: the Watch stream goes on meanwhile.
+func (g *generation) unplug(rd *remoteDevice) {
+	rd.cancel()
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), removeTimeout)
+		defer cancel()
+		// As in teardown: a removal that misses removeTimeout goes on in
+		// the background and the machine's checker records what it
+		// waited for; nobody is left to take the error.
+		_ = rd.dev.Unregister(ctx)
+	}()
 }
 
 // mirror makes the host's attribute tree in the device's directory. Every
@@ -204,7 +268,7 @@ func (rd *remoteDevice) mirror(nodes []nodeDesc) error {
 		if mode&0o444 != 0 {
 			a.Show = func(c *kernfs.Call, buf []byte) ([]byte, error) {
 				var r dataResp
-				if err := rd.g.invoke(c.Context(), "ReadAttr", &attrReq{Device: rd.name, Path: rel}, &r); err != nil {
+				if err := rd.invoke(c.Context(), "ReadAttr", &attrReq{Device: rd.name, Path: rel}, &r); err != nil {
 					return buf, err
 				}
 				if err := r.Err.err(); err != nil {
@@ -216,7 +280,7 @@ func (rd *remoteDevice) mirror(nodes []nodeDesc) error {
 		if mode&0o222 != 0 {
 			a.Store = func(c *kernfs.Call, v any) error {
 				var r empty
-				if err := rd.g.invoke(c.Context(), "WriteAttr", &attrReq{Device: rd.name, Path: rel, Data: []byte(v.(string) + "\n")}, &r); err != nil {
+				if err := rd.invoke(c.Context(), "WriteAttr", &attrReq{Device: rd.name, Path: rel, Data: []byte(v.(string) + "\n")}, &r); err != nil {
 					return err
 				}
 				return r.Err.err()
@@ -250,6 +314,13 @@ func (rd *remoteDevice) mirror(nodes []nodeDesc) error {
 	return nil
 }
 
+// remoteFile is a char device file open in the host, as the Watch stream
+// finds it: the machine's char device to notify, and its device.
+type remoteFile struct {
+	cd *chardev.Cdev
+	rd *remoteDevice
+}
+
 // proxyFile is the machine's side of a char device file the host opened.
 type proxyFile struct{ id uint64 }
 
@@ -258,38 +329,43 @@ type proxyFile struct{ id uint64 }
 // non-blocking; a read with nothing to read returns EAGAIN and the
 // framework waits, outside the device, for the host's readiness event
 // (see hostFile), which the Watch stream turns into Cdev.Notify.
-func (g *generation) cdevOps(name string) chardev.Ops {
+//
+// Every op but Release runs inside the device's context; Release, the
+// machine's close, runs inside the generation's, so that the host's file
+// is closed even after the host removed the device.
+func (rd *remoteDevice) cdevOps(name string) chardev.Ops {
+	g := rd.g
 	return chardev.Ops{
 		Open: func(c *chardev.Call) (any, error) {
 			var r openResp
-			if err := g.invoke(context.Background(), "Open", &openReq{Cdev: name, Flag: os.O_RDWR}, &r); err != nil { // the machine checks the access mode
+			if err := rd.invoke(context.Background(), "Open", &openReq{Cdev: name, Flag: os.O_RDWR}, &r); err != nil { // the machine checks the access mode
 				return nil, err
 			}
 			if err := r.Err.err(); err != nil {
 				return nil, err
 			}
 			g.mu.Lock()
-			g.files[r.File] = c.Cdev()
+			g.files[r.File] = remoteFile{cd: c.Cdev(), rd: rd}
 			g.mu.Unlock()
 			return &proxyFile{id: r.File}, nil
 		},
 		Read: func(c *chardev.Call, buf []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(context.Background(), "Read", &fileReq{File: c.Private().(*proxyFile).id, N: len(buf)}, &r); err != nil {
+			if err := rd.invoke(context.Background(), "Read", &fileReq{File: c.Private().(*proxyFile).id, N: len(buf)}, &r); err != nil {
 				return 0, err
 			}
 			return copy(buf, r.Data), r.Err.err()
 		},
 		Write: func(c *chardev.Call, data []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(context.Background(), "Write", &fileReq{File: c.Private().(*proxyFile).id, Data: data}, &r); err != nil {
+			if err := rd.invoke(context.Background(), "Write", &fileReq{File: c.Private().(*proxyFile).id, Data: data}, &r); err != nil {
 				return 0, err
 			}
 			return r.N, r.Err.err()
 		},
 		Ioctl: func(c *chardev.Call, cmd chardev.Cmd, arg []byte) (int, error) {
 			var r dataResp
-			if err := g.invoke(context.Background(), "Ioctl", &fileReq{File: c.Private().(*proxyFile).id, Cmd: uint32(cmd), Data: arg}, &r); err != nil {
+			if err := rd.invoke(context.Background(), "Ioctl", &fileReq{File: c.Private().(*proxyFile).id, Cmd: uint32(cmd), Data: arg}, &r); err != nil {
 				return 0, err
 			}
 			if err := r.Err.err(); err != nil {
@@ -300,7 +376,7 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 		},
 		Poll: func(c *chardev.Call) sever.Events {
 			var r pollResp
-			if err := g.invoke(context.Background(), "Poll", &fileReq{File: c.Private().(*proxyFile).id}, &r); err != nil {
+			if err := rd.invoke(context.Background(), "Poll", &fileReq{File: c.Private().(*proxyFile).id}, &r); err != nil {
 				// The host is dead or dying, but its char device is not
 				// severed yet: an error, not yet a hang-up. The hang-up
 				// comes with the sever, which reports it with ENODEV (a
@@ -328,9 +404,11 @@ func (g *generation) cdevOps(name string) chardev.Ops {
 	}
 }
 
-// watch holds the host's Watch stream open for the generation's life. The
-// stream breaking while the generation is live is the host's death: the
-// kernel closed its end of the socket (kill -9, a panic, an exit).
+// watch holds the host's Watch stream open for the generation's life,
+// turning its events into readiness of open files and removals of devices
+// the host removed itself (deviceGone). The stream breaking while the
+// generation is live is the host's death: the kernel closed its end of the
+// socket (kill -9, a panic, an exit).
 func (g *generation) watch(st grpc.ClientStream) {
 	defer g.wg.Done()
 	for {
@@ -341,11 +419,19 @@ func (g *generation) watch(st grpc.ClientStream) {
 			}
 			return
 		}
+		if ev.Gone != "" {
+			g.deviceGone(ev.Gone)
+			continue
+		}
 		g.mu.Lock()
-		cd := g.files[ev.File]
+		rf, ok := g.files[ev.File]
 		g.mu.Unlock()
-		if cd != nil {
-			cd.Notify(sever.Events(ev.Events))
+		// A file of a device the host removed hangs up in the host; on the
+		// machine the hang-up is the sever's to report, with ErrNoDevice,
+		// and deviceGone has begun it: a Notify now would only wake its
+		// pollers to an EventErr without the error.
+		if ok && rf.rd.ctx.Err() == nil {
+			rf.cd.Notify(sever.Events(ev.Events))
 		}
 	}
 }

@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/sever-dev/sever"
-	"github.com/sever-dev/sever/chardev"
 	"github.com/sever-dev/sever/device"
 	"github.com/sever-dev/sever/kernfs"
 )
@@ -552,7 +551,7 @@ func (s *Supervisor) spawn(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	g := &generation{sup: s, n: n, exited: make(chan struct{}), dead: make(chan struct{}),
-		devs: map[string]*remoteDevice{}, files: map[uint64]*chardev.Cdev{}, t0: time.Now()}
+		devs: map[string]*remoteDevice{}, files: map[uint64]remoteFile{}, gone: map[string]bool{}, t0: time.Now()}
 	g.ctx, g.stop = context.WithCancel(context.Background())
 	g.owner = sever.NewOwner(fmt.Sprintf("host:%s#%d", s.cfg.Name, n), nil, s.core.Options()...)
 	if err := g.start(ctx); err != nil {

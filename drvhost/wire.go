@@ -149,10 +149,13 @@ type pollResp struct {
 }
 
 // event is what the host's Watch stream carries: readiness of one open
-// char device file.
+// char device file (File, never 0, and Events), or — Gone set, File 0 —
+// that the host removed the device of its own exports named Gone, which
+// the machine then removes too.
 type event struct {
 	File   uint64 `json:"file"`
 	Events uint32 `json:"events"`
+	Gone   string `json:"gone,omitempty"`
 }
 
 // hostServer is what a host implements; serviceDesc routes gRPC calls to it.
