@@ -146,3 +146,39 @@ func testDeviceRemovedInsideHost(t *testing.T, env []string, wantHup bool) {
 		t.Errorf("fds: %d before the removal, %d after: leaked", fds, got)
 	}
 }
+
+// An export bound to a driver lives as long as its binding: the machine's
+// write to its mirrored unbind file unbinds it in the host, and the host's
+// report removes it from the machine; the host goes on.
+func TestUnbindThroughTheMirroredFileRemovesTheExport(t *testing.T) {
+	m := newMachine(t, drvhost.Config{})
+	before := m.sup.Status()
+	dev := m.sup.Device("gizmo")
+	if dev == nil {
+		t.Fatal("no gizmo on the machine")
+	}
+	if got, err := m.read("/devices/host-w/gizmo/bound"); err != nil || got != "yes\n" {
+		t.Fatalf("the driver's attribute, mirrored = %q, %v", got, err)
+	}
+	// The write races the removal it causes: it succeeds, or sees the
+	// device gone under it.
+	if err := m.write("/devices/host-w/gizmo/unbind", "1"); err != nil && !errors.Is(err, syscall.ENODEV) {
+		t.Fatalf("write to the mirrored unbind file: %v", err)
+	}
+	select {
+	case <-dev.Removed():
+	case <-time.After(hangBound):
+		t.Fatal("the unbound export's machine side was never unregistered")
+	}
+	if _, err := m.core.Sysfs().Lookup("/devices/host-w/gizmo"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("lookup of the unbound export's directory = %v, want ENOENT", err)
+	}
+	if st := m.sup.Status(); st.State != drvhost.StateRunning || st.Pid != before.Pid || st.Generation != before.Generation {
+		t.Errorf("host after an unbind in it: %+v, want still %+v", st, before)
+	}
+	h := m.open("after-unbind")
+	defer closeOK(t, "handle", h)
+	if out, err := call(h, context.Background(), "echo", []byte("ok")); err != nil || string(out) != "ok" {
+		t.Errorf("call into the host's widget after gizmo's unbind = %q, %v", out, err)
+	}
+}

@@ -36,9 +36,11 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// testHostMain is the test host: a machine of its own with two devices:
-// "widget", exported with its attributes, a char device and calls, and
-// "gadget", whose call "unplug" makes the host remove widget by itself.
+// testHostMain is the test host: a machine of its own with three devices:
+// "widget", exported with its attributes, a char device and calls;
+// "gadget", whose call "unplug" makes the host remove widget by itself;
+// and "gizmo", on a bus and bound to a driver, so that it has an unbind
+// file.
 func testHostMain() int {
 	ctx := context.Background()
 	core := device.NewCore("host", nil)
@@ -113,6 +115,11 @@ func testHostMain() int {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 		return 1
 	}
+	gizmo, err := testHostGizmo(ctx, core)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test host:", err)
+		return 1
+	}
 	h := &drvhost.Host{Sysfs: core.Sysfs(), Dev: chardev.RegistryOf(core), Exports: []drvhost.Export{{
 		Name: "widget", Dir: dev.Dir(), Device: dev, Cdevs: []string{"widget0"},
 		Calls: widgetCalls(w),
@@ -124,6 +131,8 @@ func testHostMain() int {
 			// driver unplugging a child does.
 			"unplug": func(ctx context.Context, _ []byte) ([]byte, error) { return nil, dev.Unregister(ctx) },
 		},
+	}, {
+		Name: "gizmo", Dir: gizmo.Dir(), Device: gizmo,
 	}}}
 	if os.Getenv(dirOnlyEnv) != "" {
 		h.Exports[0].Device = nil
@@ -153,6 +162,30 @@ func testHostMain() int {
 		fmt.Fprintln(os.Stderr, "test host:", err)
 	}
 	return 0
+}
+
+// testHostGizmo registers the test host's gizmo: a device on a bus, bound
+// to a driver whose attribute says so.
+func testHostGizmo(ctx context.Context, core *device.Core) (*device.Device, error) {
+	bus, err := core.NewBus(device.BusConfig{Name: "tbus"})
+	if err != nil {
+		return nil, err
+	}
+	drv := &device.Driver{Name: "tdrv", IDs: []string{"gizmo"},
+		Probe: func(context.Context, *device.Device) error { return nil },
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "bound",
+			Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) { return append(buf, "yes\n"...), nil }}}}}}
+	if err := bus.RegisterDriver(ctx, drv); err != nil {
+		return nil, err
+	}
+	d, err := core.Register(ctx, device.Config{Name: "gizmo", Bus: bus, Compatible: "gizmo"})
+	if err != nil {
+		return nil, err
+	}
+	if d.Driver() != drv {
+		return nil, fmt.Errorf("gizmo not bound to %s: %w", drv.Name, sever.ErrIO)
+	}
+	return d, nil
 }
 
 type widget struct {
