@@ -174,7 +174,9 @@ func testHostGizmo(ctx context.Context, core *device.Core) (*device.Device, erro
 	drv := &device.Driver{Name: "tdrv", IDs: []string{"gizmo"},
 		Probe: func(context.Context, *device.Device) error { return nil },
 		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "bound",
-			Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) { return append(buf, "yes\n"...), nil }}}}}}
+			Show: func(_ *kernfs.Call, _ *device.Device, buf []byte) ([]byte, error) {
+				return append(buf, "yes\n"...), nil
+			}}}}}}
 	if err := bus.RegisterDriver(ctx, drv); err != nil {
 		return nil, err
 	}
