@@ -26,6 +26,17 @@
 //	      provider revoked (handles are shells) → the generation's owner
 //	      unloaded → process reaped, connection closed → restart per Policy
 //
+// A device the host removes while it lives on — its own code unregisters
+// it, a driver unbinds it, or its directory leaves the host's tree (see
+// Export) — is removed from the machine the same way, alone: the host
+// reports it on its Watch stream, and the machine cancels that device's
+// context (its calls in flight return ENODEV at once) and unregisters its
+// side (files severed, provider revoked); the host, its generation and its
+// other devices go on:
+//
+//	host removes a device ─▶ Watch event "gone" ─▶ cancel the device's
+//	      context → device.Unregister(/devices/host-<name>/<device>)
+//
 // A restarted host is a new generation: new devices, a new owner; handles
 // and files of the old generation stay shells and never reach the new one.
 // The supervisor's controls are /hosts/<name>/ in the machine's sysfs.

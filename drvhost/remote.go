@@ -32,8 +32,9 @@ import (
 type Service interface {
 	// Call runs the device's call named method in the host with arg and
 	// returns its result. It returns an error wrapping sever.ErrNoDevice
-	// if the host died or is going (never waiting for a dead or hung host
-	// beyond the host's health deadline), ctx's error if ctx ended first,
+	// if the host died or is going, or removed the device (never waiting
+	// for a dead or hung host beyond the host's health deadline, nor for a
+	// device the host reported removed), ctx's error if ctx ended first,
 	// and otherwise the host's error with its errno (errors.Is holds for
 	// the matching sever error and syscall.Errno).
 	Call(ctx context.Context, method string, arg []byte) ([]byte, error)

@@ -133,6 +133,11 @@ type Config struct {
 // the new process's devices are a new generation, reached only through new
 // handles and new opens.
 //
+// A device the host removes while it lives on (see Export) is removed from
+// the machine alone, through the same path: its calls in flight return
+// ErrNoDevice, its files are severed, its provider revoked; Provider and
+// Device no longer find it, and the host's other devices are untouched.
+//
 // Its controls are in the machine's sysfs under /hosts/<name>/: pid, state,
 // restarts and generation (read), and restart (write 1).
 //
