@@ -182,3 +182,49 @@ func TestUnbindThroughTheMirroredFileRemovesTheExport(t *testing.T) {
 		t.Errorf("call into the host's widget after gizmo's unbind = %q, %v", out, err)
 	}
 }
+
+// A host that dies while the machine is removing one of its devices is
+// handled as any death: both removals take the one path, the host comes
+// back with every device, and the checker is clean (newMachine's close).
+func TestHostDeathDuringADeviceRemoval(t *testing.T) {
+	m := newMachine(t, drvhost.Config{Policy: drvhost.RestartOnFailure, Backoff: time.Millisecond})
+	res, n, done := blockConsumers(t, m)
+	gp, err := m.sup.Provider("gadget")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh, err := gp.Open("unplugger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unplugged := make(chan struct{})
+	go func() {
+		defer close(unplugged)
+		_, _ = call(gh, context.Background(), "unplug", nil) // the kill may end it either way
+	}()
+	time.Sleep(time.Millisecond)
+	if _, err := m.sup.Kill(); err != nil && !errors.Is(err, syscall.ENODEV) {
+		t.Fatal(err)
+	}
+	for range n {
+		select {
+		case r := <-res:
+			if r.who != "char device poll" && !errors.Is(r.err, syscall.ENODEV) {
+				t.Errorf("%s returned %v, want ENODEV", r.who, r.err)
+			}
+		case <-time.After(hangBound):
+			t.Fatal("a blocked consumer never returned: hang")
+		}
+	}
+	if _, err := m.sup.WaitRunning(timeout(t, 10*time.Second), 1); err != nil {
+		t.Fatalf("host not restarted: %v", err)
+	}
+	for _, name := range []string{"widget", "gadget", "gizmo"} {
+		if m.sup.Device(name) == nil {
+			t.Errorf("generation 2 has no %s", name)
+		}
+	}
+	<-unplugged
+	done()
+	closeOK(t, "gadget handle", gh)
+}
