@@ -199,8 +199,9 @@ type server struct {
 	watched bool
 	wg      sync.WaitGroup
 
-	// removed are the exports whose Dir left the host's tree; goneq those
-	// of them not yet sent on the Watch stream, and goneSig says there are.
+	// removed are the exports whose device the host removed (see Export);
+	// goneq those of them not yet sent on the Watch stream, and goneSig
+	// says there are.
 	removed map[string]bool
 	goneq   []string
 	goneSig chan struct{}
@@ -211,9 +212,10 @@ type server struct {
 
 // nodeGone ends the attribute calls in flight in n, which is leaving the
 // host's tree. The host's removal of a device waits for its attributes'
-// calls, and a call the machine made waits in its Show for the machine,
-// which is told of the device's removal only when its directory goes —
-// after that wait: without this, a blocking Show would hold both.
+// calls, and a call the machine made may wait in its Show for the machine
+// to give up, which, for an export without Device (or an attribute its
+// driver's unbind takes), is told of the removal only when the directory
+// goes — after that wait: without this, a blocking Show would hold both.
 func (s *server) nodeGone(n *kernfs.Node) {
 	s.mu.Lock()
 	calls := s.inAttr[n]
@@ -274,8 +276,9 @@ func (s *server) attrCall(ctx context.Context, p string, flag int) (*kernfs.File
 }
 
 // exportGone records that the export name's device left the host and
-// wakes the watcher to tell the machine. It runs in the host tree's
-// OnRemove hook, on the removing goroutine: it does not block.
+// wakes the watcher to tell the machine. It runs on the removing
+// goroutine, in the host tree's OnRemove hook or a severable of the
+// export's Device: it does not block.
 func (s *server) exportGone(name string) {
 	s.mu.Lock()
 	if s.removed[name] {
