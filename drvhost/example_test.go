@@ -62,3 +62,54 @@ func ExampleSupervisor() {
 	// hello from the host
 	// old handle: true - now generation 2
 }
+
+// A device the host removes while it lives on leaves the machine too: the
+// handle on it becomes a shell, and the host's other devices go on.
+func ExampleExport() {
+	ctx := context.Background()
+	core := device.NewCore("pc", new(check.Log))
+	sup, _ := drvhost.New(core, drvhost.Config{
+		Name:    "w",
+		Command: []string{os.Args[0], "-test.run=^$"}, // this example's binary is also its host
+		Env:     []string{testHostEnv + "=1"},
+	})
+	if err := sup.Start(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer func() {
+		if err := errors.Join(sup.Stop(ctx), core.Shutdown(ctx)); err != nil {
+			fmt.Println(err)
+		}
+	}()
+	call := func(h *device.Handle[drvhost.Service], method string) error {
+		return h.Do(func(s drvhost.Service) error {
+			_, err := s.Call(ctx, method, nil)
+			return err
+		})
+	}
+	open := func(dev string) *device.Handle[drvhost.Service] {
+		p, _ := sup.Provider(dev)
+		h, _ := p.Open("example")
+		return h
+	}
+	widget, gadget := open("widget"), open("gadget")
+	defer func() {
+		if err := errors.Join(widget.Close(), gadget.Close()); err != nil {
+			fmt.Println(err)
+		}
+	}()
+	removed := sup.Device("widget").Removed()
+
+	// The host's own code unregisters its widget (the test host's
+	// gadget.unplug does).
+	if err := call(gadget, "unplug"); err != nil {
+		fmt.Println(err)
+	}
+	<-removed
+	fmt.Println("widget:", errors.Is(call(widget, "echo"), syscall.ENODEV))
+	fmt.Println("gadget:", call(gadget, "echo"), "- host", sup.Status().State)
+	// Output:
+	// widget: true
+	// gadget: <nil> - host running
+}
