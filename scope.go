@@ -358,7 +358,9 @@ func (s *Scope) AddRegion(r *Region) error {
 	s.mu.Lock()
 	if s.shut || s.state.Load() != scopeLive {
 		s.mu.Unlock()
+		prev := r.life.causedBy(s.a.life)
 		r.Sever()
+		r.life.restoreCause(prev)
 		return s.gone
 	}
 	s.regions = append(s.regions, r)
@@ -398,7 +400,10 @@ func (s *Scope) Adopt(ctx context.Context, child *Scope) error {
 	s.mu.Lock()
 	if s.state.Load() != scopeLive {
 		s.mu.Unlock()
-		if err := child.Sever(ctx); err != nil {
+		prev := child.a.life.causedBy(s.a.life)
+		err := child.Sever(ctx)
+		child.a.life.restoreCause(prev)
+		if err != nil {
 			return err
 		}
 		return s.gone
@@ -495,7 +500,10 @@ func (s *Scope) severChildren(ctx context.Context) error {
 		if c == nil {
 			return nil
 		}
-		if err := c.Sever(ctx); err != nil {
+		prev := c.a.life.causedBy(s.a.life)
+		err := c.Sever(ctx)
+		c.a.life.restoreCause(prev)
+		if err != nil {
 			return err
 		}
 		s.unlinkChild(c)
@@ -519,10 +527,12 @@ func (s *Scope) finish() {
 	parent := s.parent
 	s.mu.Unlock()
 	for _, sh := range shells { // release, oldest first
-		sh.sever()
+		sh.sever(s.a.life)
 	}
 	for _, r := range regions {
+		prev := r.life.causedBy(s.a.life)
 		r.Sever()
+		r.life.restoreCause(prev)
 	}
 	if parent != nil {
 		parent.unlinkChild(s)
