@@ -481,9 +481,19 @@ func (s *Scope) Sever(ctx context.Context) error {
 }
 
 // deny is Sever's first step: from here on Enter, Open and Adopt refuse.
+//
+// The scope's severing is reported here, through its Active's Lifeline
+// (the scope's identity in traces), rather than when the drain begins
+// after the children: the scope refuses from this moment, and its sever
+// must begin before the severs of the children it causes do. The
+// Active's own report at the drain is then dropped as a repeat; both
+// carry the calls inside as N.
 func (s *Scope) deny() {
 	if s.state.CompareAndSwap(scopeLive, scopeSevering) {
 		close(s.begun)
+		if l := s.a.life; l != nil {
+			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
+		}
 	}
 }
 
