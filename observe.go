@@ -113,13 +113,16 @@ type Event struct {
 	N int
 	// Cause is, for a state transition caused by another object's sever,
 	// that object's ID; 0 otherwise. The core fills it exactly: a Scope's
-	// Sever is the cause — under the ID of the scope's Active, the object
-	// that reports the scope's own severing — of the severing of each child
-	// scope it severs, of the hang-up (Severed) of the wait queue of each
-	// shell it releases, of that shell's free if the Sever dropped its last
-	// reference, and of the Severed and Freed of each region it severs.
-	// An object severed by its own Sever call, or ended by a Close, has no
-	// Cause. A layer above the core may report one it knows.
+	// Sever is the cause — under the ID of the scope's Active, whose
+	// lifeline reports the scope's own severing and severed — of the
+	// severing and severed of each child scope it severs (a late Adopt's
+	// included), of the hang-up (Severed) of the wait queue of each shell
+	// it releases, of that shell's free (its Ref's Released, its queue's
+	// Freed) if the Sever dropped its last reference, and of the Severed
+	// of each region it severs, and its Freed if no user was left. An
+	// object severed by a Sever call of its own, or ended by a consumer's
+	// Close, has no Cause. A layer above the core may report one it knows
+	// by setting Cause in Lifeline.Emit.
 	Cause uint64
 	// Detail says more, in a sentence fragment.
 	Detail string
@@ -229,9 +232,9 @@ func (l *Lifeline) ID() uint64 {
 // A state transition (Severing, Severed, Released, Freed) is reported only
 // if no later one was: each at most once, in order; a Severed whose N is 0
 // carries the N of the Severing before it; one whose Cause is 0 carries
-// the cause of the sever running it, if a sever of the core set one. Released and Freed end the
-// object's runtime/trace task, as End does. Emit on a nil Lifeline does
-// nothing.
+// the cause of the sever running it, if a sever of the core set one.
+// Released and Freed end the object's runtime/trace task, as End does.
+// Emit on a nil Lifeline does nothing.
 func (l *Lifeline) Emit(e Event) {
 	if l == nil {
 		return

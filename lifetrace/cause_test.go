@@ -111,8 +111,7 @@ func TestFlowsConnectEachReleaseToItsOwnScopesSever(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(2 * time.Millisecond) // the first's hang-ups come after the others' severs began
-	first.s.Exit(&tok)
+	first.s.Exit(&tok) // the first's drain ends: its hang-ups come after the others' severs
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
