@@ -111,9 +111,18 @@ type Event struct {
 	State string
 	// N is the count of EventSevering and EventSevered; 0 otherwise.
 	N int
-	// Cause is, for an event caused by another object's sever (a per-open
-	// release run by a node's removal), that object's ID when the reporter
-	// knows it; 0 otherwise.
+	// Cause is, for a state transition caused by another object's sever,
+	// that object's ID; 0 otherwise. The core fills it exactly: a Scope's
+	// Sever is the cause — under the ID of the scope's Active, whose
+	// lifeline reports the scope's own severing and severed — of the
+	// severing and severed of each child scope it severs (a late Adopt's
+	// included), of the hang-up (Severed) of the wait queue of each shell
+	// it releases, of that shell's free (its Ref's Released, its queue's
+	// Freed) if the Sever dropped its last reference, and of the Severed
+	// of each region it severs, and its Freed if no user was left. An
+	// object severed by a Sever call of its own, or ended by a consumer's
+	// Close, has no Cause. A layer above the core may report one it knows
+	// by setting Cause in Lifeline.Emit.
 	Cause uint64
 	// Detail says more, in a sentence fragment.
 	Detail string
@@ -170,7 +179,8 @@ type observerHook struct {
 // ended by its last state (Released, Freed, or Severed for an Active, whose
 // life ends there); StartRegion's regions belong to that task.
 type Lifeline struct {
-	obs  Observer // nil: runtime/trace only
+	obs  Observer      // nil: runtime/trace only
+	hook *observerHook // the WithObserver value the ID belongs to; nil with obs
 	id   uint64
 	typ  string
 	name string
@@ -180,6 +190,7 @@ type Lifeline struct {
 	mu     sync.Mutex
 	last   EventKind // the last state transition reported
 	waited int       // N of EventSevering
+	cause  uint64    // the Cause of the transitions reported now (see causedBy)
 }
 
 // NewLifeline reports the creation of an object of primitive typ named name
@@ -197,8 +208,8 @@ func (o *options) lifeline(typ, name, state string) *Lifeline {
 	}
 	l := &Lifeline{typ: typ, name: name}
 	if o.observer != nil {
-		l.obs = o.observer.o
-		l.id = o.observer.next.Add(1)
+		l.obs, l.hook = o.observer.o, o.observer
+		l.id = l.hook.next.Add(1)
 	}
 	if tracing {
 		l.ctx, l.task = trace.NewTask(context.Background(), "sever."+typ)
@@ -220,9 +231,10 @@ func (l *Lifeline) ID() uint64 {
 // Emit reports e about the object: Emit fills in e's ID, Type and Object.
 // A state transition (Severing, Severed, Released, Freed) is reported only
 // if no later one was: each at most once, in order; a Severed whose N is 0
-// carries the N of the Severing before it. Released and Freed end the
-// object's runtime/trace task, as End does. Emit on a nil Lifeline does
-// nothing.
+// carries the N of the Severing before it; one whose Cause is 0 carries
+// the cause of the sever running it, if a sever of the core set one.
+// Released and Freed end the object's runtime/trace task, as End does.
+// Emit on a nil Lifeline does nothing.
 func (l *Lifeline) Emit(e Event) {
 	if l == nil {
 		return
@@ -244,6 +256,9 @@ func (l *Lifeline) Emit(e Event) {
 				e.N = l.waited
 			}
 		}
+		if e.Cause == 0 {
+			e.Cause = l.cause
+		}
 	}
 	if l.ctx != nil && e.Kind != EventCreated && trace.IsEnabled() {
 		trace.Log(l.ctx, e.Kind.String(), e.State+" "+e.Detail)
@@ -254,6 +269,43 @@ func (l *Lifeline) Emit(e Event) {
 	if e.Kind == EventReleased || e.Kind == EventFreed {
 		l.endLocked()
 	}
+}
+
+// causedBy attributes the state transitions l reports from now on, until
+// restoreCause, to the sever of cause's object. A severer brackets the one
+// call by which it severs or ends l's object (a child's Sever, a wait
+// queue's hang-up, a region's Sever):
+//
+//	prev := q.life.causedBy(s.a.life)
+//	q.Sever()
+//	q.life.restoreCause(prev)
+//
+// It returns the cause in force before, for restoreCause. A transition
+// another goroutine reports inside the bracket is attributed to cause too:
+// one that raced with the sever's own step (a Close hanging up the same
+// queue), never a later one. A nil cause, or one whose ID is of another
+// WithObserver value's series, changes nothing. Nil l does nothing.
+func (l *Lifeline) causedBy(cause *Lifeline) (prev uint64) {
+	if l == nil || l.hook == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	prev = l.cause
+	if cause != nil && cause.hook == l.hook {
+		l.cause = cause.id
+	}
+	return prev
+}
+
+// restoreCause ends a bracket begun by causedBy, which returned prev.
+func (l *Lifeline) restoreCause(prev uint64) {
+	if l == nil || l.hook == nil {
+		return
+	}
+	l.mu.Lock()
+	l.cause = prev
+	l.mu.Unlock()
 }
 
 // End ends the object's runtime/trace task, if it has one; later calls do

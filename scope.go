@@ -358,7 +358,9 @@ func (s *Scope) AddRegion(r *Region) error {
 	s.mu.Lock()
 	if s.shut || s.state.Load() != scopeLive {
 		s.mu.Unlock()
+		prev := r.life.causedBy(s.a.life)
 		r.Sever()
+		r.life.restoreCause(prev)
 		return s.gone
 	}
 	s.regions = append(s.regions, r)
@@ -398,7 +400,10 @@ func (s *Scope) Adopt(ctx context.Context, child *Scope) error {
 	s.mu.Lock()
 	if s.state.Load() != scopeLive {
 		s.mu.Unlock()
-		if err := child.Sever(ctx); err != nil {
+		prev := child.a.life.causedBy(s.a.life)
+		err := child.Sever(ctx)
+		child.a.life.restoreCause(prev)
+		if err != nil {
 			return err
 		}
 		return s.gone
@@ -476,9 +481,19 @@ func (s *Scope) Sever(ctx context.Context) error {
 }
 
 // deny is Sever's first step: from here on Enter, Open and Adopt refuse.
+//
+// The scope's severing is reported here, through its Active's Lifeline
+// (the scope's identity in traces), rather than when the drain begins
+// after the children: the scope refuses from this moment, and its sever
+// must begin before the severs of the children it causes do. The
+// Active's own report at the drain is then dropped as a repeat; both
+// carry the calls inside as N.
 func (s *Scope) deny() {
 	if s.state.CompareAndSwap(scopeLive, scopeSevering) {
 		close(s.begun)
+		if l := s.a.life; l != nil {
+			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
+		}
 	}
 }
 
@@ -495,7 +510,10 @@ func (s *Scope) severChildren(ctx context.Context) error {
 		if c == nil {
 			return nil
 		}
-		if err := c.Sever(ctx); err != nil {
+		prev := c.a.life.causedBy(s.a.life)
+		err := c.Sever(ctx)
+		c.a.life.restoreCause(prev)
+		if err != nil {
 			return err
 		}
 		s.unlinkChild(c)
@@ -519,10 +537,12 @@ func (s *Scope) finish() {
 	parent := s.parent
 	s.mu.Unlock()
 	for _, sh := range shells { // release, oldest first
-		sh.sever()
+		sh.sever(s.a.life)
 	}
 	for _, r := range regions {
+		prev := r.life.causedBy(s.a.life)
 		r.Sever()
+		r.life.restoreCause(prev)
 	}
 	if parent != nil {
 		parent.unlinkChild(s)

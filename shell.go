@@ -294,15 +294,21 @@ func (sh *Shell) Close() error {
 }
 
 // sever is the release step of the scope's Sever for a shell still on its
-// list: Release, wake, and the list's reference.
-func (sh *Shell) sever() {
+// list: Release, wake, and the list's reference. The wait queue's hang-up,
+// and the shell's free if this put is its last, are reported as caused by
+// cause, the lifeline of the severing scope.
+func (sh *Shell) sever(cause *Lifeline) {
 	sh.runRelease()
 	sh.state.CompareAndSwap(shellOpen, shellSevered)
 	if mutation.FreeWaitQueueEarly { // a planted bug: see package internal/mutation
 		sh.q.Free()
 	}
+	prevQ := sh.q.life.causedBy(cause)
 	sh.q.Sever()
+	prevR := sh.ref.life.causedBy(cause)
 	sh.ref.Put(tagShellList) // the shell may be freed here
+	sh.ref.life.restoreCause(prevR)
+	sh.q.life.restoreCause(prevQ)
 }
 
 // runRelease runs the provider's Release — its caller took the shell off

@@ -19,7 +19,8 @@
 //     severed for an Active; live, going for an Owner; …;
 //   - instant events for refused calls, violations (with their text) and
 //     notes (scenario steps);
-//   - flow arrows from a sever to each release, sever or free it caused;
+//   - flow arrows from a sever to each release, sever or free it caused,
+//     as the events' Cause says (never guessed from names or times);
 //   - args naming the object on every event.
 package lifetrace
 

@@ -53,23 +53,19 @@ type Mark struct {
 // Flow is an arrow from the sever of one lane to an event it caused on
 // another: From's Sever start to the To lane's end or severed at ToT.
 //
-// An event reported with a Cause is linked to that object. Without one, a
-// sever (a WaitQueue's or Region's, which a remover runs for each file it
-// releases) is linked to the removal that most likely ran it: the latest
-// one, begun by then and drained at most causeWindow before, of an object
-// whose name contains the severed one's (a node and its files). Releases
-// and frees without a Cause are not linked: a shell's last put is usually
-// its holder's close, not the removal.
+// Flows come only from the events' Cause, which the core fills exactly (a
+// scope's Sever names itself on the severing of its children, the hang-up
+// of the shells it releases and the sever of its regions; see
+// sever.Event): a lane's first event with a Cause is linked to the lane of
+// that ID, if the records hold its sever. Nothing is guessed from names or
+// times, so an event reported without a Cause — by code outside the core,
+// or a close by a consumer — gets no arrow, and two objects whose names
+// share a prefix, severed at the same moment, never get each other's.
 type Flow struct {
 	From, To *Lane
 	FromT    time.Duration
 	ToT      time.Duration
 }
-
-// causeWindow bounds how long after a drain a release counts as caused by
-// it when the reporter gave no Cause: the remover releases the files left
-// open right after its drain.
-const causeWindow = 50 * time.Millisecond
 
 // Build arranges records (oldest first, as Recorder.Records returns them)
 // into a Timeline. Records of objects whose creation was dropped by a
@@ -96,8 +92,8 @@ func Build(recs []Record) *Timeline {
 		t    time.Duration
 		id   uint64
 	}
-	var caused []cause // per lane, the first event that ends or severs it
-	seenEnd := map[*Lane]bool{}
+	var caused []cause // per lane, its first event with a Cause
+	seenCause := map[*Lane]bool{}
 	for _, r := range recs {
 		if r.T > tl.End {
 			tl.End = r.T
@@ -127,6 +123,13 @@ func Build(recs []Record) *Timeline {
 			continue
 		}
 		l := lane(e)
+		if e.Cause != 0 && !seenCause[l] {
+			switch e.Kind {
+			case sever.EventSevering, sever.EventSevered, sever.EventReleased, sever.EventFreed:
+				seenCause[l] = true
+				caused = append(caused, cause{l, r.T, e.Cause})
+			}
+		}
 		switch e.Kind {
 		case sever.EventCreated:
 			l.open(e.State, r.T)
@@ -140,17 +143,9 @@ func Build(recs []Record) *Timeline {
 				l.Sever = &Span{Name: "sever", Start: r.T}
 			}
 			l.Sever.End, l.Sever.N, l.Sever.Open = r.T, e.N, false
-			if !seenEnd[l] && !l.Removal {
-				seenEnd[l] = true
-				caused = append(caused, cause{l, r.T, e.Cause})
-			}
 		case sever.EventReleased, sever.EventFreed:
 			l.close(r.T)
 			l.Ends = append(l.Ends, Span{Name: e.State, Start: r.T, End: r.T})
-			if !seenEnd[l] && e.Cause != 0 {
-				seenEnd[l] = true
-				caused = append(caused, cause{l, r.T, e.Cause})
-			}
 		default:
 			l.Marks = append(l.Marks, Mark{Kind: e.Kind, T: r.T, Note: e.State, Detail: markText(e)})
 		}
@@ -164,13 +159,8 @@ func Build(recs []Record) *Timeline {
 		}
 	}
 	for _, c := range caused {
-		var from *Lane
-		if c.id != 0 {
-			from = byID[c.id]
-		} else {
-			from = severerOf(tl.Lanes, c.lane, c.t)
-		}
-		if from != nil && from != c.lane && from.Sever != nil {
+		from := byID[c.id]
+		if from != nil && from != c.lane && from.Sever != nil && from.Sever.Start <= c.t {
 			tl.Flows = append(tl.Flows, Flow{From: from, To: c.lane, FromT: from.Sever.Start, ToT: c.t})
 		}
 	}
@@ -194,47 +184,6 @@ func (l *Lane) close(t time.Duration) {
 // naming that object goes to the node's lane rather than theirs.
 func isShellPart(typ string) bool {
 	return typ == "waitqueue" || typ == "ref" || typ == "region"
-}
-
-// severerOf finds the sever that most likely caused l's end at t: the
-// latest sever, begun by t and drained no more than causeWindow before t,
-// of an object whose name is a prefix of l's (a node and its open files,
-// a device and its char device's files), preferring the longest name.
-func severerOf(lanes []*Lane, l *Lane, t time.Duration) *Lane {
-	var best *Lane
-	for _, s := range lanes {
-		if s == l || !s.Removal || s.Sever.Start > t {
-			continue
-		}
-		if !s.Sever.Open && t-s.Sever.End > causeWindow {
-			continue
-		}
-		if !namePrefix(s.Object, l.Object) {
-			continue
-		}
-		if best == nil || len(s.Object) > len(best.Object) ||
-			(len(s.Object) == len(best.Object) && s.Sever.Start > best.Sever.Start) {
-			best = s
-		}
-	}
-	return best
-}
-
-// namePrefix reports whether p names an object that contains the one named
-// n: p is n, or a prefix of n ending where a path component or a
-// qualifier of n begins.
-func namePrefix(p, n string) bool {
-	if p == "" || !strings.HasPrefix(n, p) {
-		return false
-	}
-	if len(n) == len(p) {
-		return true
-	}
-	switch n[len(p)] {
-	case '/', ':', ' ', '(':
-		return true
-	}
-	return false
 }
 
 // findByName finds the newest lane whose object n names: the same name
