@@ -71,6 +71,40 @@ func TestDeviceDirectoryHasStandardAttributesAndLinks(t *testing.T) {
 	m.clean()
 }
 
+// TestUnbindControlRefusesAnythingButOne: a device's unbind file takes "1"
+// (with or without a newline); any other write — NUL, 0xff, a path, a huge
+// number, the device's name, random bytes — fails with EINVAL and leaves
+// the device bound.
+func TestUnbindControlRefusesAnythingButOne(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	m.driver(&device.Driver{Name: "std", IDs: []string{"std"}})
+	dev := m.register("std0", nil, "std")
+	for _, bad := range []string{"", "\n", "0", "1 ", " 1", "11", "01", "1\n\n", "\x00", "1\x00", "\xff", "../x",
+		"99999999999999999999999", "std0", "y", "true", "\x8a\x13\xfe\x00\x7fzz"} {
+		err := write(tree, "/devices/std0/unbind", bad)
+		if !errors.Is(err, sever.ErrInvalid) || !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("write %q to unbind: %v, want an error wrapping ErrInvalid (EINVAL)", bad, err)
+		}
+		if dev.Driver() == nil || dev.State() != device.StateBound {
+			t.Fatalf("write %q to unbind was refused but unbound the device (state %v)", bad, dev.State())
+		}
+	}
+	if _, err := tree.Lookup("/devices/std0/driver"); err != nil {
+		t.Errorf("driver link after refused unbind writes: %v", err)
+	}
+	if err := write(tree, "/devices/std0/unbind", "1\n"); err != nil {
+		t.Fatalf("write \"1\\n\" to unbind: %v", err)
+	}
+	if dev.Driver() != nil || dev.State() != device.StateRegistered {
+		t.Errorf("after \"1\\n\" to unbind: driver %v, state %v; want unbound", dev.Driver(), dev.State())
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister: %v", err)
+	}
+	m.clean()
+}
+
 func TestBusWithoutBindAttrsHasNoUnbindControl(t *testing.T) {
 	m := newMachine(t)
 	bus, _ := m.core.NewBus(device.BusConfig{Name: "fixed", SuppressBindAttrs: true})
