@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -167,6 +168,84 @@ func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
 	}
 	if _, err := tree.Lookup("/devices/self0/gone"); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("the attribute after the device was removed from outside: %v, want ENOENT", err)
+	}
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
+
+// TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside: the same mistake
+// with Unbind. A driver attribute's Store that unbinds its own device gets
+// ErrDeadlock naming the file, within a second; the device is left
+// unbinding with its driver and Remove not yet run. After the Store has
+// returned, an Unbind from outside finishes the unbind — Remove runs once,
+// the driver's file goes, the device is StateRegistered — and the device
+// can be bound again.
+func TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	var got error
+	var probes, removes atomic.Int32
+	drv := m.driver(&device.Driver{
+		Name: "scsi", IDs: []string{"disk"},
+		Probe:  func(ctx context.Context, d *device.Device) error { probes.Add(1); return nil },
+		Remove: func(ctx context.Context, d *device.Device) { removes.Add(1) },
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "detach",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				got = d.Unbind(context.Background()) // the mistake
+				return got
+			}}}}},
+	})
+	dev := m.register("sda", nil, "disk")
+	done := make(chan error, 1)
+	go func() { done <- write(tree, "/devices/sda/detach", "1") }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unbind from a Store of its own binding hangs: the self-unbind is not detected")
+	}
+	if !errors.Is(got, sever.ErrDeadlock) || !strings.Contains(got.Error(), "kernfs: /devices/sda/detach") {
+		t.Fatalf("Unbind from its own Store returned %v, want an error wrapping ErrDeadlock naming kernfs: /devices/sda/detach", got)
+	}
+	if s, d := dev.State(), dev.Driver(); s != device.StateUnbinding || d != drv {
+		t.Errorf("after the refused self-unbind: state %v, driver kept %v; want unbinding with scsi kept", s, d == drv)
+	}
+	if n := removes.Load(); n != 0 {
+		t.Errorf("Remove ran %d times during the refused self-unbind, want 0", n)
+	}
+
+	if err := dev.Unbind(ctxT(t)); err != nil {
+		t.Fatalf("Unbind from outside after the refused self-unbind: %v", err)
+	}
+	if n := removes.Load(); n != 1 {
+		t.Errorf("Remove ran %d times once Unbind from outside finished the unbind, want 1", n)
+	}
+	if s, d := dev.State(), dev.Driver(); s != device.StateRegistered || d != nil {
+		t.Errorf("after Unbind from outside: state %v, driver left %v; want registered with no driver", s, d != nil)
+	}
+	if _, err := tree.Lookup("/devices/sda/detach"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the driver's attribute after the unbind finished: %v, want ENOENT", err)
+	}
+	if err := dev.Unbind(ctxT(t)); err != nil || removes.Load() != 1 {
+		t.Errorf("a second Unbind from outside: %v, Remove ran %d times; want nil and still once", err, removes.Load())
+	}
+
+	if err := dev.Bind(ctxT(t), drv); err != nil {
+		t.Fatalf("Bind after the finished unbind: %v", err)
+	}
+	if s, n := dev.State(), probes.Load(); s != device.StateBound || n != 2 {
+		t.Errorf("after Bind: state %v, %d probes; want bound after 2", s, n)
+	}
+	if _, err := tree.Lookup("/devices/sda/detach"); err != nil {
+		t.Errorf("the driver's attribute after binding again: %v", err)
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister: %v", err)
+	}
+	if n := removes.Load(); n != 2 {
+		t.Errorf("Remove ran %d times in all, want 2 (one per binding)", n)
 	}
 	for _, v := range m.log.Quiesce(ctxT(t)) {
 		if v.Class != check.Misuse {
