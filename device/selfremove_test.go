@@ -40,7 +40,10 @@ func TestUnregisterFromOwnStoreFailsFast(t *testing.T) {
 	start := time.Now()
 	go func() { done <- write(tree, "/devices/sda/delete", "1") }()
 	select {
-	case <-done:
+	case err := <-done:
+		if !errors.Is(err, sever.ErrDeadlock) {
+			t.Errorf("the write to delete = %v, want the Store's error, wrapping ErrDeadlock", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Unregister from the device's own Store hangs: a self-removal is not detected")
 	}
@@ -93,7 +96,12 @@ func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { _, _ = f.Write([]byte("x")); close(done) }()
+	go func() {
+		defer close(done)
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Errorf("the Write = %v, want nil: the operation returns nil after its refused Unregister", err)
+		}
+	}()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -108,7 +116,7 @@ func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
 	if _, err := f.Write([]byte("x")); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("write after the device was removed from outside: %v, want ENODEV", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	for _, v := range m.log.Quiesce(ctxT(t)) {
 		if v.Class != check.Misuse {
 			t.Errorf("recorded besides the misuse: %v", v)
@@ -143,10 +151,16 @@ func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = write(tree, "/devices/self0/gone", "1")
+		if err := write(tree, "/devices/self0/gone", "1"); err != nil {
+			t.Errorf("the write to gone = %v, want nil: its Store returns nil after the refused Remove", err)
+		}
 		if f, err := chardev.RegistryOf(m.core).Open("self0", os.O_WRONLY); err == nil {
-			_, _ = f.Write([]byte("x"))
-			f.Close()
+			if _, err := f.Write([]byte("x")); err != nil {
+				t.Errorf("the Write = %v, want nil: the operation returns nil after its refused Unregister", err)
+			}
+			closeOK(t, f)
+		} else {
+			t.Errorf("Open of the char device = %v, want nil: it is registered", err)
 		}
 	}()
 	select {
@@ -202,7 +216,10 @@ func TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- write(tree, "/devices/sda/detach", "1") }()
 	select {
-	case <-done:
+	case err := <-done:
+		if !errors.Is(err, sever.ErrDeadlock) {
+			t.Errorf("the write to detach = %v, want the Store's error, wrapping ErrDeadlock", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Unbind from a Store of its own binding hangs: the self-unbind is not detected")
 	}

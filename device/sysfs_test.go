@@ -22,7 +22,7 @@ func read(t *testing.T, tree *kernfs.Tree, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	b, err := io.ReadAll(f)
 	return string(b), err
 }
@@ -32,9 +32,8 @@ func write(tree *kernfs.Tree, path, v string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(v))
-	return err
+	return errors.Join(err, f.Close()) // a first Close succeeds: its error fails the caller's check
 }
 
 func TestDeviceDirectoryHasStandardAttributesAndLinks(t *testing.T) {
@@ -62,7 +61,7 @@ func TestDeviceDirectoryHasStandardAttributesAndLinks(t *testing.T) {
 	if err := write(tree, "/bus/platform/drivers/std/bind", "std0"); err != nil || dev.Driver() == nil {
 		t.Errorf("bind through the driver's bind file: %v, driver %v", err, dev.Driver())
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	for _, p := range []string{"/devices/std0", "/bus/platform/devices/std0"} {
 		if _, err := tree.Lookup(p); !errors.Is(err, syscall.ENOENT) {
 			t.Errorf("%s after Unregister: %v, want ENOENT", p, err)
@@ -112,7 +111,7 @@ func TestBusWithoutBindAttrsHasNoUnbindControl(t *testing.T) {
 	if _, err := m.core.Sysfs().Lookup("/devices/f0/unbind"); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("unbind control on a bus that suppresses it: %v", err)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	m.clean()
 }
 
@@ -147,7 +146,7 @@ func TestDriverGroupsHiddenDuringProbeShownAfter(t *testing.T) {
 	if s, err := read(t, tree, "/devices/g0/power/level"); s != "3\n" || err != nil {
 		t.Errorf("group after a successful Probe: %q, %v", s, err)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	m.clean()
 }
 
@@ -182,7 +181,7 @@ func TestAttributeDrainedAndSeveredBeforeRemove(t *testing.T) {
 		f, err := tree.Open("/devices/a0/temp", os.O_RDONLY)
 		if err == nil {
 			_, err = f.Read(make([]byte, 16)) // one read: Show's result
-			f.Close()
+			closeOK(t, f)
 		}
 		readDone <- err
 	}()
@@ -272,7 +271,7 @@ func TestUnloadForceSeversOpenDriverAttributes(t *testing.T) {
 	if _, err := f.Read(make([]byte, 8)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("read after the owner unloaded: %v, want ENODEV", err)
 	}
-	f.Close()
-	dev.Unregister(ctxT(t))
+	closeOK(t, f)
+	unregisterOK(t, dev)
 	m.clean()
 }
