@@ -36,11 +36,14 @@ type Config struct {
 //
 //	registered ──probe──▶ probing ──ok──▶ bound ──unbind──▶ unbinding ──▶ registered
 //	                      probing ──fail (no Remove)──────▶ unbinding
-//	registered | probing | bound ──Unregister──▶ removing ──▶ removed
+//	registered | probing | bound | unbinding ──Unregister──▶ removing ──▶ removed
 //
 // Unbinding and removing take the one removal path (see Device.remove);
 // from unbinding on, the device takes no new children, bindings or undo
-// entries. A device whose Register failed is removed at once. The device
+// entries. An unbinding stopped by sever.ErrDeadlock (Unbind called from a
+// callback of the binding) stays unbinding, with its driver, until an
+// Unbind, the driver's unregistration or Unregister from outside finishes
+// it. A device whose Register failed is removed at once. The device
 // holds exactly this word; there is no other flag.
 type State int
 

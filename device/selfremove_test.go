@@ -270,3 +270,37 @@ func TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside(t *testing.T) {
 		}
 	}
 }
+
+// TestUnbindFromOwnStoreIsFinishedByDriverUnregister: the driver's
+// unregistration, from outside, finishes a self-unbind that stopped at
+// ErrDeadlock too: Remove runs once and the device is left unbound.
+func TestUnbindFromOwnStoreIsFinishedByDriverUnregister(t *testing.T) {
+	m := newMachine(t)
+	var got error
+	var removes atomic.Int32
+	drv := m.driver(&device.Driver{
+		Name: "scsi", IDs: []string{"disk"},
+		Remove: func(ctx context.Context, d *device.Device) { removes.Add(1) },
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "detach",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				got = d.Unbind(context.Background()) // the mistake
+				return got
+			}}}}},
+	})
+	dev := m.register("sda", nil, "disk")
+	if err := write(m.core.Sysfs(), "/devices/sda/detach", "1"); !errors.Is(err, sever.ErrDeadlock) || !errors.Is(got, sever.ErrDeadlock) {
+		t.Fatalf("the self-unbind: write %v, Unbind %v; want both wrapping ErrDeadlock", err, got)
+	}
+	if err := m.bus.UnregisterDriver(ctxT(t), drv); err != nil {
+		t.Fatalf("UnregisterDriver after the refused self-unbind: %v", err)
+	}
+	if s, n := dev.State(), removes.Load(); s != device.StateRegistered || dev.Driver() != nil || n != 1 {
+		t.Errorf("after UnregisterDriver: state %v, driver left %v, Remove ran %d times; want registered, none, once", s, dev.Driver() != nil, n)
+	}
+	unregisterOK(t, dev)
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
