@@ -237,6 +237,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		if d.parent != nil {
 			d.parent.ref.Put(d)
 		}
+		close(d.done) // removed: a parent's removal that found it half-made waits for done
 		return nil, &sever.ObjectError{Object: d.path, Err: err}
 	}
 	if b := d.bus; b != nil {

@@ -329,10 +329,15 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// Refuse new children, bindings, resources and severables.
 	d.mu.Lock()
 	switch d.state {
-	case StateRemoved:
-		d.mu.Unlock()
-		return nil
-	case StateRemoving:
+	case StateRemoved, StateRemoving:
+		// Another Unregister has begun, or has set StateRemoved and is
+		// still putting the registration's reference and leaving the
+		// tree: wait for it to close done (a failed Register closed it
+		// already). Returning at StateRemoved let a parent's removal,
+		// whose children step called this, go on to its audit before
+		// the child had dropped its pin on the parent (found by
+		// TestUnregisterDuringChildRegisterPutsParentOnce, ~1 run in 2
+		// once its child's Unregister started a little later).
 		d.mu.Unlock()
 		select {
 		case <-d.done:
