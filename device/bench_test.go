@@ -21,17 +21,19 @@ func benchProvider(b *testing.B) (*device.Handle[*counter], func()) {
 	bus, _ := c.NewBus(device.BusConfig{Name: "platform"})
 	owner := sever.NewOwner("bench", nil, sever.WithLog(log))
 	var prov *device.Provider[*counter]
-	bus.RegisterDriver(context.Background(), &device.Driver{Name: "b", IDs: []string{"b"}, Owner: owner,
+	if err := bus.RegisterDriver(context.Background(), &device.Driver{Name: "b", IDs: []string{"b"}, Owner: owner,
 		Probe: func(ctx context.Context, d *device.Device) (err error) {
 			prov, err = device.NewProvider(d, "counter", &counter{})
 			return err
-		}})
+		}}); err != nil {
+		b.Fatalf("setup: RegisterDriver failed: %v", err)
+	}
 	dev, _ := c.Register(context.Background(), device.Config{Name: "b0", Bus: bus, Compatible: "b"})
 	h, err := prov.Open("bench")
 	if err != nil {
 		b.Fatal(err)
 	}
-	return h, func() { h.Close(); dev.Unregister(context.Background()) }
+	return h, func() { closeOK(b, h); unregisterOK(b, dev) }
 }
 
 // BenchmarkDirectCall is the baseline: a consumer calling the provider's
@@ -40,7 +42,9 @@ func BenchmarkDirectCall(b *testing.B) {
 	c := &counter{}
 	fn := func(c *counter) error { return c.read() }
 	for b.Loop() {
-		fn(c)
+		if err := fn(c); err != nil {
+			b.Fatalf("direct call = %v, want nil: read never fails", err)
+		}
 	}
 }
 
@@ -51,7 +55,9 @@ func BenchmarkHandleDo(b *testing.B) {
 	defer done()
 	fn := func(c *counter) error { return c.read() }
 	for b.Loop() {
-		h.Do(fn)
+		if err := h.Do(fn); err != nil {
+			b.Fatalf("Do = %v, want nil: the provider is live", err)
+		}
 	}
 }
 
@@ -63,7 +69,10 @@ func BenchmarkHandleDoParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		fn := func(c *counter) error { return nil }
 		for pb.Next() {
-			h.Do(fn)
+			if err := h.Do(fn); err != nil {
+				b.Errorf("Do = %v, want nil: the provider is live", err)
+				return
+			}
 		}
 	})
 }

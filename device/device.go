@@ -36,11 +36,14 @@ type Config struct {
 //
 //	registered ──probe──▶ probing ──ok──▶ bound ──unbind──▶ unbinding ──▶ registered
 //	                      probing ──fail (no Remove)──────▶ unbinding
-//	registered | probing | bound ──Unregister──▶ removing ──▶ removed
+//	registered | probing | bound | unbinding ──Unregister──▶ removing ──▶ removed
 //
 // Unbinding and removing take the one removal path (see Device.remove);
 // from unbinding on, the device takes no new children, bindings or undo
-// entries. A device whose Register failed is removed at once. The device
+// entries. An unbinding stopped by sever.ErrDeadlock (Unbind called from a
+// callback of the binding) stays unbinding, with its driver, until an
+// Unbind, the driver's unregistration or Unregister from outside finishes
+// it. A device whose Register failed is removed at once. The device
 // holds exactly this word; there is no other flag.
 type State int
 
@@ -139,6 +142,7 @@ type binding struct {
 	drv     *Driver
 	hidden  []*kernfs.Node // the driver's named groups, shown after Probe
 	pending [nStages]int   // its entries pending on the device's undo list, per stage; guarded by the device's mu
+	probed  bool           // the driver's Probe succeeded: its end calls Remove; guarded by the device's mu
 }
 
 // Register adds a device to the machine: it appears in the tree (with its
@@ -233,6 +237,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		if d.parent != nil {
 			d.parent.ref.Put(d)
 		}
+		close(d.done) // removed: a parent's removal that found it half-made waits for done
 		return nil, &sever.ObjectError{Object: d.path, Err: err}
 	}
 	if b := d.bus; b != nil {

@@ -21,7 +21,7 @@ func Example() {
 	owner := sever.NewOwner("thermal", nil, sever.WithLog(log))
 
 	var sensor *device.Provider[*int]
-	bus.RegisterDriver(ctx, &device.Driver{
+	if err := bus.RegisterDriver(ctx, &device.Driver{
 		Name: "thermal", IDs: []string{"acme,thermal"}, Owner: owner,
 		Probe: func(ctx context.Context, d *device.Device) error {
 			celsius := 41
@@ -30,13 +30,20 @@ func Example() {
 			return err
 		},
 		Remove: func(ctx context.Context, d *device.Device) { fmt.Println("Remove: nothing can reach the driver now") },
-	})
+	}); err != nil {
+		fmt.Println("register driver:", err)
+		return
+	}
 	dev, _ := machine.Register(ctx, device.Config{Name: "thermal0", Bus: bus, Compatible: "acme,thermal"})
 
 	h, _ := sensor.Open("fan-control")
-	h.Do(func(c *int) error { fmt.Println("temperature", *c); return nil })
+	if err := h.Do(func(c *int) error { fmt.Println("temperature", *c); return nil }); err != nil {
+		fmt.Println("read:", err)
+	}
 
-	dev.Unregister(ctx) // the hot-unplug
+	if err := dev.Unregister(ctx); err != nil { // the hot-unplug
+		fmt.Println("unregister:", err)
+	}
 
 	err := h.Do(func(c *int) error { return nil })
 	fmt.Println(err, errors.Is(err, sever.ErrNoDevice))
@@ -56,17 +63,24 @@ func ExampleDevice_AddResource() {
 	ctx := context.Background()
 	machine := device.NewCore("example", &check.Log{})
 	bus, _ := machine.NewBus(device.BusConfig{Name: "platform"})
-	bus.RegisterDriver(ctx, &device.Driver{
+	if err := bus.RegisterDriver(ctx, &device.Driver{
 		Name: "uart", IDs: []string{"uart"},
 		Probe: func(ctx context.Context, d *device.Device) error {
-			d.AddResource("clock", func() { fmt.Println("clock off") })
-			d.AddResource("irq", func() { fmt.Println("irq freed") })
-			return nil
+			if _, err := d.AddResource("clock", func() { fmt.Println("clock off") }); err != nil {
+				return err
+			}
+			_, err := d.AddResource("irq", func() { fmt.Println("irq freed") })
+			return err
 		},
 		Remove: func(ctx context.Context, d *device.Device) { fmt.Println("Remove") },
-	})
+	}); err != nil {
+		fmt.Println("register driver:", err)
+		return
+	}
 	dev, _ := machine.Register(ctx, device.Config{Name: "uart0", Bus: bus, Compatible: "uart"})
-	dev.Unregister(ctx)
+	if err := dev.Unregister(ctx); err != nil {
+		fmt.Println("unregister:", err)
+	}
 	// Output:
 	// Remove
 	// irq freed

@@ -31,7 +31,7 @@ func newMachine(t *testing.T, opts ...sever.Option) *machine {
 	return &machine{t: t, log: log, core: c, bus: bus}
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -78,4 +78,24 @@ func (j *journal) get() []string {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return append([]string(nil), j.ev...)
+}
+
+// closeOK closes f, a handle or an open file, and fails the test if that
+// fails: a first Close succeeds, whether its device, node or provider is
+// still there or not.
+func closeOK(t testing.TB, f interface{ Close() error }) {
+	t.Helper()
+	if err := f.Close(); err != nil {
+		t.Errorf("Close = %v, want nil: a first Close succeeds", err)
+	}
+}
+
+// unregisterOK unregisters d and fails the test if that fails: where these
+// tests call it, no callback is stuck in the driver and no reference to
+// the device's shell is left.
+func unregisterOK(t testing.TB, d *device.Device) {
+	t.Helper()
+	if err := d.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister of %s = %v, want nil: no callback is stuck and no reference is left", d, err)
+	}
 }

@@ -42,7 +42,7 @@ func TestLeakedHandleIsReportedAtQuiesce(t *testing.T) {
 			t.Fatal(err)
 		}
 		if closeIt {
-			h.Close()
+			closeOK(t, h)
 		}
 		n := leaks(t, m, "handle of leds")
 		if want := map[bool]int{false: 1, true: 0}[closeIt]; n != want {
@@ -72,7 +72,7 @@ func TestLeakedAttributeFileIsReportedAtQuiesce(t *testing.T) {
 			t.Fatal(err)
 		}
 		if closeIt {
-			f.Close()
+			closeOK(t, f)
 		}
 		n := leaks(t, m, "the open leaked")
 		if want := map[bool]int{false: 1, true: 0}[closeIt]; n != want {

@@ -41,10 +41,20 @@ func (d *Device) Bind(ctx context.Context, drv *Driver) error {
 }
 
 // Unbind ends the current binding through the one removal path (see
-// Device.remove), as writing to the driver's unbind file does. The
+// Device.remove), as writing "1" to the device's unbind file does. The
 // device stays registered and may be bound again. Unbind of an unbound
 // device does nothing. It must not be called from the device's own Probe
 // or Remove.
+//
+// Called from inside one of the binding's attribute callbacks or char
+// device operations, it would wait for that callback forever; instead, as
+// Unregister does, it returns an error wrapping sever.ErrDeadlock that
+// names the callback's file, recording check.Misuse. The unbind stops at
+// that file: the device stays in StateUnbinding with its driver, refusing
+// new children and entries, and what was undone before the file is gone.
+// A later Unbind (or the driver's unregistration, or Unregister) from
+// another goroutine, after the callback has returned, finishes it: Remove
+// runs once, and the device is StateRegistered and may be bound again.
 func (d *Device) Unbind(ctx context.Context) error {
 	d.lock.Lock()
 	defer d.lock.Unlock()
@@ -140,6 +150,7 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		return err
 	}
 	d.mu.Lock()
+	b.probed = true
 	if d.state == StateProbing { // an Unregister that began meanwhile ends the binding
 		d.state = StateBound
 	}
@@ -149,17 +160,34 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 	return nil
 }
 
-// unbindLocked ends the current binding. d.lock is held.
+// unbindLocked ends the current binding, or finishes an end of it that
+// stopped at ErrDeadlock. d.lock is held.
 func (d *Device) unbindLocked(ctx context.Context) error {
 	d.mu.Lock()
 	b := d.bind
-	if b == nil || d.state != StateBound {
+	switch {
+	case b == nil:
+		d.mu.Unlock()
+		return nil
+	case d.state == StateBound:
+		d.state = StateUnbinding
+	case d.state == StateUnbinding:
+		// Every end of a binding holds d.lock, as we do: none is
+		// running, so this one stopped at ErrDeadlock (an Unbind, or a
+		// failed Probe's undoing, called from inside a callback of the
+		// binding) and left the binding for a removal from outside to
+		// finish. Its refused entry is pending again; go on from there.
+	default: // StateRemoving: Unregister ends the binding
 		d.mu.Unlock()
 		return nil
 	}
-	d.state = StateUnbinding
+	probed := b.probed
 	d.mu.Unlock()
-	return d.remove(ctx, b, true)
+	err := d.remove(ctx, b, probed)
+	if errors.Is(err, sever.ErrDeadlock) {
+		return d.selfUnbindError(err)
+	}
+	return err
 }
 
 // remove is the one removal path. Every removal takes it — Unregister
@@ -212,7 +240,8 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 		d.lock.Lock()
 		defer d.lock.Unlock()
 		d.mu.Lock()
-		b, probed = d.bind, d.bind != nil // Probe holds the lock: a binding here probed
+		b = d.bind // Probe holds the lock: a binding here has probed, or its end stopped at ErrDeadlock
+		probed = b != nil && b.probed
 		d.mu.Unlock()
 	}
 	if b != nil {
@@ -300,10 +329,15 @@ func (d *Device) Unregister(ctx context.Context) error {
 	// Refuse new children, bindings, resources and severables.
 	d.mu.Lock()
 	switch d.state {
-	case StateRemoved:
-		d.mu.Unlock()
-		return nil
-	case StateRemoving:
+	case StateRemoved, StateRemoving:
+		// Another Unregister has begun, or has set StateRemoved and is
+		// still putting the registration's reference and leaving the
+		// tree: wait for it to close done (a failed Register closed it
+		// already). Returning at StateRemoved let a parent's removal,
+		// whose children step called this, go on to its audit before
+		// the child had dropped its pin on the parent (found by
+		// TestUnregisterDuringChildRegisterPutsParentOnce, ~1 run in 2
+		// once its child's Unregister started a little later).
 		d.mu.Unlock()
 		select {
 		case <-d.done:
@@ -381,11 +415,7 @@ func (d *Device) takeInParent() bool {
 // names the callback — the innermost object of err, the file or char device
 // whose sever refused to wait for its caller — and the self-removal path.
 func (d *Device) selfRemovalError(err error) error {
-	what := "one of its callbacks"
-	var oe *sever.ObjectError
-	for e := err; errors.As(e, &oe); e = oe.Err {
-		what = oe.Object
-	}
+	what := refusedCallback(err)
 	return &sever.ObjectError{Object: d.path, Err: fmt.Errorf(
 		"Unregister called from inside a callback of %s, which it would wait for forever; "+
 			"the device stays registered, its removal begun (that file or char device refuses new calls) "+
@@ -398,4 +428,25 @@ func (d *Device) unregistering() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.state >= StateRemoving
+}
+
+// selfUnbindError is Unbind's answer to a call from inside a callback of
+// the binding (err wraps sever.ErrDeadlock), as selfRemovalError is
+// Unregister's.
+func (d *Device) selfUnbindError(err error) error {
+	return &sever.ObjectError{Object: d.path, Err: fmt.Errorf(
+		"Unbind called from inside a callback of %s, which it would wait for forever; "+
+			"the device stays unbinding with its driver, the unbind begun (that file or char device refuses new calls) "+
+			"and finished by an Unbind or Unregister from another goroutine: %w", refusedCallback(err), sever.ErrDeadlock)}
+}
+
+// refusedCallback names the callback whose sever refused to wait for its
+// caller: the innermost object of err.
+func refusedCallback(err error) string {
+	what := "one of its callbacks"
+	var oe *sever.ObjectError
+	for e := err; errors.As(e, &oe); e = oe.Err {
+		what = oe.Object
+	}
+	return what
 }

@@ -63,7 +63,7 @@ func TestRemoveRunsOnlyAfterEveryHandleCallDrained(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer h.Close()
+			defer closeOK(t, h)
 			first := true
 			for {
 				err := h.Do(func(r *regs) error {
@@ -136,8 +136,12 @@ func TestProbeFailureReleasesExactlyWhatItAdded(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			g.Add("feature-a", func() { j.add("release feature-a") })
-			g.Add("feature-b", func() { j.add("release feature-b") })
+			if _, err := g.Add("feature-a", func() { j.add("release feature-a") }); err != nil {
+				return err
+			}
+			if _, err := g.Add("feature-b", func() { j.add("release feature-b") }); err != nil {
+				return err
+			}
 			sev, _ = device.NewProvider(d, "regs", 7)
 			if _, err := m.core.Register(ctx, device.Config{Name: "child", Parent: d}); err != nil {
 				return err
@@ -175,11 +179,21 @@ func TestResourcesReleasedInReverseAfterRemoveExactlyOnce(t *testing.T) {
 	m.driver(&device.Driver{
 		Name: "res", IDs: []string{"res"},
 		Probe: func(ctx context.Context, d *device.Device) error {
-			d.AddResource("a", func() { j.add("a") })
-			r, _ := d.AddResource("b", func() { j.add("b") })
-			d.AddResource("c", func() { j.add("c") })
+			if _, err := d.AddResource("a", func() { j.add("a") }); err != nil {
+				return err
+			}
+			r, err := d.AddResource("b", func() { j.add("b") })
+			if err != nil {
+				return err
+			}
+			if _, err := d.AddResource("c", func() { j.add("c") }); err != nil {
+				return err
+			}
 			r.Release() // explicit: runs now, not again
-			f, _ := d.AddResource("d", func() { j.add("d") })
+			f, err := d.AddResource("d", func() { j.add("d") })
+			if err != nil {
+				return err
+			}
 			f.Forget() // never runs
 			return nil
 		},
@@ -192,7 +206,7 @@ func TestResourcesReleasedInReverseAfterRemoveExactlyOnce(t *testing.T) {
 	if got, want := j.get(), []string{"b", "Remove", "c", "a"}; !slices.Equal(got, want) {
 		t.Errorf("callbacks %q, want %q", got, want)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	m.clean()
 }
 
@@ -235,8 +249,8 @@ func TestUnloadTryRefusesWhileBoundAndForceUnbindsFirst(t *testing.T) {
 		t.Error("driver still registered after its owner unloaded")
 	}
 	// The devices remain; a new driver could bind them.
-	a.Unregister(ctx)
-	b.Unregister(ctx)
+	unregisterOK(t, a)
+	unregisterOK(t, b)
 	m.clean()
 }
 
@@ -246,7 +260,7 @@ func TestUnloadTrySucceedsOnceDevicesAreGone(t *testing.T) {
 	owner := sever.NewOwner("mod", nil, sever.WithLog(m.log))
 	m.driver(&device.Driver{Name: "d", IDs: []string{"x"}, Owner: owner})
 	dev := m.register("x0", nil, "x")
-	dev.Unregister(ctx)
+	unregisterOK(t, dev)
 	if owner.Pins() != 0 {
 		t.Fatalf("unregistered device still pins its driver's owner (%d pins)", owner.Pins())
 	}
@@ -279,7 +293,12 @@ func supplierConsumer(t *testing.T, m *machine, mode device.LinkMode, j *journal
 			if err != nil {
 				return err
 			}
-			_, err = d.AddResource("handle", func() { handle.Close(); j.add("consumer handle closed") })
+			_, err = d.AddResource("handle", func() {
+				if err := handle.Close(); err != nil { // a first Close succeeds: the journal's check catches it
+					j.add("consumer handle Close: " + err.Error())
+				}
+				j.add("consumer handle closed")
+			})
 			return err
 		},
 		Remove: func(ctx context.Context, d *device.Device) { j.add("consumer Remove") },
@@ -315,7 +334,7 @@ func TestSupplierRemovalUnbindsManagedConsumerFirst(t *testing.T) {
 	if con.Driver() != nil {
 		t.Error("managed consumer still bound after its supplier was removed")
 	}
-	con.Unregister(ctxT(t))
+	unregisterOK(t, con)
 	m.clean()
 }
 
@@ -352,7 +371,9 @@ func TestManagedConsumerProbeWaitsForSupplier(t *testing.T) {
 	m.driver(&device.Driver{Name: "c", IDs: []string{"c"}, Probe: func(context.Context, *device.Device) error { j.add("consumer Probe"); return nil }})
 	sup := m.register("sup", nil, "s") // no driver for it yet
 	con, _ := m.core.Register(ctx, device.Config{Name: "con", Bus: m.bus})
-	m.core.AddLink(con, sup, device.LinkManaged)
+	if _, err := m.core.AddLink(con, sup, device.LinkManaged); err != nil {
+		t.Fatalf("setup: AddLink failed: %v", err)
+	}
 	err := con.Bind(ctx, m.bus.Drivers()[0])
 	if !errors.Is(err, device.ErrProbeDeferred) || !errors.Is(err, syscall.EAGAIN) {
 		t.Fatalf("probe with unbound managed supplier: %v, want ErrProbeDeferred", err)
@@ -361,7 +382,9 @@ func TestManagedConsumerProbeWaitsForSupplier(t *testing.T) {
 	if got, want := j.get(), []string{"supplier Probe", "consumer Probe"}; !slices.Equal(got, want) {
 		t.Errorf("probes %q, want %q: a deferred consumer probes when its supplier binds", got, want)
 	}
-	m.core.Shutdown(ctx)
+	if err := m.core.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v, want nil: no callback is stuck", err)
+	}
 	m.clean()
 }
 
@@ -372,7 +395,9 @@ func TestLinkFromAncestorIsRefused(t *testing.T) {
 	if _, err := m.core.AddLink(p, c, device.LinkManaged); !errors.Is(err, syscall.EINVAL) {
 		t.Errorf("a parent consuming its own child: %v, want EINVAL (it would deadlock removal)", err)
 	}
-	m.core.Shutdown(ctxT(t))
+	if err := m.core.Shutdown(ctxT(t)); err != nil {
+		t.Errorf("Shutdown = %v, want nil: no callback is stuck", err)
+	}
 	m.clean()
 }
 
@@ -383,12 +408,10 @@ func TestChildrenRemovedBottomUpBeforeParentRemove(t *testing.T) {
 	m.driver(&device.Driver{
 		Name: "hub", IDs: []string{"hub"}, Remove: rm,
 		Probe: func(ctx context.Context, d *device.Device) error {
-			a, err := m.core.Register(ctx, device.Config{Name: "adapter", Parent: d, Bus: m.bus, Compatible: "adapter"})
-			if err != nil {
+			if _, err := m.core.Register(ctx, device.Config{Name: "adapter", Parent: d, Bus: m.bus, Compatible: "adapter"}); err != nil {
 				return err
 			}
-			_, err = m.core.Register(ctx, device.Config{Name: "gpiochip", Parent: d, Bus: m.bus, Compatible: "leaf"})
-			_ = a
+			_, err := m.core.Register(ctx, device.Config{Name: "gpiochip", Parent: d, Bus: m.bus, Compatible: "leaf"})
 			return err
 		},
 	})
@@ -417,7 +440,9 @@ func TestProbePanicIsRecordedAsDriverFaultAndUndone(t *testing.T) {
 	m.driver(&device.Driver{
 		Name: "buggy", IDs: []string{"buggy"},
 		Probe: func(ctx context.Context, d *device.Device) error {
-			d.AddResource("buf", func() { released.Store(true) })
+			if _, err := d.AddResource("buf", func() { released.Store(true) }); err != nil {
+				return err
+			}
 			var p *regs
 			p.calls.Add(1) // nil dereference
 			return nil
@@ -433,7 +458,7 @@ func TestProbePanicIsRecordedAsDriverFaultAndUndone(t *testing.T) {
 	if m.log.Count(check.DriverFault) != 1 {
 		t.Errorf("log has %d driver faults, want 1: %v", m.log.Count(check.DriverFault), m.log.Violations())
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 }
 
 // TestBrokenDriverLeakingAReferenceIsReported is the checker's proof: a
@@ -484,7 +509,7 @@ func TestHandleCloseIsIdempotentOrEBADF(t *testing.T) {
 	if err := h.Do(func(v int) error { got = v; return nil }); err != nil || got != 42 {
 		t.Fatalf("Do on a live provider: %d, %v", got, err)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	if _, err := prov.Open("late"); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("Open on a removed provider: %v, want ENODEV", err)
 	}
@@ -517,7 +542,7 @@ func TestHandleCallIntoPanickingProviderIsDriverFault(t *testing.T) {
 	if err := dev.Unregister(ctxT(t)); err != nil {
 		t.Errorf("Unregister after a recovered panic: %v", err)
 	}
-	h.Close()
+	closeOK(t, h)
 }
 
 func TestUnbindThenRebind(t *testing.T) {
@@ -529,11 +554,13 @@ func TestUnbindThenRebind(t *testing.T) {
 	if err := dev.Bind(ctx, drv); !errors.Is(err, syscall.EBUSY) {
 		t.Errorf("Bind of a bound device: %v, want EBUSY", err)
 	}
-	dev.Unbind(ctx)
+	if err := dev.Unbind(ctx); err != nil {
+		t.Errorf("Unbind = %v, want nil: no callback is stuck", err)
+	}
 	if err := dev.Bind(ctx, drv); err != nil || probes.Load() != 2 || dev.Driver() != drv {
 		t.Errorf("rebind: %v, %d probes", err, probes.Load())
 	}
-	dev.Unregister(ctx)
+	unregisterOK(t, dev)
 	if err := dev.Unregister(ctx); err != nil {
 		t.Errorf("second Unregister: %v, want nil", err)
 	}
@@ -557,9 +584,13 @@ func TestConcurrentUnregisterAndDriverUnregister(t *testing.T) {
 		}
 		var wg sync.WaitGroup
 		for _, d := range devs {
-			wg.Go(func() { d.Unregister(ctx) })
+			wg.Go(func() { unregisterOK(t, d) })
 		}
-		wg.Go(func() { m.bus.UnregisterDriver(ctx, drv) })
+		wg.Go(func() {
+			if err := m.bus.UnregisterDriver(ctx, drv); err != nil {
+				t.Errorf("UnregisterDriver = %v, want nil: no callback is stuck", err)
+			}
+		})
 		wg.Wait()
 		if removes.Load() != 8 || owner.Pins() != 0 {
 			t.Fatalf("%d Removes for 8 bound devices, %d pins left; want 8 and 0", removes.Load(), owner.Pins())

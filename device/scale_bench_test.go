@@ -24,7 +24,7 @@ import (
 // processes on a shared machine, so it is reported beside it.
 func cpuNow() time.Duration {
 	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru) // RUSAGE_SELF into a valid struct cannot fail (EINVAL, EFAULT only)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
@@ -99,7 +99,9 @@ func BenchmarkScaleRegister(b *testing.B) {
 				}
 				cpu += cpuNow() - c0
 				b.StopTimer()
-				hub.Unregister(context.Background())
+				if err := hub.Unregister(context.Background()); err != nil {
+					b.Fatalf("Unregister of the hub = %v, want nil: no callback is stuck", err)
+				}
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/child")
@@ -127,7 +129,9 @@ func BenchmarkScaleUnplugHandles(b *testing.B) {
 				cpu += cpuNow() - c0
 				b.StopTimer()
 				for _, h := range hs {
-					h.Close()
+					if err := h.Close(); err != nil {
+						b.Fatalf("Close of a handle = %v, want nil: a first Close succeeds", err)
+					}
 				}
 				b.StartTimer()
 			}
@@ -185,7 +189,9 @@ func BenchmarkScaleMemIdleDevice(b *testing.B) {
 		c, hub := usbHub(b, n)
 		after := heapInUse()
 		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/device")
-		hub.Unregister(context.Background())
+		if err := hub.Unregister(context.Background()); err != nil {
+			b.Fatalf("Unregister of the hub = %v, want nil: no callback is stuck", err)
+		}
 		runtime.KeepAlive(c)
 	}
 }
@@ -207,9 +213,13 @@ func BenchmarkScaleMemOpenHandle(b *testing.B) {
 		}
 		after := heapInUse()
 		b.ReportMetric(float64(int64(after)-int64(before))/n, "B/handle")
-		dev.Unregister(context.Background())
+		if err := dev.Unregister(context.Background()); err != nil {
+			b.Fatalf("Unregister = %v, want nil: no callback is stuck", err)
+		}
 		for _, h := range hs {
-			h.Close()
+			if err := h.Close(); err != nil {
+				b.Fatalf("Close of a handle = %v, want nil: a first Close succeeds", err)
+			}
 		}
 	}
 }
@@ -243,7 +253,9 @@ func BenchmarkScaleUndoDrop(b *testing.B) {
 				}
 				cpu += cpuNow() - c0
 				b.StopTimer()
-				dev.Unregister(context.Background())
+				if err := dev.Unregister(context.Background()); err != nil {
+					b.Fatalf("Unregister = %v, want nil: no callback is stuck", err)
+				}
 				b.StartTimer()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/entry")

@@ -141,6 +141,8 @@ func TestSupplierUnbindsManagedConsumersNewestLinkFirst(t *testing.T) {
 	if got, want := j.get(), []string{"con4", "con3", "con1"}; !slices.Equal(got, want) {
 		t.Errorf("consumers unbound %q, want newest link first %q", got, want)
 	}
-	m.core.Shutdown(ctx)
+	if err := m.core.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown = %v, want nil: no callback is stuck", err)
+	}
 	m.clean()
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,10 @@ func TestUnregisterFromOwnStoreFailsFast(t *testing.T) {
 	start := time.Now()
 	go func() { done <- write(tree, "/devices/sda/delete", "1") }()
 	select {
-	case <-done:
+	case err := <-done:
+		if !errors.Is(err, sever.ErrDeadlock) {
+			t.Errorf("the write to delete = %v, want the Store's error, wrapping ErrDeadlock", err)
+		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Unregister from the device's own Store hangs: a self-removal is not detected")
 	}
@@ -92,7 +96,12 @@ func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { _, _ = f.Write([]byte("x")); close(done) }()
+	go func() {
+		defer close(done)
+		if _, err := f.Write([]byte("x")); err != nil {
+			t.Errorf("the Write = %v, want nil: the operation returns nil after its refused Unregister", err)
+		}
+	}()
 	select {
 	case <-done:
 	case <-time.After(5 * time.Second):
@@ -107,7 +116,7 @@ func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
 	if _, err := f.Write([]byte("x")); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("write after the device was removed from outside: %v, want ENODEV", err)
 	}
-	f.Close()
+	closeOK(t, f)
 	for _, v := range m.log.Quiesce(ctxT(t)) {
 		if v.Class != check.Misuse {
 			t.Errorf("recorded besides the misuse: %v", v)
@@ -142,10 +151,16 @@ func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = write(tree, "/devices/self0/gone", "1")
+		if err := write(tree, "/devices/self0/gone", "1"); err != nil {
+			t.Errorf("the write to gone = %v, want nil: its Store returns nil after the refused Remove", err)
+		}
 		if f, err := chardev.RegistryOf(m.core).Open("self0", os.O_WRONLY); err == nil {
-			_, _ = f.Write([]byte("x"))
-			f.Close()
+			if _, err := f.Write([]byte("x")); err != nil {
+				t.Errorf("the Write = %v, want nil: the operation returns nil after its refused Unregister", err)
+			}
+			closeOK(t, f)
+		} else {
+			t.Errorf("Open of the char device = %v, want nil: it is registered", err)
 		}
 	}()
 	select {
@@ -168,6 +183,121 @@ func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
 	if _, err := tree.Lookup("/devices/self0/gone"); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("the attribute after the device was removed from outside: %v, want ENOENT", err)
 	}
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
+
+// TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside: the same mistake
+// with Unbind. A driver attribute's Store that unbinds its own device gets
+// ErrDeadlock naming the file, within a second; the device is left
+// unbinding with its driver and Remove not yet run. After the Store has
+// returned, an Unbind from outside finishes the unbind — Remove runs once,
+// the driver's file goes, the device is StateRegistered — and the device
+// can be bound again.
+func TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	var got error
+	var probes, removes atomic.Int32
+	drv := m.driver(&device.Driver{
+		Name: "scsi", IDs: []string{"disk"},
+		Probe:  func(ctx context.Context, d *device.Device) error { probes.Add(1); return nil },
+		Remove: func(ctx context.Context, d *device.Device) { removes.Add(1) },
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "detach",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				got = d.Unbind(context.Background()) // the mistake
+				return got
+			}}}}},
+	})
+	dev := m.register("sda", nil, "disk")
+	done := make(chan error, 1)
+	go func() { done <- write(tree, "/devices/sda/detach", "1") }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, sever.ErrDeadlock) {
+			t.Errorf("the write to detach = %v, want the Store's error, wrapping ErrDeadlock", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unbind from a Store of its own binding hangs: the self-unbind is not detected")
+	}
+	if !errors.Is(got, sever.ErrDeadlock) || !strings.Contains(got.Error(), "kernfs: /devices/sda/detach") {
+		t.Fatalf("Unbind from its own Store returned %v, want an error wrapping ErrDeadlock naming kernfs: /devices/sda/detach", got)
+	}
+	if s, d := dev.State(), dev.Driver(); s != device.StateUnbinding || d != drv {
+		t.Errorf("after the refused self-unbind: state %v, driver kept %v; want unbinding with scsi kept", s, d == drv)
+	}
+	if n := removes.Load(); n != 0 {
+		t.Errorf("Remove ran %d times during the refused self-unbind, want 0", n)
+	}
+
+	if err := dev.Unbind(ctxT(t)); err != nil {
+		t.Fatalf("Unbind from outside after the refused self-unbind: %v", err)
+	}
+	if n := removes.Load(); n != 1 {
+		t.Errorf("Remove ran %d times once Unbind from outside finished the unbind, want 1", n)
+	}
+	if s, d := dev.State(), dev.Driver(); s != device.StateRegistered || d != nil {
+		t.Errorf("after Unbind from outside: state %v, driver left %v; want registered with no driver", s, d != nil)
+	}
+	if _, err := tree.Lookup("/devices/sda/detach"); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("the driver's attribute after the unbind finished: %v, want ENOENT", err)
+	}
+	if err := dev.Unbind(ctxT(t)); err != nil || removes.Load() != 1 {
+		t.Errorf("a second Unbind from outside: %v, Remove ran %d times; want nil and still once", err, removes.Load())
+	}
+
+	if err := dev.Bind(ctxT(t), drv); err != nil {
+		t.Fatalf("Bind after the finished unbind: %v", err)
+	}
+	if s, n := dev.State(), probes.Load(); s != device.StateBound || n != 2 {
+		t.Errorf("after Bind: state %v, %d probes; want bound after 2", s, n)
+	}
+	if _, err := tree.Lookup("/devices/sda/detach"); err != nil {
+		t.Errorf("the driver's attribute after binding again: %v", err)
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister: %v", err)
+	}
+	if n := removes.Load(); n != 2 {
+		t.Errorf("Remove ran %d times in all, want 2 (one per binding)", n)
+	}
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}
+
+// TestUnbindFromOwnStoreIsFinishedByDriverUnregister: the driver's
+// unregistration, from outside, finishes a self-unbind that stopped at
+// ErrDeadlock too: Remove runs once and the device is left unbound.
+func TestUnbindFromOwnStoreIsFinishedByDriverUnregister(t *testing.T) {
+	m := newMachine(t)
+	var got error
+	var removes atomic.Int32
+	drv := m.driver(&device.Driver{
+		Name: "scsi", IDs: []string{"disk"},
+		Remove: func(ctx context.Context, d *device.Device) { removes.Add(1) },
+		Groups: []device.AttrGroup{{Attrs: []device.Attr{{Name: "detach",
+			Store: func(c *kernfs.Call, d *device.Device, v any) error {
+				got = d.Unbind(context.Background()) // the mistake
+				return got
+			}}}}},
+	})
+	dev := m.register("sda", nil, "disk")
+	if err := write(m.core.Sysfs(), "/devices/sda/detach", "1"); !errors.Is(err, sever.ErrDeadlock) || !errors.Is(got, sever.ErrDeadlock) {
+		t.Fatalf("the self-unbind: write %v, Unbind %v; want both wrapping ErrDeadlock", err, got)
+	}
+	if err := m.bus.UnregisterDriver(ctxT(t), drv); err != nil {
+		t.Fatalf("UnregisterDriver after the refused self-unbind: %v", err)
+	}
+	if s, n := dev.State(), removes.Load(); s != device.StateRegistered || dev.Driver() != nil || n != 1 {
+		t.Errorf("after UnregisterDriver: state %v, driver left %v, Remove ran %d times; want registered, none, once", s, dev.Driver() != nil, n)
+	}
+	unregisterOK(t, dev)
 	for _, v := range m.log.Quiesce(ctxT(t)) {
 		if v.Class != check.Misuse {
 			t.Errorf("recorded besides the misuse: %v", v)

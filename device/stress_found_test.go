@@ -44,7 +44,7 @@ func TestUnregisterDuringChildRegisterPutsParentOnce(t *testing.T) {
 				t.Errorf("Register under a parent being removed: %v; want nil or ENODEV", err)
 			}
 			if err == nil {
-				d.Unregister(ctx) // a no-op if the parent's removal took it
+				unregisterOK(t, d) // a no-op if the parent's removal took it
 			}
 		}()
 		go func() {
@@ -91,9 +91,14 @@ func TestUnbindWaitsForSeverablesAnUnregisterIsSevering(t *testing.T) {
 	dev := m.register("s0", nil, "s")
 	var wg sync.WaitGroup
 	wg.Add(2)
-	go func() { defer wg.Done(); dev.Unregister(ctx) }()
+	go func() { defer wg.Done(); unregisterOK(t, dev) }()
 	<-entered // the Unregister is severing the binding's severable
-	go func() { defer wg.Done(); m.bus.UnregisterDriver(ctx, drv) }()
+	go func() {
+		defer wg.Done()
+		if err := m.bus.UnregisterDriver(ctx, drv); err != nil {
+			t.Errorf("UnregisterDriver = %v, want nil: no callback is stuck", err)
+		}
+	}()
 	time.Sleep(10 * time.Millisecond) // let the unbind run as far as it would
 	close(release)
 	wg.Wait()

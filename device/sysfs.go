@@ -193,9 +193,12 @@ func (s *sysfs) addDevice(d *Device) error {
 		return fail(err)
 	}
 	if d.bus != nil && !d.bus.cfg.SuppressBindAttrs {
-		// The unbind control: writing anything unbinds the driver. Built-in
-		// code; unbinding severs the driver's nodes, never this one.
-		if _, err := s.t.AddAttr(dir, kernfs.Attr{Name: "unbind", Store: func(c *kernfs.Call, v any) error {
+		// The unbind control: writing "1" (a trailing newline allowed, as
+		// for every attribute) unbinds the driver, like Linux's per-device
+		// "remove" files; anything else is refused with an error wrapping
+		// sever.ErrInvalid (EINVAL) and unbinds nothing. Built-in code;
+		// unbinding severs the driver's nodes, never this one.
+		if _, err := s.t.AddAttr(dir, kernfs.Attr{Name: "unbind", Parse: kernfs.Enum("1"), Store: func(c *kernfs.Call, v any) error {
 			return d.Unbind(context.Background())
 		}}); err != nil {
 			return fail(err)

@@ -22,7 +22,7 @@ func read(t *testing.T, tree *kernfs.Tree, path string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
+	defer closeOK(t, f)
 	b, err := io.ReadAll(f)
 	return string(b), err
 }
@@ -32,9 +32,8 @@ func write(tree *kernfs.Tree, path, v string) error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
 	_, err = f.Write([]byte(v))
-	return err
+	return errors.Join(err, f.Close()) // a first Close succeeds: its error fails the caller's check
 }
 
 func TestDeviceDirectoryHasStandardAttributesAndLinks(t *testing.T) {
@@ -62,11 +61,45 @@ func TestDeviceDirectoryHasStandardAttributesAndLinks(t *testing.T) {
 	if err := write(tree, "/bus/platform/drivers/std/bind", "std0"); err != nil || dev.Driver() == nil {
 		t.Errorf("bind through the driver's bind file: %v, driver %v", err, dev.Driver())
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	for _, p := range []string{"/devices/std0", "/bus/platform/devices/std0"} {
 		if _, err := tree.Lookup(p); !errors.Is(err, syscall.ENOENT) {
 			t.Errorf("%s after Unregister: %v, want ENOENT", p, err)
 		}
+	}
+	m.clean()
+}
+
+// TestUnbindControlRefusesAnythingButOne: a device's unbind file takes "1"
+// (with or without a newline); any other write — NUL, 0xff, a path, a huge
+// number, the device's name, random bytes — fails with EINVAL and leaves
+// the device bound.
+func TestUnbindControlRefusesAnythingButOne(t *testing.T) {
+	m := newMachine(t)
+	tree := m.core.Sysfs()
+	m.driver(&device.Driver{Name: "std", IDs: []string{"std"}})
+	dev := m.register("std0", nil, "std")
+	for _, bad := range []string{"", "\n", "0", "1 ", " 1", "11", "01", "1\n\n", "\x00", "1\x00", "\xff", "../x",
+		"99999999999999999999999", "std0", "y", "true", "\x8a\x13\xfe\x00\x7fzz"} {
+		err := write(tree, "/devices/std0/unbind", bad)
+		if !errors.Is(err, sever.ErrInvalid) || !errors.Is(err, syscall.EINVAL) {
+			t.Errorf("write %q to unbind: %v, want an error wrapping ErrInvalid (EINVAL)", bad, err)
+		}
+		if dev.Driver() == nil || dev.State() != device.StateBound {
+			t.Fatalf("write %q to unbind was refused but unbound the device (state %v)", bad, dev.State())
+		}
+	}
+	if _, err := tree.Lookup("/devices/std0/driver"); err != nil {
+		t.Errorf("driver link after refused unbind writes: %v", err)
+	}
+	if err := write(tree, "/devices/std0/unbind", "1\n"); err != nil {
+		t.Fatalf("write \"1\\n\" to unbind: %v", err)
+	}
+	if dev.Driver() != nil || dev.State() != device.StateRegistered {
+		t.Errorf("after \"1\\n\" to unbind: driver %v, state %v; want unbound", dev.Driver(), dev.State())
+	}
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Errorf("Unregister: %v", err)
 	}
 	m.clean()
 }
@@ -78,7 +111,7 @@ func TestBusWithoutBindAttrsHasNoUnbindControl(t *testing.T) {
 	if _, err := m.core.Sysfs().Lookup("/devices/f0/unbind"); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("unbind control on a bus that suppresses it: %v", err)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	m.clean()
 }
 
@@ -113,7 +146,7 @@ func TestDriverGroupsHiddenDuringProbeShownAfter(t *testing.T) {
 	if s, err := read(t, tree, "/devices/g0/power/level"); s != "3\n" || err != nil {
 		t.Errorf("group after a successful Probe: %q, %v", s, err)
 	}
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 	m.clean()
 }
 
@@ -148,7 +181,7 @@ func TestAttributeDrainedAndSeveredBeforeRemove(t *testing.T) {
 		f, err := tree.Open("/devices/a0/temp", os.O_RDONLY)
 		if err == nil {
 			_, err = f.Read(make([]byte, 16)) // one read: Show's result
-			f.Close()
+			closeOK(t, f)
 		}
 		readDone <- err
 	}()
@@ -238,7 +271,7 @@ func TestUnloadForceSeversOpenDriverAttributes(t *testing.T) {
 	if _, err := f.Read(make([]byte, 8)); !errors.Is(err, syscall.ENODEV) {
 		t.Errorf("read after the owner unloaded: %v, want ENODEV", err)
 	}
-	f.Close()
-	dev.Unregister(ctxT(t))
+	closeOK(t, f)
+	unregisterOK(t, dev)
 	m.clean()
 }

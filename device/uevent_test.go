@@ -1,7 +1,6 @@
 package device_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -19,7 +18,7 @@ func TestUeventsAreOrderedAddBindChangeUnbindRemove(t *testing.T) {
 	m.driver(&device.Driver{Name: "u", IDs: []string{"u"}})
 	dev := m.register("u0", nil, "u")
 	dev.Notify(map[string]string{"EVENT": "reset"})
-	dev.Unregister(ctxT(t))
+	unregisterOK(t, dev)
 
 	var got []string
 	var last uint64
@@ -55,7 +54,7 @@ func TestSlowUeventSubscriberNeverBlocksRemovalAndIsToldItMissed(t *testing.T) {
 	go func() {
 		defer close(done)
 		for _, d := range devs {
-			d.Unregister(context.Background())
+			unregisterOK(t, d)
 		}
 	}()
 	select {
@@ -71,7 +70,7 @@ func TestSlowUeventSubscriberNeverBlocksRemovalAndIsToldItMissed(t *testing.T) {
 	if slow.Missed() != 18 {
 		t.Errorf("subscriber missed %d events, want 18 (20 emitted, 2 buffered)", slow.Missed())
 	}
-	m.register("late", nil, "").Unregister(ctxT(t))
+	unregisterOK(t, m.register("late", nil, ""))
 	e3, _ := slow.TryNext()
 	if e3.Missed != 18 || e3.Seq != e2.Seq+19 {
 		t.Errorf("next event after the overflow: %v, want Missed 18 and a Seq gap of 19", e3)

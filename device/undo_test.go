@@ -70,7 +70,7 @@ func TestChildrenUndoneBeforeParentFiles(t *testing.T) {
 				if len(p.Children()) != 0 {
 					t.Error("the binding's child outlived the binding")
 				}
-				p.Unregister(ctxT(t))
+				unregisterOK(t, p)
 			}
 			if !checked.Load() {
 				t.Fatal("the parent's file was never severed")
@@ -138,7 +138,7 @@ func TestChildUnregisteringItselfDuringParentUnplugGoesOnce(t *testing.T) {
 				if n := len(hub.Children()); n != 0 {
 					t.Fatalf("round %d: %d children left", i, n)
 				}
-				hub.Unregister(ctx)
+				unregisterOK(t, hub)
 				if t.Failed() {
 					t.FailNow()
 				}
@@ -221,7 +221,9 @@ func TestParentUnregisterFromChildCallbackStopsAndResumes(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	_ = write(tree, "/devices/hub/c/unplug_parent", "1")
+	if err := write(tree, "/devices/hub/c/unplug_parent", "1"); !errors.Is(err, sever.ErrDeadlock) {
+		t.Errorf("the write to unplug_parent = %v, want the Store's error, wrapping ErrDeadlock", err)
+	}
 	if !errors.Is(got, sever.ErrDeadlock) {
 		t.Fatalf("the parent's Unregister from its child's Store: %v, want ErrDeadlock", got)
 	}

@@ -121,11 +121,18 @@ func TestReadmeMountBehaviour(t *testing.T) {
 		}
 	}
 
-	// Last, as it frees line 2: a device's unbind file unbinds its driver whatever is written.
-	if err := os.WriteFile(p("sys/devices/gpio-keys.0/unbind"), []byte("\xff../x"), 0); err != nil {
-		t.Errorf("write of junk to gpio-keys.0/unbind: %v; README: anything unbinds", err)
+	// Last, as it frees line 2: a device's unbind file refuses junk with
+	// EINVAL, leaving the driver bound, and unbinds it on "1".
+	if err := os.WriteFile(p("sys/devices/gpio-keys.0/unbind"), []byte("\xff../x"), 0); !errors.Is(err, syscall.EINVAL) {
+		t.Errorf("write of junk to gpio-keys.0/unbind: %v; README: anything but 1 is EINVAL", err)
+	}
+	if !exists("sys/devices/gpio-keys.0/driver") {
+		t.Error("gpio-keys.0 lost its driver to a refused write of junk to its unbind")
+	}
+	if err := os.WriteFile(p("sys/devices/gpio-keys.0/unbind"), []byte("1\n"), 0); err != nil {
+		t.Errorf("write of 1 to gpio-keys.0/unbind: %v; README: 1 unbinds", err)
 	} else if exists("sys/devices/gpio-keys.0/driver") {
-		t.Error("gpio-keys.0 still has a driver after its unbind was written")
+		t.Error("gpio-keys.0 still has a driver after 1 was written to its unbind")
 	}
 
 	if code := srv.stop(t); code != 0 || !strings.Contains(srv.stdout.String(), "quiesced clean") {
