@@ -234,8 +234,9 @@ func (s *Scope) call(o *Owner, site string, fn func() error) error {
 	if !s.Enter(&t) {
 		return s.gone
 	}
-	defer s.a.Exit(&t)
-	return s.invoke(o, o != s.owner || !s.held, site, fn)
+	// invoke exits t, in its one deferred function: a second defer here
+	// cost a frame's worth of the hot path (issue 11's HandleDo figure).
+	return invoke(s.a, s.log, s.name, o, o != s.owner || !s.held, site, fn, &t)
 }
 
 // Invoke runs fn as Call does, for a caller already inside an access it
@@ -262,7 +263,7 @@ func (s *Scope) InvokeHeld(o *Owner, site string, fn func() error) error {
 
 // invoke is the fault policy and the owner check of the scope's calls.
 func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
-	return invoke(s.a, s.log, s.name, o, pin, site, fn)
+	return invoke(s.a, s.log, s.name, o, pin, site, fn, nil)
 }
 
 // Invoke runs fn, code of owner o named site, outside any scope: the
@@ -273,7 +274,7 @@ func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
 // check.DriverFault with the panicking stack (log may be nil), and returned
 // as an error wrapping ErrIO.
 func Invoke(log *check.Log, o *Owner, site string, fn func() error) error {
-	return invoke(nil, log, site, o, true, site, fn)
+	return invoke(nil, log, site, o, true, site, fn, nil)
 }
 
 // InvokeHeld is Invoke for a caller that already holds a pin on o that
@@ -281,7 +282,7 @@ func Invoke(log *check.Log, o *Owner, site string, fn func() error) error {
 // Remove runs during an unload. It refuses, and records, only a call into
 // an o that is gone.
 func InvokeHeld(log *check.Log, o *Owner, site string, fn func() error) error {
-	return invoke(nil, log, site, o, false, site, fn)
+	return invoke(nil, log, site, o, false, site, fn, nil)
 }
 
 // invoke is the fault policy and the owner check, the one place either is
@@ -294,20 +295,34 @@ func InvokeHeld(log *check.Log, o *Owner, site string, fn func() error) error {
 // fail with ErrDeadlock instead of waiting forever. invoke is never
 // inlined (it defers), and a is kept live across fn so that its spill
 // slot, which the traceback prints, holds it.
-func invoke(a *Active, log *check.Log, object string, o *Owner, pin bool, site string, fn func() error) (err error) {
+//
+// exit, if not nil, is the caller's access to a, which invoke ends after
+// fn (or after refusing to call it): Scope's Call enters and leaves the
+// exiting to invoke's one deferred function.
+func invoke(a *Active, log *check.Log, object string, o *Owner, pin bool, site string, fn func() error, exit *Token) (err error) {
+	pinned := false
 	if o != nil {
 		if pin {
-			if !o.TryGet(&pinTag) {
-				return refuse(log, object, o, site)
+			pinned = o.TryGet(&pinTag)
+		}
+		if pin && !pinned || !pin && o.State() == OwnerGone {
+			if exit != nil {
+				a.Exit(exit)
 			}
-			defer o.Put(&pinTag)
-		} else if o.State() == OwnerGone {
 			return refuse(log, object, o, site)
 		}
 	}
+	// One deferred function does every step that must follow fn, also when
+	// fn panics or exits its goroutine: recover, unpin, exit.
 	defer func() {
 		if p := recover(); p != nil {
 			err = fault(log, site, p)
+		}
+		if pinned {
+			o.Put(&pinTag)
+		}
+		if exit != nil {
+			a.Exit(exit)
 		}
 	}()
 	err = fn()
