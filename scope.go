@@ -494,6 +494,10 @@ func (s *Scope) deny() {
 		if l := s.a.life; l != nil {
 			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
 		}
+		// Poll answers ERR|HUP from here on; wake the shells' waiters and
+		// OnChange callbacks now, not only at the release after the drain,
+		// which may be long.
+		s.Notify(EventErr | EventHup)
 	}
 }
 
@@ -562,12 +566,18 @@ func (s *Scope) finish() {
 // wakes their waiters (see WaitQueue.Notify). It calls no provider code
 // and may be called from anywhere, including a Call; it does nothing once
 // the shells are released.
+//
+// The shells' OnChange callbacks run after s.mu is released, on this
+// goroutine: the caller may hold provider locks, and the callbacks take
+// only leaf locks of their own (see WaitQueue.OnChange).
 func (s *Scope) Notify(ev Events) {
+	var fns []*wakeFn
 	s.mu.Lock()
 	for sh := s.shells.head; sh != nil; sh = sh.next {
-		sh.q.Notify(ev)
+		fns = append(fns, sh.q.notify(ev)...)
 	}
 	s.mu.Unlock()
+	runWakeFns(fns)
 }
 
 // Shells returns the number of shells whose Release has not run, for

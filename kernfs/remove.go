@@ -48,8 +48,14 @@ func (t *Tree) Remove(ctx context.Context, n *Node) error {
 func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
 	var nodes, claimed []*Node
 	won = claim(n, &nodes, &claimed)
+	// Poll answers ERR|HUP from the claim on: wake the pollers (their
+	// Wait, their OnChange) now, not after the drain, which may wait long,
+	// and before the hooks, which may block on the kernel.
+	for _, c := range claimed {
+		c.scope.Notify(sever.EventErr | sever.EventHup)
+	}
 	// The claimed nodes no longer resolve: tell the OnRemove hooks now,
-	// before the drain, which may wait long.
+	// before the drain.
 	t.notifyRemoved(claimed)
 	for i := len(nodes) - 1; i >= 0; i-- { // reverse pre-order: children before parents
 		if err := t.sever(ctx, nodes[i]); err != nil {
