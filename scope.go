@@ -35,12 +35,14 @@ import (
 // The remover's side is Sever, whose steps are:
 //
 //	deny      no new Call, Open or child from here on; Poll reports ERR|HUP
+//	          and the shells' pollers (Wait, OnChange) are woken
 //	children  sever every child scope, newest first
 //	drain     wait for the calls in flight — only those, never for a shell
 //	          to be closed
 //	release   run Release once for every shell still open, dropping its
 //	          owner pin
-//	wake      wake every poller of those shells with EventErr|EventHup
+//	wake      sever those shells' wait queues: every later Wait returns
+//	          EventErr|EventHup at once
 //	regions   sever the scope's regions (each freed by the framework when
 //	          its last mapping and open go)
 //	detach    leave the parent's list of children; run the OnSever hooks
