@@ -136,11 +136,13 @@ type handle struct {
 	released bool
 }
 
-// wakeup is one registered poll wakeup of a handle. cancel is set under
-// h.mu once OnChange has returned.
+// wakeup is one registered poll wakeup of a handle. cancel is set, under
+// h.mu, once OnChange has returned; shared, under h.mu, when another poll
+// found it pending.
 type wakeup struct {
 	kh     uint64
 	cancel func() bool
+	shared bool
 }
 
 // open opens an attribute as one kernfs.File, or a char device under dev/
@@ -290,7 +292,8 @@ func (m *Server) write(r *fuse.Request) {
 }
 
 // poll answers the readiness now and, if the kernel wants a wakeup, makes
-// sure one is registered before it polls. The events pass unchanged:
+// sure one is registered before it polls (a wakeup is wanted on the first
+// pass of the process's poll, ready or not). The events pass unchanged:
 // sever's Events have Linux's poll bits. A severed file answers
 // POLLERR|POLLHUP, not an error.
 func (m *Server) poll(r *fuse.Request) {
@@ -316,7 +319,7 @@ func (m *Server) poll(r *fuse.Request) {
 	// The kernel reports error events whether asked or not.
 	want := sever.Events(in.Events) | sever.EventErr | sever.EventHup
 	if ev&want != 0 {
-		h.disarm(mine) // ready: the kernel will not sleep on this poll
+		h.disarm(mine) // ready: this poll will not sleep
 	}
 	r.ReplyPoll(uint32(ev))
 }
@@ -324,12 +327,16 @@ func (m *Server) poll(r *fuse.Request) {
 // arm makes sure a wakeup is registered for the handle, unless it is
 // released, and returns it if this call registered it. When arm returns,
 // the registration (this call's or an earlier one still pending) is in the
-// stream's wait queue, so every change after it wakes the kernel.
+// stream's wait queue, so every change after it wakes the kernel. A poll
+// that finds one pending marks it shared: it may sleep relying on it.
 func (h *handle) arm(kh uint64) *wakeup {
 	h.armMu.Lock()
 	defer h.armMu.Unlock()
 	h.mu.Lock()
 	if h.released || h.w != nil {
+		if h.w != nil {
+			h.w.shared = true
+		}
 		h.mu.Unlock()
 		return nil
 	}
@@ -371,20 +378,22 @@ func (h *handle) wake(w *wakeup) {
 	}
 }
 
-// disarm cancels w, a wakeup this poll registered, if it is still the
-// handle's.
+// disarm cancels w, the wakeup this poll registered, if it is still the
+// handle's and no other poll has found it pending since: that poll — of
+// the same file by another thread, perhaps for other events — may be
+// asleep relying on it.
 func (h *handle) disarm(w *wakeup) {
 	if w == nil {
 		return
 	}
 	h.mu.Lock()
-	current := h.w == w
-	if current {
+	mine := h.w == w && !w.shared
+	if mine {
 		h.w = nil
 		h.m.nwatch.Add(-1)
 	}
 	h.mu.Unlock()
-	if current {
+	if mine {
 		w.cancel()
 	}
 }
