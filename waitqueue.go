@@ -58,6 +58,10 @@ func (e Events) String() string {
 //	...
 //	ev, seq, err := q.Wait(ctx, seq) // blocks until a Notify after seq
 //
+// A waker that must act at the moment of the event itself — send a FUSE
+// poll wakeup — registers OnChange instead of parking a goroutine in Wait:
+// its callback runs on the notifier's goroutine.
+//
 // Sever is the provider going away: every waiter wakes with EventErr|
 // EventHup and ErrNoDevice, and every later Poll and Wait reports the same
 // at once. Free marks the end of the queue's own life, at the shell's last
