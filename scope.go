@@ -35,12 +35,14 @@ import (
 // The remover's side is Sever, whose steps are:
 //
 //	deny      no new Call, Open or child from here on; Poll reports ERR|HUP
+//	          and the shells' pollers (Wait, OnChange) are woken
 //	children  sever every child scope, newest first
 //	drain     wait for the calls in flight — only those, never for a shell
 //	          to be closed
 //	release   run Release once for every shell still open, dropping its
 //	          owner pin
-//	wake      wake every poller of those shells with EventErr|EventHup
+//	wake      sever those shells' wait queues: every later Wait returns
+//	          EventErr|EventHup at once
 //	regions   sever the scope's regions (each freed by the framework when
 //	          its last mapping and open go)
 //	detach    leave the parent's list of children; run the OnSever hooks
@@ -509,6 +511,10 @@ func (s *Scope) deny() {
 		if l := s.a.life; l != nil {
 			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
 		}
+		// Poll answers ERR|HUP from here on; wake the shells' waiters and
+		// OnChange callbacks now, not only at the release after the drain,
+		// which may be long.
+		s.Notify(EventErr | EventHup)
 	}
 }
 
@@ -577,12 +583,18 @@ func (s *Scope) finish() {
 // wakes their waiters (see WaitQueue.Notify). It calls no provider code
 // and may be called from anywhere, including a Call; it does nothing once
 // the shells are released.
+//
+// The shells' OnChange callbacks run after s.mu is released, on this
+// goroutine: the caller may hold provider locks, and the callbacks take
+// only leaf locks of their own (see WaitQueue.OnChange).
 func (s *Scope) Notify(ev Events) {
+	var fns []*wakeFn
 	s.mu.Lock()
 	for sh := s.shells.head; sh != nil; sh = sh.next {
-		sh.q.Notify(ev)
+		fns = append(fns, sh.q.notify(ev)...)
 	}
 	s.mu.Unlock()
+	runWakeFns(fns)
 }
 
 // Shells returns the number of shells whose Release has not run, for

@@ -208,6 +208,41 @@ func (sh *Shell) Unhold() { sh.ref.Put(tagShellWait) }
 // every shell).
 func (sh *Shell) Notify(ev Events) { sh.q.Notify(ev) }
 
+// OnChange registers fn to run once, on the goroutine of the shell's next
+// Notify (this shell's or the scope's), of the scope's severing (when Poll
+// starts reporting EventErr|EventHup) or of Close — or at once, on this
+// goroutine, if the shell is already closed. To miss nothing, register
+// first, then Poll, as with Wait. cancel removes the registration and
+// reports whether fn had not run and now never will. Until fn has run or
+// cancel has removed it, the registration holds a reference that keeps the
+// shell's wait queue alive, as a Wait in progress does.
+//
+// fn is framework code: it runs on the notifier's goroutine, which may hold
+// provider locks or the removal path's, so it must not block and may take
+// only leaf locks (see WaitQueue.OnChange).
+func (sh *Shell) OnChange(fn func()) (cancel func() bool) {
+	if fn == nil {
+		panic("sever: Shell.OnChange with a nil function")
+	}
+	if sh.state.Load() >= shellClosed || !sh.ref.TryGet(tagShellWait) {
+		fn()
+		return func() bool { return false }
+	}
+	// Exactly one of the two puts runs: the queue takes the registration
+	// to run it, or cancel removes it.
+	c := sh.q.OnChange(func() {
+		fn()
+		sh.ref.Put(tagShellWait)
+	})
+	return func() bool {
+		if c() {
+			sh.ref.Put(tagShellWait)
+			return true
+		}
+		return false
+	}
+}
+
 // Poll reports, without blocking, the events notified after since: 0 and
 // an error wrapping ErrClosed after Close; EventErr|EventHup and the Gone
 // error once the scope is severing. It calls no provider code.
@@ -251,6 +286,10 @@ func (sh *Shell) Wait(ctx context.Context, since uint64) (Events, uint64, error)
 		return 0, seq, sh.ErrClosed()
 	case err != nil && errors.Is(err, ErrNoDevice):
 		return ev, seq, sh.s.gone
+	case err == nil && sh.s.state.Load() != scopeLive:
+		// Woken by the scope's severing (Scope.deny), before the queue
+		// itself is severed after the drain.
+		return EventErr | EventHup, seq, sh.s.gone
 	}
 	return ev, seq, err
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/bits"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -57,6 +58,10 @@ func (e Events) String() string {
 //	...
 //	ev, seq, err := q.Wait(ctx, seq) // blocks until a Notify after seq
 //
+// A waker that must act at the moment of the event itself — send a FUSE
+// poll wakeup — registers OnChange instead of parking a goroutine in Wait:
+// its callback runs on the notifier's goroutine.
+//
 // Sever is the provider going away: every waiter wakes with EventErr|
 // EventHup and ErrNoDevice, and every later Poll and Wait reports the same
 // at once. Free marks the end of the queue's own life, at the shell's last
@@ -74,6 +79,7 @@ type WaitQueue struct {
 	seq      uint64            // sequence of the last Notify
 	last     [eventBits]uint64 // per event bit, the seq of the last Notify carrying it
 	changed  chan struct{}     // closed and replaced by each Notify; nil until wanted
+	onChange []*wakeFn         // OnChange callbacks for the next Notify or Sever
 	waiters  int
 	severed  bool
 	freed    bool      // Free has run
@@ -89,14 +95,22 @@ func NewWaitQueue(name string, opts ...Option) *WaitQueue {
 	return &WaitQueue{name: name, log: o.log, tracking: o.tracking, life: o.lifeline("waitqueue", name, "live")}
 }
 
-// Notify wakes every waiter and every channel from Changed, and records ev
-// as notified at a new sequence number. Notify after Sever does nothing.
+// Notify wakes every waiter and every channel from Changed, runs every
+// OnChange callback, and records ev as notified at a new sequence number.
+// Notify after Sever does nothing.
 func (q *WaitQueue) Notify(ev Events) {
+	runWakeFns(q.notify(ev))
+}
+
+// notify is Notify without running the callbacks: it returns them, for the
+// caller to run once it holds no lock (Scope.Notify runs them after its
+// own).
+func (q *WaitQueue) notify(ev Events) []*wakeFn {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.use("Notify")
 	if q.severed {
-		return
+		return nil
 	}
 	q.seq++
 	for ev != 0 {
@@ -107,7 +121,7 @@ func (q *WaitQueue) Notify(ev Events) {
 		q.last[i] = q.seq
 		ev &^= 1 << i
 	}
-	q.wakeLocked()
+	return q.wakeLocked()
 }
 
 // Seq returns the sequence number of the last Notify.
@@ -194,26 +208,107 @@ func (q *WaitQueue) changedLocked() chan struct{} {
 	return q.changed
 }
 
-func (q *WaitQueue) wakeLocked() {
+// wakeLocked closes the Changed channel and takes the OnChange callbacks,
+// which the caller runs after unlocking q.mu.
+func (q *WaitQueue) wakeLocked() []*wakeFn {
 	if q.changed != nil {
 		close(q.changed)
 		q.changed = nil
 	}
+	fns := q.onChange
+	if fns == nil {
+		return nil
+	}
+	q.onChange = nil
+	for _, w := range fns {
+		w.pending = false // taken: its cancel reports false from now on
+	}
+	return fns
+}
+
+// wakeFn is one OnChange registration on q. pending, guarded by q.mu, is
+// true until it is taken to run or cancelled.
+type wakeFn struct {
+	q       *WaitQueue
+	fn      func()
+	pending bool
+}
+
+func runWakeFns(fns []*wakeFn) {
+	for _, w := range fns {
+		w.fn()
+	}
+}
+
+// OnChange registers fn to run once: on the goroutine of the next Notify
+// or Sever (or Free), after the queue's lock is released, or at once, on
+// this goroutine, if the queue is already severed. It is the callback form
+// of Changed, as epoll hooks a callback into a kernel wait queue: a waker
+// that must act at the moment of the event (send a FUSE poll wakeup) does
+// so on the notifier's goroutine instead of waking a goroutine parked in
+// Wait to do it.
+//
+// To wait without missing an event, register first, then Poll: a Notify
+// between the two runs fn. The returned cancel removes the registration
+// and reports whether fn had not run and now never will; false means fn
+// has run or is running (cancel does not wait for it). Calling cancel more
+// than once is harmless.
+//
+// fn is framework code, never provider code. It runs on whatever goroutine
+// notifies — provider code holding its own locks, a removal holding the
+// removal path's — so it must not block, must take only leaf locks, and
+// must not call Notify, Sever or Free on this queue (it may call Poll,
+// Seq, OnChange and Changed: the queue's lock is not held). A panic in fn
+// is the notifier's.
+func (q *WaitQueue) OnChange(fn func()) (cancel func() bool) {
+	if fn == nil {
+		panic("sever: WaitQueue.OnChange with a nil function")
+	}
+	w := &wakeFn{q: q, fn: fn}
+	q.mu.Lock()
+	q.use("OnChange")
+	if q.severed {
+		q.mu.Unlock()
+		fn()
+		return w.cancel
+	}
+	w.pending = true
+	q.onChange = append(q.onChange, w)
+	q.mu.Unlock()
+	return w.cancel
+}
+
+func (w *wakeFn) cancel() bool {
+	q := w.q
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !w.pending {
+		return false
+	}
+	w.pending = false
+	i := slices.Index(q.onChange, w)
+	q.onChange = slices.Delete(q.onChange, i, i+1)
+	return true
 }
 
 // Sever marks the provider gone: it wakes every waiter with
-// EventErr|EventHup, and every later Poll and Wait returns the same at
-// once. Sever is idempotent.
+// EventErr|EventHup and runs every OnChange callback, and every later Poll
+// and Wait returns the same at once. Sever is idempotent.
 func (q *WaitQueue) Sever() {
+	runWakeFns(q.sever())
+}
+
+func (q *WaitQueue) sever() []*wakeFn {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.use("Sever")
 	if q.severed {
-		return
+		return nil
 	}
 	q.severed = true
-	q.wakeLocked()
+	fns := q.wakeLocked()
 	q.life.Emit(Event{Kind: EventSevered, State: "severed", N: q.waiters, Detail: "pollers woken with ERR|HUP"})
+	return fns
 }
 
 // Waiters returns the number of goroutines blocked in Wait now. It is for
@@ -237,8 +332,13 @@ func (q *WaitQueue) Severed() bool {
 // is a check.UseAfterFree (recorded in the log, or a panic without one),
 // reported with the stack that freed it when the queue was made with
 // WithTracking. Free severs the queue first, so a
-// waiter that was asleep wakes instead of hanging.
+// waiter that was asleep wakes instead of hanging, and an OnChange callback
+// still registered runs.
 func (q *WaitQueue) Free() {
+	runWakeFns(q.free())
+}
+
+func (q *WaitQueue) free() []*wakeFn {
 	// Free runs at every close of a file: formatting a stack here cost a
 	// sixth of a FUSE server's time (issue 13), and even recording the
 	// program counters a tenth. Only tracking records where (formatted for
@@ -246,25 +346,26 @@ func (q *WaitQueue) Free() {
 	var pcs [16]uintptr
 	n := 0
 	if q.tracking {
-		n = runtime.Callers(2, pcs[:])
+		n = runtime.Callers(3, pcs[:]) // Free's caller
 	}
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if q.freed {
-		q.report(check.ReleaseTwice, "freed twice", check.Stack(1), check.FormatStack(q.freedAt))
-		return
+		q.report(check.ReleaseTwice, "freed twice", check.Stack(2), check.FormatStack(q.freedAt))
+		return nil
 	}
 	if q.waiters > 0 {
-		st := check.Stack(1)
+		st := check.Stack(2)
 		q.report(check.UseAfterFree, fmt.Sprintf("freed with %d waiters still queued", q.waiters), st, st)
 	}
 	q.severed = true
-	q.wakeLocked()
+	fns := q.wakeLocked()
 	q.freed = true
 	if n > 0 {
 		q.freedAt = append([]uintptr(nil), pcs[:n]...)
 	}
 	q.life.Emit(Event{Kind: EventFreed, State: "freed"})
+	return fns
 }
 
 // use records a use of a freed queue. q.mu is held.

@@ -275,6 +275,20 @@ func (f *File) Wait(ctx context.Context, want sever.Events) (sever.Events, error
 	}
 }
 
+// OnChange registers fn to run once, when Wait would poll again: on the
+// goroutine of the driver's next Notify, of the device's unregistration
+// (from its start, when Poll begins reporting EventErr|EventHup) or of
+// Close — or at once if the File is closed. To miss nothing, register
+// first, then Poll. cancel removes the registration and reports whether fn
+// had not run and now never will. fn runs whatever the Notify's events, so
+// it should poll again rather than trust them. fn is framework code: it
+// runs on the notifier's goroutine — the driver's, which may hold its own
+// locks — so it must not block, may take only leaf locks and must never
+// call driver code (see sever.Shell.OnChange).
+func (f *File) OnChange(fn func()) (cancel func() bool) {
+	return f.sh.OnChange(fn)
+}
+
 // Mmap maps the device's region index (Config.Regions), after asking
 // Ops.Mmap if there is one. The mapping stays valid — after Close, after
 // the device is unregistered, after its driver is unloaded — until Unmap;

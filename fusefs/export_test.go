@@ -1,7 +1,7 @@
 package fusefs
 
-// Watchers returns how many poll watchers are running: one per open file
-// whose poller the kernel asked to wake.
+// Watchers returns how many poll wakeups are registered: at most one per
+// open file whose poller the kernel asked to wake.
 func (m *Server) Watchers() int { return int(m.nwatch.Load()) }
 
 // Lookups returns how many lookups the kernel sent for names below sys/

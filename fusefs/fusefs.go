@@ -52,8 +52,8 @@
 // wait queue is — for an attribute, Notify (POLLPRI|POLLERR, as
 // sysfs_notify); for a char device, the driver's Cdev.Notify when one of
 // the polled events becomes ready; for both, removal (POLLERR|POLLHUP) —
-// through a watcher goroutine per polled open file that sends the kernel
-// FUSE's poll wakeup.
+// by FUSE's poll wakeup, written to the kernel on the notifying goroutine
+// itself (a callback registered on the open file's wait queue).
 //
 // Caches: the kernel keeps directory entries for the mount's entry
 // validity (EntryTimeout) and attributes, which never change for a node,
@@ -167,7 +167,7 @@ type Server struct {
 	conn *fuse.Conn
 
 	// ctx is cancelled by Close after the readers returned: it stops
-	// every watcher.
+	// every char device watcher.
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -185,8 +185,8 @@ type Server struct {
 	cdevs   map[*chardev.Cdev]struct{} // char devices whose unregistration a watcher awaits
 	closed  bool                       // Close has begun: no new handle is tracked
 
-	watchers sync.WaitGroup // poll and char device watcher goroutines
-	nwatch   atomic.Int32   // how many poll watchers are running, for tests
+	watchers sync.WaitGroup // char device watcher goroutines (watchCdev)
+	nwatch   atomic.Int32   // how many poll wakeups are registered, for tests
 	nlookup  atomic.Int64   // lookups below sys/ and dev/, for tests
 
 	closeOnce sync.Once
@@ -321,7 +321,8 @@ func (m *Server) close() error {
 		errs = append(errs, fmt.Errorf("fusefs: %s: serve: %w", m.dir, m.serveErr))
 	}
 	// The kernel will send no more requests: stop the invalidations and
-	// the watchers, then close what no release reached.
+	// the char device watchers, then close what no release reached (a
+	// release cancels its poll wakeup).
 	if m.unhook != nil {
 		m.unhook()
 	}

@@ -23,14 +23,19 @@ import (
 // when set after the open). ReadAt returns io.EOF, alone, at the end of
 // the data. Poll reports the readiness now without blocking; Wait blocks
 // until Poll would report one of want (or an error event), the stream is
-// closed or severed, or ctx is done. Close ends the open: no method but
-// Poll and Wait (which then return at once) is called after it. mayBlock
+// closed or severed, or ctx is done. OnChange registers a callback run once
+// on the goroutine of the stream's next change (a Notify, the start of its
+// removal, its Close), at once if closed; register, then Poll, to miss
+// nothing (kernfs.File.OnChange, chardev.File.OnChange). Close ends the
+// open: no method but Poll, Wait and OnChange (which then return at once)
+// is called after it. mayBlock
 // says a read or write may wait for long, so it must not hold a reader.
 type stream interface {
 	ReadAt(ctx context.Context, p []byte, off int64, nonblock bool) (int, error)
 	WriteAt(ctx context.Context, p []byte, off int64, nonblock bool) (int, error)
 	Poll() (sever.Events, error)
 	Wait(ctx context.Context, want sever.Events) (sever.Events, error)
+	OnChange(fn func()) (cancel func() bool)
 	Close() error
 	mayBlock() bool
 }
@@ -53,8 +58,9 @@ func (k kernfsStream) Poll() (sever.Events, error) { return k.f.Poll() }
 func (k kernfsStream) Wait(ctx context.Context, _ sever.Events) (sever.Events, error) {
 	return k.f.Wait(ctx)
 }
-func (k kernfsStream) Close() error   { return k.f.Close() }
-func (k kernfsStream) mayBlock() bool { return false }
+func (k kernfsStream) OnChange(fn func()) func() bool { return k.f.OnChange(fn) }
+func (k kernfsStream) Close() error                   { return k.f.Close() }
+func (k kernfsStream) mayBlock() bool                 { return false }
 
 // cdevStream serves an open char device. There is no offset: each read and
 // write is a request to the driver, passed through byte for byte. A read
@@ -75,8 +81,9 @@ func (c cdevStream) Poll() (sever.Events, error) { return c.f.Poll() }
 func (c cdevStream) Wait(ctx context.Context, want sever.Events) (sever.Events, error) {
 	return c.f.Wait(ctx, want)
 }
-func (c cdevStream) Close() error   { return c.f.Close() }
-func (c cdevStream) mayBlock() bool { return true }
+func (c cdevStream) OnChange(fn func()) func() bool { return c.f.OnChange(fn) }
+func (c cdevStream) Close() error                   { return c.f.Close() }
+func (c cdevStream) mayBlock() bool                 { return true }
 
 // tryOnce runs a blocking chardev operation; for a non-blocking request on
 // a file the char device was opened blocking (the process set O_NONBLOCK
@@ -100,27 +107,42 @@ func tryOnce(ctx context.Context, nonblock bool, op func(context.Context) (int, 
 // the mount went away — whichever takes it out of the mount's table.
 //
 // Poll wakeups: the kernel asks to be woken (PollIn.WantsWakeup) when a
-// poll finds none of the events it waits for. The handle then runs one
-// watcher goroutine that sleeps in the stream's Wait for those events and,
-// when it returns — an event, the node or device severed, the file closed
-// — sends the kernel the wakeup, upon which the kernel polls again. There
-// is at most one watcher per handle (the kernel's wakeup handle is per
-// open file, so one wakeup wakes all its pollers): a poll for events the
-// running watcher does not wait for replaces it with one waiting for both.
-// release stops it, and Server.Close waits for every watcher.
+// poll may find none of the events it waits for. The handle then registers
+// a wakeup on the stream (OnChange) before it polls, so a change between
+// the two is not missed. The stream's next change — a Notify, the start of
+// its removal or unregistration, its close — runs the wakeup on the
+// notifier's own goroutine, which writes the kernel's NOTIFY_POLL at once,
+// upon which the kernel polls again; no goroutine is woken in between,
+// as libfuse's notify_poll is written on the notifying thread. There is at
+// most one wakeup registered per handle: the kernel's wakeup handle is per
+// open file, and one wakeup wakes all its pollers, whatever events each
+// waits for (a wakeup for a change nobody waits for costs the kernel one
+// more POLL, which answers not ready and registers again). release
+// cancels it.
+//
+// Lock order: the wakeup runs on whatever goroutine notifies — provider
+// code under its own locks (Tree.Notify, Cdev.Notify), a Remove or an
+// Unregister under the removal path's — after the wait queue's and the
+// scope's locks are released. It takes only h.mu, a leaf (nothing is
+// locked while h.mu is held but the wait queue's lock, inside cancel), and
+// makes one write(2) to /dev/fuse, which does not wait for the server.
 type handle struct {
 	m *Server
 	s stream
 
-	mu       sync.Mutex
-	w        *watcher // the running watcher; nil if none
+	armMu    sync.Mutex // serializes arm: a second poll waits until the first one's wakeup is registered
+	mu       sync.Mutex // guards w and released; a leaf
+	w        *wakeup    // the registered wakeup; nil if none
 	released bool
 }
 
-// watcher is one running poll watcher of a handle.
-type watcher struct {
-	want sever.Events
-	stop context.CancelFunc
+// wakeup is one registered poll wakeup of a handle. cancel is set, under
+// h.mu, once OnChange has returned; shared, under h.mu, when another poll
+// found it pending.
+type wakeup struct {
+	kh     uint64
+	cancel func() bool
+	shared bool
 }
 
 // open opens an attribute as one kernfs.File, or a char device under dev/
@@ -269,10 +291,11 @@ func (m *Server) write(r *fuse.Request) {
 	}()
 }
 
-// poll answers the readiness now and, if none of the events the kernel
-// waits for is ready and it wants a wakeup, starts the watcher. The events
-// pass unchanged: sever's Events have Linux's poll bits. A severed file
-// answers POLLERR|POLLHUP, not an error.
+// poll answers the readiness now and, if the kernel wants a wakeup, makes
+// sure one is registered before it polls (a wakeup is wanted on the first
+// pass of the process's poll, ready or not). The events pass unchanged:
+// sever's Events have Linux's poll bits. A severed file answers
+// POLLERR|POLLHUP, not an error.
 func (m *Server) poll(r *fuse.Request) {
 	in, err := r.Poll()
 	if err != nil {
@@ -283,61 +306,96 @@ func (m *Server) poll(r *fuse.Request) {
 	if h == nil {
 		return
 	}
+	var mine *wakeup
+	if in.WantsWakeup {
+		mine = h.arm(in.Wakeup) // first, so a change before the Poll below wakes the kernel
+	}
 	ev, err := h.s.Poll()
 	if ev == 0 && err != nil {
+		h.disarm(mine)
 		r.Reply(errno(err))
 		return
 	}
 	// The kernel reports error events whether asked or not.
 	want := sever.Events(in.Events) | sever.EventErr | sever.EventHup
-	if ev&want == 0 && in.WantsWakeup {
-		h.watch(in.Wakeup, want)
+	if ev&want != 0 {
+		h.disarm(mine) // ready: this poll will not sleep
 	}
 	r.ReplyPoll(uint32(ev))
 }
 
-// watch makes sure a watcher waits for want, unless the handle is
-// released. It is called only from a request handler, so never after
-// Server.Close began waiting for watchers (the readers, which run the
-// handlers, have returned by then).
-func (h *handle) watch(kh uint64, want sever.Events) {
+// arm makes sure a wakeup is registered for the handle, unless it is
+// released, and returns it if this call registered it. When arm returns,
+// the registration (this call's or an earlier one still pending) is in the
+// stream's wait queue, so every change after it wakes the kernel. A poll
+// that finds one pending marks it shared: it may sleep relying on it.
+func (h *handle) arm(kh uint64) *wakeup {
+	h.armMu.Lock()
+	defer h.armMu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.released {
+	if h.released || h.w != nil {
+		if h.w != nil {
+			h.w.shared = true
+		}
+		h.mu.Unlock()
+		return nil
+	}
+	me := &wakeup{kh: kh}
+	h.w = me
+	h.mu.Unlock()
+	// Not under h.mu: on a closed stream OnChange runs the wakeup at once,
+	// here, and it takes h.mu.
+	cancel := h.s.OnChange(func() { h.wake(me) })
+	h.mu.Lock()
+	keep := h.w == me
+	if keep {
+		me.cancel = cancel
+		h.m.nwatch.Add(1)
+	}
+	h.mu.Unlock()
+	if !keep { // run already, or released meanwhile
+		cancel()
+		return nil
+	}
+	return me
+}
+
+// wake is the registered wakeup w running, on the notifier's goroutine. It
+// takes only h.mu and writes one notification (see handle: lock order).
+func (h *handle) wake(w *wakeup) {
+	h.mu.Lock()
+	current := h.w == w && !h.released
+	if current {
+		h.w = nil // before the wakeup: the kernel's re-poll registers a new one
+		if w.cancel != nil {
+			h.m.nwatch.Add(-1)
+		}
+	}
+	h.mu.Unlock()
+	if current {
+		// An error means the connection is gone; nobody is left to wake.
+		_ = h.m.conn.NotifyPollWakeup(w.kh)
+	}
+}
+
+// disarm cancels w, the wakeup this poll registered, if it is still the
+// handle's and no other poll has found it pending since: that poll — of
+// the same file by another thread, perhaps for other events — may be
+// asleep relying on it.
+func (h *handle) disarm(w *wakeup) {
+	if w == nil {
 		return
 	}
-	if old := h.w; old != nil {
-		if want&^old.want == 0 {
-			return // the running watcher wakes the kernel for these too
-		}
-		want |= old.want
-		old.stop()
+	h.mu.Lock()
+	mine := h.w == w && !w.shared
+	if mine {
+		h.w = nil
+		h.m.nwatch.Add(-1)
 	}
-	ctx, cancel := context.WithCancel(h.m.ctx)
-	me := &watcher{want: want, stop: cancel}
-	h.w = me
-	h.m.watchers.Add(1)
-	h.m.nwatch.Add(1)
-	go func() {
-		defer h.m.watchers.Done()
-		defer h.m.nwatch.Add(-1)
-		defer cancel()
-		// Either way the kernel re-polls: an error (a severed file) is
-		// news its next poll reads.
-		_, _ = h.s.Wait(ctx, want)
-		h.mu.Lock()
-		replaced := h.w != me
-		if !replaced {
-			h.w = nil // before the wakeup: the kernel's re-poll may need a new watcher
-		}
-		released := h.released
-		h.mu.Unlock()
-		if ctx.Err() != nil || released || replaced {
-			return
-		}
-		// An error means the connection is gone; nobody is left to wake.
-		_ = h.m.conn.NotifyPollWakeup(kh)
-	}()
+	h.mu.Unlock()
+	if mine {
+		w.cancel()
+	}
 }
 
 // release is the kernel's last close of the open file.
@@ -357,16 +415,19 @@ func (m *Server) release(r *fuse.Request) {
 	r.Reply(0)
 }
 
-// release stops the watcher and closes the stream. The caller took h out
+// release cancels the wakeup and closes the stream. The caller took h out
 // of the mount's table, so it runs once.
 func (h *handle) release() {
 	h.mu.Lock()
 	h.released = true
 	w := h.w
 	h.w = nil
+	if w != nil && w.cancel != nil {
+		h.m.nwatch.Add(-1)
+	}
 	h.mu.Unlock()
-	if w != nil {
-		w.stop()
+	if w != nil && w.cancel != nil { // without cancel yet, arm cancels it
+		w.cancel()
 	}
 	_ = h.s.Close() // the kernel's release returns nothing; the close is the file's last act
 }

@@ -530,7 +530,23 @@ func (f *File) Wait(ctx context.Context) (sever.Events, error) {
 		return sever.EventErr | sever.EventHup, f.node.errGone
 	}
 	ev, _, err := f.sh.Wait(ctx, f.seen.Load())
+	if err == nil && f.node.Removed() { // woken by the claim (Tree.Remove)
+		return sever.EventErr | sever.EventHup, f.node.errGone
+	}
 	return ev, err
+}
+
+// OnChange registers fn to run once, when Wait would wake: on the
+// goroutine of the node's next Notify, of the Remove that claims the node
+// (from then on Poll reports EventErr|EventHup), or of Close — or at once
+// if the file is closed. To miss nothing, register first, then Poll.
+// cancel removes the registration and reports whether fn had not run and
+// now never will. A Notify wakes fn whatever Poll then reports; fn is
+// framework code and runs on the notifier's goroutine, which may hold the
+// provider's locks or the removal path's: it must not block and may take
+// only leaf locks (see sever.Shell.OnChange).
+func (f *File) OnChange(fn func()) (cancel func() bool) {
+	return f.sh.OnChange(fn)
 }
 
 // Mmap maps the binary attribute's Region. The mapping stays valid after

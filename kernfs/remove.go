@@ -13,14 +13,15 @@ import (
 // of any of those nodes is running or will ever run again:
 //
 //  1. claim: top-down, every node is marked removing — Lookup, Readdir and
-//     Open stop seeing it and no new operation starts on it — and the
-//     OnRemove hooks are told of each;
+//     Open stop seeing it and no new operation starts on it, Poll of its
+//     open files reports EventErr|EventHup and their pollers (Wait,
+//     OnChange) wake — and the OnRemove hooks are told of each;
 //  2. drain: bottom-up, each node's active reference is severed, waiting
 //     for the operations in flight on it — only those, never for open
 //     files;
 //  3. release: the provider's Release runs once for every file still open
-//     on the node, the owner's pin for each is dropped and its pollers wake
-//     with EventErr|EventHup; the node's Region, if any, is severed;
+//     on the node, the owner's pin for each is dropped and its wait queue
+//     is severed; the node's Region, if any, is severed;
 //  4. unlink: the node leaves its directory and its owner's list.
 //
 // Files stay open as shells; every operation on them returns an error
@@ -48,8 +49,14 @@ func (t *Tree) Remove(ctx context.Context, n *Node) error {
 func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
 	var nodes, claimed []*Node
 	won = claim(n, &nodes, &claimed)
+	// Poll answers ERR|HUP from the claim on: wake the pollers (their
+	// Wait, their OnChange) now, not after the drain, which may wait long,
+	// and before the hooks, which may block on the kernel.
+	for _, c := range claimed {
+		c.scope.Notify(sever.EventErr | sever.EventHup)
+	}
 	// The claimed nodes no longer resolve: tell the OnRemove hooks now,
-	// before the drain, which may wait long.
+	// before the drain.
 	t.notifyRemoved(claimed)
 	for i := len(nodes) - 1; i >= 0; i-- { // reverse pre-order: children before parents
 		if err := t.sever(ctx, nodes[i]); err != nil {
