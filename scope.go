@@ -497,6 +497,14 @@ func (s *Scope) Sever(ctx context.Context) error {
 	return nil
 }
 
+// Deny is Sever's first step alone, for a package that must refuse new
+// entries at once and finish the removal later (kernfs claims a subtree
+// before it drains it): from now on Enter, Open and Adopt refuse, Poll
+// answers EventErr|EventHup and waiters and OnChange callbacks are woken
+// with it. It waits for nothing and calls no provider code; Sever does the
+// rest. Deny is idempotent.
+func (s *Scope) Deny() { s.deny() }
+
 // deny is Sever's first step: from here on Enter, Open and Adopt refuse.
 //
 // The scope's severing is reported here, through its Active's Lifeline

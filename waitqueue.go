@@ -256,10 +256,10 @@ func runWakeFns(fns []*wakeFn) {
 //
 // fn is framework code, never provider code. It runs on whatever goroutine
 // notifies — provider code holding its own locks, a removal holding the
-// removal path's — so it must not block, must take only leaf locks, and
-// must not call Notify, Sever or Free on this queue (it may call Poll,
-// Seq, OnChange and Changed: the queue's lock is not held). A panic in fn
-// is the notifier's.
+// removal path's — so it must not block and must take only leaf locks. It
+// runs after the queue's lock is released, so it may call back into the
+// queue (Poll, Seq, OnChange, Changed; dropping the last reference that
+// frees it). A panic in fn is the notifier's.
 func (q *WaitQueue) OnChange(fn func()) (cancel func() bool) {
 	if fn == nil {
 		panic("sever: WaitQueue.OnChange with a nil function")

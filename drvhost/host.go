@@ -44,9 +44,11 @@ type CallFunc func(ctx context.Context, arg []byte) ([]byte, error)
 // ErrNoDevice from then on. The host sees the removal:
 //
 //   - with Device set (the device Dir belongs to), as the device's removal
-//     path begins: a severable of Device, run before its own files are
-//     severed, reports it. So the machine hears of the removal before any
-//     of the device's char device files hangs up in the host, and a
+//     path begins: a severable of Device, run before the files registered
+//     before Serve are severed (the removal path undoes a stage newest
+//     first; a file or char device added after Serve — by a driver bound
+//     later — is severed before it), reports it. So the machine hears of
+//     the removal before any of those char device files hangs up in the host, and a
 //     machine-side poller wakes only at the machine's sever, with
 //     EventErr|EventHup and ErrNoDevice. If Device is bound to a driver
 //     when Serve starts, the export lives as long as that binding: an

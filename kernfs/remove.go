@@ -49,11 +49,12 @@ func (t *Tree) Remove(ctx context.Context, n *Node) error {
 func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
 	var nodes, claimed []*Node
 	won = claim(n, &nodes, &claimed)
-	// Poll answers ERR|HUP from the claim on: wake the pollers (their
-	// Wait, their OnChange) now, not after the drain, which may wait long,
-	// and before the hooks, which may block on the kernel.
+	// Poll answers ERR|HUP from the claim on: deny each claimed node's
+	// scope now — its pollers (Wait, OnChange) wake — not after the drain,
+	// which may wait long, and before the hooks, which may block on the
+	// kernel. The sever below finds its first step done.
 	for _, c := range claimed {
-		c.scope.Notify(sever.EventErr | sever.EventHup)
+		c.scope.Deny()
 	}
 	// The claimed nodes no longer resolve: tell the OnRemove hooks now,
 	// before the drain.
