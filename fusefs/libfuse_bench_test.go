@@ -238,6 +238,25 @@ func BenchmarkVsLibfuse(b *testing.B) {
 			func() float64 { return loopNs(b, sevValue, cycles) / 1e3 },
 			func() float64 { return loopNs(b, libValue, cycles) / 1e3 })
 	})
+	// cat reads each file with a 128 KiB buffer it maps afresh per file,
+	// until a read returns 0: with direct I/O the kernel pins that whole
+	// buffer for each READ, faulting its pages in. BenchmarkFindCat's
+	// per-file cost is this, on either server.
+	b.Run("cat", func(b *testing.B) {
+		catNs := func(p string) float64 {
+			args := make([]string, cycles)
+			for i := range args {
+				args[i] = p
+			}
+			t0 := time.Now()
+			out, err := exec.Command("cat", args...).Output()
+			if err != nil || len(out) != 2*cycles {
+				b.Fatalf("cat %s ×%d: %d bytes, %v", p, cycles, len(out), err)
+			}
+			return float64(time.Since(t0).Nanoseconds()) / cycles / 1e3
+		}
+		interleave(b, "µs/file", func() float64 { return catNs(sevValue) }, func() float64 { return catNs(libValue) })
+	})
 
 	const events = 40
 	// poller runs the C poller; wake(path) makes it open, arm and poll
