@@ -176,13 +176,21 @@ type Result struct {
 	HostFiles              int64 // the host's attributes and char devices opened
 
 	Findings []Finding
-	// Dropped counts findings beyond the first MaxFindings, by class.
+	// Dropped counts, by class, the findings not kept in full: those
+	// beyond the first MaxFindings, or beyond the first few of their class.
 	Dropped map[string]int
 	Stuck   bool
+
+	kept map[string]int // findings kept in full, by class
 }
 
 // MaxFindings bounds the findings a Result keeps in full.
 const MaxFindings = 50
+
+// maxPerClass bounds the findings of one class a Result keeps in full, so
+// that a class found thousands of times (a stranded unload leaves a
+// goroutine behind in every later round) cannot crowd out a rarer one.
+const maxPerClass = MaxFindings / 5
 
 // OK reports whether the run found nothing wrong.
 func (res *Result) OK() bool { return len(res.Findings) == 0 }
@@ -295,17 +303,22 @@ func RunOps(ctx context.Context, cfg Config, seqs [][]Op) *Result {
 	return h.res
 }
 
-// add keeps f, or counts it once MaxFindings are kept.
+// add keeps f, or only counts it once MaxFindings in all or maxPerClass
+// of its class are kept.
 func (h *harness) add(f Finding) {
 	if l := h.cfg.Live; l != nil {
 		l.Findings.Add(1)
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if len(h.res.Findings) >= MaxFindings {
+	if len(h.res.Findings) >= MaxFindings || h.res.kept[f.Class] >= maxPerClass {
 		h.res.Dropped[f.Class]++
 		return
 	}
+	if h.res.kept == nil {
+		h.res.kept = map[string]int{}
+	}
+	h.res.kept[f.Class]++
 	h.res.Findings = append(h.res.Findings, f)
 }
 
@@ -456,6 +469,9 @@ func (h *harness) play(ctx context.Context, round int, per []int, next func(w in
 	h.res.Rounds++
 	h.workers = nil
 	findings := len(h.res.Findings)
+	for _, n := range h.res.Dropped {
+		findings += n
+	}
 	h.mu.Unlock()
 	if cfg.Progress != nil {
 		// A progress line that cannot be written is lost; the run goes on.

@@ -164,3 +164,26 @@ func TestWithoutAHostHostKillIsAnUnplug(t *testing.T) {
 		t.Errorf("%d unplugs; want the 2 host-kills as unplugs", n)
 	}
 }
+
+// TestAFloodOfOneClassDoesNotHideAnother: a rare finding that comes after
+// thousands of one common class is still kept in full, and every finding
+// not kept is counted by class.
+func TestAFloodOfOneClassDoesNotHideAnother(t *testing.T) {
+	h := &harness{res: &Result{Dropped: map[string]int{}}}
+	for range 1000 {
+		h.add(Finding{Class: "goroutine left behind"})
+	}
+	h.add(Finding{Class: "callback after sever"})
+	var rare int
+	for _, f := range h.res.Findings {
+		if f.Class == "callback after sever" {
+			rare++
+		}
+	}
+	if rare != 1 {
+		t.Errorf("kept %d of the one callback after sever behind 1000 of another class, want it kept", rare)
+	}
+	if kept, dropped := len(h.res.Findings)-rare, h.res.Dropped["goroutine left behind"]; kept+dropped != 1000 || kept > maxPerClass {
+		t.Errorf("of 1000 goroutines left behind: %d kept, %d counted as not kept; want at most %d kept and the rest counted", kept, dropped, maxPerClass)
+	}
+}
