@@ -96,7 +96,7 @@ import (
 //	       X2 if state != live { settle }
 //	Sever: S1 CAS state live→severing (the winner closes Severed)
 //	       S2 settle
-//	       S3 wait until drained is closed (or ctx is done)
+//	       S3 return if state == severed, else wait until drained is closed (or ctx is done)
 //	settle: T1 if state == severing && idle && CAS state severing→severed { close drained }
 //
 // Why no access begins after Sever returns: an access is inside only if its
@@ -119,8 +119,8 @@ type Active struct {
 	tr      *tracker   // nil unless WithTracking
 	log     *check.Log // nil: misuse panics, missed deadlines are only returned
 	gone    error      // what Do returns once severed
-	begun   chan struct{}
-	drained chan struct{}
+	begun   latch      // closed at S1
+	drained latch      // closed at T1
 	watch   watchdog
 	life    *Lifeline // nil unless observed (WithObserver) or traced
 }
@@ -176,16 +176,14 @@ func NewActive(name string, opts ...Option) *Active {
 	o := buildOptions(opts)
 	n := shardCount()
 	a := &Active{
-		mask:    uint32(n - 1),
-		shards:  make([]shard, n),
-		name:    name,
-		tr:      newTracker(o.tracking),
-		log:     o.log,
-		gone:    &ObjectError{Object: name, Err: ErrNoDevice},
-		begun:   make(chan struct{}),
-		drained: make(chan struct{}),
-		watch:   watchdog{after: o.watchAfter, report: o.watch},
-		life:    o.lifeline("active", name, "live"),
+		mask:   uint32(n - 1),
+		shards: make([]shard, n),
+		name:   name,
+		tr:     newTracker(o.tracking),
+		log:    o.log,
+		gone:   &ObjectError{Object: name, Err: ErrNoDevice},
+		watch:  watchdog{after: o.watchAfter, report: o.watch},
+		life:   o.lifeline("active", name, "live"),
 	}
 	if a.tr == nil {
 		a.fast = a.shards
@@ -453,16 +451,14 @@ func (a *Active) sever(ctx context.Context) (won bool, err error) {
 	}
 	if a.state.CompareAndSwap(activeLive, activeSevering) { // S1
 		won = true
-		close(a.begun)
+		a.begun.close()
 	}
 	a.settle() // S2
 	if mutation.SkipDrain {
 		return won, nil // a planted bug: see package internal/mutation
 	}
-	select { // S3
-	case <-a.drained:
+	if a.state.Load() == activeSevered { // S3: drained already
 		return won, nil
-	default:
 	}
 	defer a.life.StartRegion("sever drain")()
 	return won, a.wait(ctx)
@@ -481,9 +477,10 @@ func (a *Active) wait(ctx context.Context) error {
 		bark = wt.C
 	}
 	start := time.Now()
+	drained := a.drained.done()
 	for {
 		select {
-		case <-a.drained: // S3
+		case <-drained: // S3
 			return nil
 		case <-ctx.Done():
 			err := &HoldersError{Object: a.name, Err: ctx.Err(), Held: a.Inside(), Holders: a.tr.holders()}
@@ -558,7 +555,7 @@ func hasFrame(st string, pc uintptr, a *Active) bool {
 func (a *Active) settle() {
 	if a.state.Load() == activeSevering && a.idle() && // T1
 		a.state.CompareAndSwap(activeSevering, activeSevered) {
-		close(a.drained)
+		a.drained.close()
 		if a.life != nil {
 			a.life.Emit(Event{Kind: EventSevered, State: "severed"})
 			a.life.End()
@@ -633,14 +630,14 @@ func (a *Active) Do(fn func() error) error {
 // Enter succeeds. Accesses already inside may still be running.
 func (a *Active) Severed() <-chan struct{} {
 	a.mustBeMade("Severed")
-	return a.begun
+	return a.begun.done()
 }
 
 // Drained returns a channel closed when severing has begun and every access
 // has exited: the point after which Sever returns nil.
 func (a *Active) Drained() <-chan struct{} {
 	a.mustBeMade("Drained")
-	return a.drained
+	return a.drained.done()
 }
 
 // Err returns nil while a is live and an error wrapping ErrNoDevice, naming

@@ -91,9 +91,9 @@ type Scope struct {
 	onSever []func()
 	nextID  uint64
 
-	begun  chan struct{} // closed when severing begins
-	sevMu  sync.Mutex    // serializes the release step among severers
-	doneCh chan struct{} // closed when severed
+	begun latch      // closed when severing begins
+	sevMu sync.Mutex // serializes the release step among severers
+	done  latch      // closed when severed
 }
 
 const (
@@ -144,14 +144,12 @@ func NewScopeGone(name string, owner *Owner, gone error, opts ...Option) *Scope 
 	}
 	o := buildOptions(opts)
 	return &Scope{
-		name:   name,
-		a:      NewActive(name, opts...),
-		owner:  owner,
-		log:    o.log,
-		opts:   opts,
-		gone:   &ObjectError{Object: name, Err: gone},
-		begun:  make(chan struct{}),
-		doneCh: make(chan struct{}),
+		name:  name,
+		a:     NewActive(name, opts...),
+		owner: owner,
+		log:   o.log,
+		opts:  opts,
+		gone:  &ObjectError{Object: name, Err: gone},
 	}
 }
 
@@ -186,10 +184,10 @@ func (s *Scope) Err() error {
 func (s *Scope) Gone() error { return s.gone }
 
 // Severing returns a channel closed when severing begins.
-func (s *Scope) Severing() <-chan struct{} { return s.begun }
+func (s *Scope) Severing() <-chan struct{} { return s.begun.done() }
 
 // Severed returns a channel closed when every step of Sever has run.
-func (s *Scope) Severed() <-chan struct{} { return s.doneCh }
+func (s *Scope) Severed() <-chan struct{} { return s.done.done() }
 
 // Inside returns the number of calls in flight, for reports and tests.
 func (s *Scope) Inside() int { return s.a.Inside() }
@@ -515,7 +513,7 @@ func (s *Scope) Deny() { s.deny() }
 // carry the calls inside as N.
 func (s *Scope) deny() {
 	if s.state.CompareAndSwap(scopeLive, scopeSevering) {
-		close(s.begun)
+		s.begun.close()
 		if l := s.a.life; l != nil {
 			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
 		}
@@ -584,7 +582,7 @@ func (s *Scope) finish() {
 	for _, fn := range hooks {
 		fn()
 	}
-	close(s.doneCh)
+	s.done.close()
 }
 
 // Notify records ev in the wait queue of every shell open on the scope and

@@ -257,7 +257,7 @@ func (f *File) exit() {
 // invoke calls the provider's fn, the node's code at site, through the
 // protocol's one fault policy (sever.Shell.Invoke).
 func (f *File) invoke(site int, fn func() error) error {
-	return f.sh.Invoke(f.node.sites[site], fn)
+	return f.sh.Invoke(f.node.site(site), fn)
 }
 
 // Read reads from the file's offset and advances it. For a text attribute a

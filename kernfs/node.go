@@ -48,8 +48,8 @@ type Node struct {
 	// symlinks
 	target *Node
 
-	errGone error // "kernfs: <path>: no such device", built once
-	sites   *[siteCount]string
+	errGone error                             // "kernfs: <path>: no such device", built once
+	sites   atomic.Pointer[[siteCount]string] // the names of its callbacks, built at the first call
 }
 
 type nodeState int32
@@ -77,20 +77,29 @@ func (s nodeState) String() string {
 
 func (t *Tree) newNode(parent *Node, name string, kind Kind, mode fs.FileMode, owner *sever.Owner) *Node {
 	n := &Node{tree: t, parent: parent, name: name, kind: kind, mode: mode, owner: owner}
-	p := n.Path()
-	n.scope = sever.NewScope("kernfs: "+p, owner, t.opts...)
+	n.scope = sever.NewScope("kernfs: "+n.Path(), owner, t.opts...)
 	n.errGone = n.scope.Gone()
-	switch kind {
-	case KindDir:
+	if kind == KindDir {
 		n.children = make(map[string]*Node)
-	case KindAttr, KindBin:
-		var s [siteCount]string
-		for i, name := range siteNames {
-			s[i] = "kernfs: " + p + ": " + name
-		}
-		n.sites = &s
 	}
 	return n
+}
+
+// site returns the name of n's callback site, "kernfs: <path>: Show". The
+// names are built at n's first call, not with the node: most nodes of a big
+// tree are never called, and their names would be most of an idle node.
+func (n *Node) site(site int) string {
+	s := n.sites.Load()
+	if s == nil {
+		s = new([siteCount]string)
+		for i, name := range siteNames {
+			s[i] = n.scope.Name() + ": " + name // the scope is named "kernfs: <path>"
+		}
+		if !n.sites.CompareAndSwap(nil, s) {
+			s = n.sites.Load()
+		}
+	}
+	return s[site]
 }
 
 // Name returns the node's name ("" for the root).

@@ -125,14 +125,25 @@ func (t *Tree) sever(ctx context.Context, n *Node) error {
 	if nodeState(n.state.Load()) == stateRemoved {
 		return nil
 	}
-	// Step 4, unlink.
+	// Step 4, unlink. A parent that is being removed is no longer walked
+	// (Lookup and Readdir see only live directories; Add refuses), so n
+	// leaves it only with the parent's own unlink, which drops its whole
+	// map at once: a subtree is unlinked with one map delete, at its top,
+	// not one per node. An open file of n keeps n's parent reachable, so
+	// the map must not outlive the parent's removal.
 	if p := n.parent; p != nil {
 		p.mu.Lock()
-		if p.children[n.name] == n {
+		if nodeState(p.state.Load()) < stateRemoving && p.children[n.name] == n {
 			delete(p.children, n.name)
 			p.sorted.Store(nil)
 		}
 		p.mu.Unlock()
+	}
+	if n.kind == KindDir {
+		n.mu.Lock()
+		n.children = nil
+		n.sorted.Store(nil)
+		n.mu.Unlock()
 	}
 	t.disown(n)
 	n.state.Store(int32(stateRemoved))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -424,5 +425,42 @@ func TestRemovePastDeadlineReportsAndCanBeResumed(t *testing.T) {
 	}
 	if err := f.Close(); err != nil {
 		t.Error(err)
+	}
+}
+
+// Rule: a removed subtree is garbage once nothing outside refers to it. A
+// file left open on one removed attribute keeps that node (and so its
+// directory) reachable, but not the directory's other children: the
+// directory lets go of them when it is removed.
+func TestOpenFileOfRemovedNodeKeepsNotItsSiblings(t *testing.T) {
+	tr, _ := checked(t)
+	dir := must[*kernfs.Node](t)(tr.AddDir(tr.Root(), kernfs.Dir{Name: "dev"}))
+	const n = 100
+	var collected atomic.Int64
+	for i := range n {
+		a := must[*kernfs.Node](t)(tr.AddAttr(dir, kernfs.Attr{Name: "a" + string(rune('0'+i/10)) + string(rune('0'+i%10)), Show: showValue}))
+		runtime.AddCleanup(a, func(c *atomic.Int64) { c.Add(1) }, &collected)
+	}
+	f, err := tr.Open("/dev/a00", os.O_RDONLY)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Remove(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	dir = nil
+	for range 50 {
+		if collected.Load() == n-1 {
+			break
+		}
+		runtime.GC()
+		time.Sleep(time.Millisecond)
+	}
+	if got := collected.Load(); got != n-1 {
+		t.Errorf("%d of the %d attributes not held by the open file were collected after their directory's removal, want all", got, n-1)
+	}
+	runtime.KeepAlive(f)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -55,7 +55,8 @@
  *                                                    s1runs++; wins++ if it won)
  *        sever: (winner) close(a.begun)              label S1_begun: begun = true
  *  S2    sever: a.settle()                           label S2: settle()
- *  S3    sever/wait: select { case <-a.drained:      label S3: drained -> (return)
+ *  S3    sever: if a.state.Load() == activeSevered   label S3: state == SEVERED
+ *        { return }; wait: select { case <-drained:  || drained -> (return)
  *               return ... }                         (ghost returned++)
  *        (the ctx.Done(), grace and watchdog cases change no shared state
  *        the protocol reads, and are not modelled)
@@ -332,7 +333,7 @@ S2:
 	settle(i);
 S3:
 	atomic {
-		drained ->
+		(state == SEVERED || drained) ->
 		assert(inside == 0);  /* P1: nothing inside when a Sever returns */
 		returned++
 	}
