@@ -174,21 +174,26 @@ type tokenKey struct {
 // WithWatchdog.
 func NewActive(name string, opts ...Option) *Active {
 	o := buildOptions(opts)
+	a := new(Active)
+	a.init(name, &o)
+	return a
+}
+
+// init makes the zero Active a a live Active, as NewActive does; a Scope
+// makes the Active it holds by value with it.
+func (a *Active) init(name string, o *options) {
 	n := shardCount()
-	a := &Active{
-		mask:   uint32(n - 1),
-		shards: make([]shard, n),
-		name:   name,
-		tr:     newTracker(o.tracking),
-		log:    o.log,
-		gone:   &ObjectError{Object: name, Err: ErrNoDevice},
-		watch:  watchdog{after: o.watchAfter, report: o.watch},
-		life:   o.lifeline("active", name, "live"),
-	}
+	a.mask = uint32(n - 1)
+	a.shards = make([]shard, n)
+	a.name = name
+	a.tr = newTracker(o.tracking)
+	a.log = o.log
+	a.gone = &ObjectError{Object: name, Err: ErrNoDevice}
+	a.watch = watchdog{after: o.watchAfter, report: o.watch}
+	a.life = o.lifeline("active", name, "live")
 	if a.tr == nil {
 		a.fast = a.shards
 	}
-	return a
 }
 
 // Name returns the name given to NewActive ("" for a zero or nil Active).

@@ -70,7 +70,7 @@ import (
 // one from Open until its Release. Nothing is allocated.
 type Scope struct {
 	name  string
-	a     *Active
+	a     Active // held by value: a scope and its calls' gate are one allocation
 	owner *Owner
 	held  bool // the creator pins owner while the scope can be entered: calls take no pin
 	log   *check.Log
@@ -143,14 +143,15 @@ func NewScopeGone(name string, owner *Owner, gone error, opts ...Option) *Scope 
 		gone = ErrNoDevice
 	}
 	o := buildOptions(opts)
-	return &Scope{
+	s := &Scope{
 		name:  name,
-		a:     NewActive(name, opts...),
 		owner: owner,
 		log:   o.log,
 		opts:  opts,
 		gone:  &ObjectError{Object: name, Err: gone},
 	}
+	s.a.init(name, &o)
+	return s
 }
 
 // HoldsOwner tells the scope that its creator holds a pin on the scope's
@@ -195,7 +196,7 @@ func (s *Scope) Inside() int { return s.a.Inside() }
 // Active returns the active reference the scope's calls enter. It is for
 // packages that need the token form (a callback that removes its own
 // scope breaks its access; see Active.Break); everyday callers use Call.
-func (s *Scope) Active() *Active { return s.a }
+func (s *Scope) Active() *Active { return &s.a }
 
 // Enter begins an access to the scope, as Active.Enter does, and fails
 // also once severing has begun or while the scope's owner is not live (an
@@ -236,7 +237,7 @@ func (s *Scope) call(o *Owner, site string, fn func() error) error {
 	}
 	// invoke exits t, in its one deferred function: a second defer here
 	// cost a frame's worth of the hot path (issue 11's HandleDo figure).
-	return invoke(s.a, s.log, s.name, o, o != s.owner || !s.held, site, fn, &t)
+	return invoke(&s.a, s.log, s.name, o, o != s.owner || !s.held, site, fn, &t)
 }
 
 // Invoke runs fn as Call does, for a caller already inside an access it
@@ -263,7 +264,7 @@ func (s *Scope) InvokeHeld(o *Owner, site string, fn func() error) error {
 
 // invoke is the fault policy and the owner check of the scope's calls.
 func (s *Scope) invoke(o *Owner, pin bool, site string, fn func() error) error {
-	return invoke(s.a, s.log, s.name, o, pin, site, fn, nil)
+	return invoke(&s.a, s.log, s.name, o, pin, site, fn, nil)
 }
 
 // Invoke runs fn, code of owner o named site, outside any scope: the
