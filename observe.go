@@ -271,41 +271,35 @@ func (l *Lifeline) Emit(e Event) {
 	}
 }
 
-// causedBy attributes the state transitions l reports from now on, until
-// restoreCause, to the sever of cause's object. A severer brackets the one
-// call by which it severs or ends l's object (a child's Sever, a wait
-// queue's hang-up, a region's Sever):
+// causedBy runs fn, the one call by which a severer severs or ends l's
+// object (a child's Sever, a wait queue's hang-up, a region's Sever), with
+// the state transitions l reports meanwhile attributed to the sever of
+// cause's object:
 //
-//	prev := q.life.causedBy(s.a.life)
-//	q.Sever()
-//	q.life.restoreCause(prev)
+//	q.life.causedBy(s.a.life, q.Sever)
 //
-// It returns the cause in force before, for restoreCause. A transition
-// another goroutine reports inside the bracket is attributed to cause too:
-// one that raced with the sever's own step (a Close hanging up the same
-// queue), never a later one. A nil cause, or one whose ID is of another
-// WithObserver value's series, changes nothing. Nil l does nothing.
-func (l *Lifeline) causedBy(cause *Lifeline) (prev uint64) {
+// A transition another goroutine reports during fn is attributed to cause
+// too: one that raced with the sever's own step (a Close hanging up the
+// same queue), never a later one. Brackets nest; each restores the cause
+// in force before it. A nil cause, or one whose ID is of another
+// WithObserver value's series, changes nothing. Nil l just runs fn.
+func (l *Lifeline) causedBy(cause *Lifeline, fn func()) {
 	if l == nil || l.hook == nil {
-		return 0
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	prev = l.cause
-	if cause != nil && cause.hook == l.hook {
-		l.cause = cause.id
-	}
-	return prev
-}
-
-// restoreCause ends a bracket begun by causedBy, which returned prev.
-func (l *Lifeline) restoreCause(prev uint64) {
-	if l == nil || l.hook == nil {
+		fn()
 		return
 	}
 	l.mu.Lock()
-	l.cause = prev
+	prev := l.cause
+	if cause != nil && cause.hook == l.hook {
+		l.cause = cause.id
+	}
 	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.cause = prev
+		l.mu.Unlock()
+	}()
+	fn()
 }
 
 // End ends the object's runtime/trace task, if it has one; later calls do

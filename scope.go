@@ -374,9 +374,7 @@ func (s *Scope) AddRegion(r *Region) error {
 	s.mu.Lock()
 	if s.shut || s.state.Load() != scopeLive {
 		s.mu.Unlock()
-		prev := r.life.causedBy(s.a.life)
-		r.Sever()
-		r.life.restoreCause(prev)
+		r.life.causedBy(s.a.life, r.Sever)
 		return s.gone
 	}
 	s.regions = append(s.regions, r)
@@ -416,9 +414,8 @@ func (s *Scope) Adopt(ctx context.Context, child *Scope) error {
 	s.mu.Lock()
 	if s.state.Load() != scopeLive {
 		s.mu.Unlock()
-		prev := child.a.life.causedBy(s.a.life)
-		err := child.Sever(ctx)
-		child.a.life.restoreCause(prev)
+		var err error
+		child.a.life.causedBy(s.a.life, func() { err = child.Sever(ctx) })
 		if err != nil {
 			return err
 		}
@@ -538,9 +535,8 @@ func (s *Scope) severChildren(ctx context.Context) error {
 		if c == nil {
 			return nil
 		}
-		prev := c.a.life.causedBy(s.a.life)
-		err := c.Sever(ctx)
-		c.a.life.restoreCause(prev)
+		var err error
+		c.a.life.causedBy(s.a.life, func() { err = c.Sever(ctx) })
 		if err != nil {
 			return err
 		}
@@ -568,9 +564,7 @@ func (s *Scope) finish() {
 		sh.sever(s.a.life)
 	}
 	for _, r := range regions {
-		prev := r.life.causedBy(s.a.life)
-		r.Sever()
-		r.life.restoreCause(prev)
+		r.life.causedBy(s.a.life, r.Sever)
 	}
 	if parent != nil {
 		parent.unlinkChild(s)

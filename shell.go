@@ -342,12 +342,12 @@ func (sh *Shell) sever(cause *Lifeline) {
 	if mutation.FreeWaitQueueEarly { // a planted bug: see package internal/mutation
 		sh.q.Free()
 	}
-	prevQ := sh.q.life.causedBy(cause)
-	sh.q.Sever()
-	prevR := sh.ref.life.causedBy(cause)
-	sh.ref.Put(tagShellList) // the shell may be freed here
-	sh.ref.life.restoreCause(prevR)
-	sh.q.life.restoreCause(prevQ)
+	sh.q.life.causedBy(cause, func() {
+		sh.q.Sever()
+		sh.ref.life.causedBy(cause, func() {
+			sh.ref.Put(tagShellList) // the shell, and its queue, may be freed here
+		})
+	})
 }
 
 // runRelease runs the provider's Release — its caller took the shell off
