@@ -91,9 +91,10 @@ type Scope struct {
 	onSever []func()
 	nextID  uint64
 
-	begun latch      // closed when severing begins
-	sevMu sync.Mutex // serializes the release step among severers
-	done  latch      // closed when severed
+	ctx   *scopeContext // made by the first Context call; guarded by mu
+	begun latch         // closed when severing begins
+	sevMu sync.Mutex    // serializes the release step among severers
+	done  latch         // closed when severed
 }
 
 const (
@@ -189,6 +190,32 @@ func (s *Scope) Severing() <-chan struct{} { return s.begun.done() }
 
 // Severed returns a channel closed when every step of Sever has run.
 func (s *Scope) Severed() <-chan struct{} { return s.done.done() }
+
+// Context returns a context that is cancelled when severing begins, with
+// the scope's Gone error as its cause (context.Cause). Provider code that
+// waits — for hardware, for a peer, for a timer — selects on its Done so
+// that a removal is not held up by the wait: the drain waits for calls in
+// flight, and a call that stops waiting at the sever returns at once. The
+// context is made at the first call, so a scope nobody asks allocates
+// none.
+func (s *Scope) Context() context.Context {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		s.ctx = &scopeContext{ctx: ctx, cancel: cancel}
+		if s.state.Load() != scopeLive {
+			cancel(s.gone) // deny ran before this call made the context
+		}
+	}
+	return s.ctx.ctx
+}
+
+// scopeContext is a Scope's context and the function that cancels it.
+type scopeContext struct {
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+}
 
 // Inside returns the number of calls in flight, for reports and tests.
 func (s *Scope) Inside() int { return s.a.Inside() }
@@ -512,6 +539,11 @@ func (s *Scope) Deny() { s.deny() }
 func (s *Scope) deny() {
 	if s.state.CompareAndSwap(scopeLive, scopeSevering) {
 		s.begun.close()
+		s.mu.Lock()
+		if s.ctx != nil {
+			s.ctx.cancel(s.gone)
+		}
+		s.mu.Unlock()
 		if l := s.a.life; l != nil {
 			l.Emit(Event{Kind: EventSevering, State: "severing", N: s.a.Inside()})
 		}

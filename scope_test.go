@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -370,4 +371,34 @@ func ExampleScope() {
 	// <nil>
 	// release
 	// true
+}
+
+// Rule: a Scope's Context is cancelled when severing begins, with the
+// scope's Gone error as its cause — whether it was asked for before the
+// sever or after.
+func TestScopeContextEndsWhenSeveringBegins(t *testing.T) {
+	s := sever.NewScope("ctx", nil)
+	before := s.Context()
+	if before.Err() != nil {
+		t.Fatal("a live scope's Context is already done")
+	}
+	s.Deny()
+	select {
+	case <-before.Done():
+	default:
+		t.Fatal("Deny did not cancel the Context asked for before it")
+	}
+	if !errors.Is(context.Cause(before), syscall.ENODEV) {
+		t.Errorf("cause %v, want the scope's Gone error (ENODEV)", context.Cause(before))
+	}
+	if err := s.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	late := sever.NewScope("late", nil)
+	if err := late.Sever(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ctx := late.Context(); ctx.Err() == nil || !errors.Is(context.Cause(ctx), syscall.ENODEV) {
+		t.Errorf("the Context of a severed scope: err %v, cause %v; want cancelled by ENODEV", ctx.Err(), context.Cause(ctx))
+	}
 }

@@ -121,3 +121,33 @@ func ExampleFile_Wait() {
 	// PRI|ERR
 	// ERR|HUP true
 }
+
+// A Show that waits for hardware which never answers: it waits on its
+// Call's Context, so unplugging the device cuts the wait short instead of
+// holding the removal, and the reader gets ENODEV.
+func ExampleCall_Context() {
+	t := kernfs.New()
+	asked := make(chan struct{})
+	n, _ := t.AddAttr(t.Root(), kernfs.Attr{Name: "temp", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
+		close(asked)
+		<-c.Context().Done() // the sensor's reply would be selected here too
+		return nil, c.Context().Err()
+	}})
+	f, _ := t.Open("/temp", os.O_RDONLY)
+	read := make(chan error)
+	go func() {
+		_, err := f.Read(make([]byte, 16))
+		read <- err
+	}()
+	<-asked
+	if err := t.Remove(context.Background(), n); err != nil { // returns at once
+		fmt.Println("remove:", err)
+	}
+	err := <-read
+	fmt.Println(err, errors.Is(err, syscall.ENODEV))
+	if err := f.Close(); err != nil {
+		fmt.Println("close:", err)
+	}
+	// Output:
+	// kernfs: /temp: no such device true
+}

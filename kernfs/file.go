@@ -56,6 +56,8 @@ type Call struct {
 	f      *File
 	node   *Node
 	ctx    context.Context // the operation's; nil means context.Background()
+	merged context.Context // ctx, also cancelled at the node's removal: made by Context
+	stop   func()          // ends merged at the operation's exit
 	tok    sever.Token     // the operation's access to node.active
 	inOp   bool            // inside Show, Store, Read or Write (RemoveSelf allowed)
 	broken bool            // RemoveSelf broke tok's protection
@@ -67,18 +69,30 @@ func (c *Call) Node() *Node { return c.node }
 // Path returns the node's path.
 func (c *Call) Path() string { return c.node.Path() }
 
-// Context returns the context of the operation the callback runs for: the
-// one given to ReadAtContext or WriteAtContext — on a FUSE mount, the
-// request's, cancelled when the reading or writing process is interrupted
-// by a signal — and context.Background() for every other operation and
-// for Open. A Show, Store, Read or Write that blocks should return when it
-// is done, with an error wrapping ctx.Err(); the operation returns that
-// error (a process on the mount sees EINTR).
+// Context returns the context of the operation the callback runs for. It
+// is cancelled when the node's removal begins (its cause, context.Cause, is
+// then the node's ENODEV error), and for ReadAtContext and WriteAtContext
+// also when the context given to them is — on a FUSE mount, the request's,
+// cancelled when the reading or writing process is interrupted by a
+// signal. A Show, Store, Read or Write that blocks should return when it
+// is done, with an error wrapping ctx.Err(): a removal then waits for no
+// blocked callback, and the operation returns ENODEV (an interrupted one
+// returns the callback's error; a process on the mount sees EINTR). The
+// context is valid only during the callback; it is made at the first call,
+// so a callback that never asks costs nothing.
 func (c *Call) Context() context.Context {
-	if c.ctx == nil {
-		return context.Background()
+	if c.merged != nil {
+		return c.merged
 	}
-	return c.ctx
+	removal := c.node.scope.Context()
+	if c.ctx == nil {
+		return removal // Open, and operations without a context of their own
+	}
+	ctx, cancel := context.WithCancelCause(c.ctx)
+	stop := context.AfterFunc(removal, func() { cancel(context.Cause(removal)) })
+	c.merged = ctx
+	c.stop = func() { stop(); cancel(nil) }
+	return ctx
 }
 
 // Private returns what the attribute's Open returned for this open file,
@@ -250,6 +264,10 @@ func (f *File) enter() error {
 
 func (f *File) exit() {
 	f.call.inOp = false
+	if f.call.stop != nil {
+		f.call.stop()
+		f.call.merged, f.call.stop = nil, nil
+	}
 	f.call.ctx = nil // keep no request's context past its operation
 	f.sh.Exit(&f.call.tok)
 }
@@ -613,8 +631,14 @@ func releaseFunc(n *Node) ReleaseFunc {
 	return n.bin.Release
 }
 
-// wrap names n's path in a provider's error, unless it already names it.
+// wrap names n's path in a provider's error, unless it already names it;
+// a cancellation that came from n's removal becomes n's ENODEV error.
 func wrap(n *Node, err error) error {
+	if errors.Is(err, context.Canceled) && n.scope.State() != sever.ScopeLive {
+		// The callback gave up a wait when the removal cancelled its
+		// Context: it failed because the node is gone.
+		return n.errGone
+	}
 	var oe *sever.ObjectError
 	if errors.As(err, &oe) {
 		return err

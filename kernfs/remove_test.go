@@ -464,3 +464,68 @@ func TestOpenFileOfRemovedNodeKeepsNotItsSiblings(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Rule: a callback that waits on its Call's Context is released by the
+// node's removal — the removal waits for no blocked callback — and the
+// operation it served returns ENODEV. Both for an operation with a
+// context of its own (ReadAtContext, merged with the removal's) and
+// without (Read).
+func TestRemovalCancelsTheContextOfBlockedCallbacks(t *testing.T) {
+	for _, withCtx := range []bool{false, true} {
+		tr, _ := checked(t)
+		entered := make(chan struct{}, 1)
+		var cause error
+		n := must[*kernfs.Node](t)(tr.AddAttr(tr.Root(), kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
+			entered <- struct{}{}
+			<-c.Context().Done() // waits for hardware that never answers
+			cause = context.Cause(c.Context())
+			return nil, c.Context().Err()
+		}}))
+		f := must[*kernfs.File](t)(tr.Open("/slow", os.O_RDONLY))
+		readErr := make(chan error, 1)
+		go func() {
+			var err error
+			if withCtx {
+				_, err = f.ReadAtContext(context.Background(), make([]byte, 8), 0)
+			} else {
+				_, err = f.Read(make([]byte, 8))
+			}
+			readErr <- err
+		}()
+		<-entered
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := tr.Remove(ctx, n); err != nil {
+			t.Fatalf("with a context of its own %v: Remove waited for the blocked Show: %v", withCtx, err)
+		}
+		cancel()
+		if err := <-readErr; !errors.Is(err, syscall.ENODEV) {
+			t.Errorf("with a context of its own %v: the read a removal cut short returned %v, want ENODEV", withCtx, err)
+		}
+		if !errors.Is(cause, syscall.ENODEV) {
+			t.Errorf("with a context of its own %v: the Context's cause was %v, want the node's ENODEV", withCtx, cause)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// Rule: an operation's own context still cancels its callback's Context,
+// and the operation returns the callback's error (EINTR on a mount), not
+// ENODEV: the node is not gone.
+func TestOperationContextStillCancelsTheCallback(t *testing.T) {
+	tr, _ := checked(t)
+	must[*kernfs.Node](t)(tr.AddAttr(tr.Root(), kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
+		<-c.Context().Done()
+		return nil, c.Context().Err()
+	}}))
+	f := must[*kernfs.File](t)(tr.Open("/slow", os.O_RDONLY))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if _, err := f.ReadAtContext(ctx, make([]byte, 8), 0); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("a read whose own context ended returned %v, want its deadline error", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
