@@ -166,6 +166,19 @@ func (r *Revocable[T]) Revoked() <-chan struct{} {
 	return r.s.Severing()
 }
 
+// Context returns a context cancelled when revocation begins, its cause
+// an error wrapping ErrNoDevice (see Scope.Context): an Access that waits
+// selects on its Done, so a Revoke does not wait out the wait. On a zero
+// Revocable it is already cancelled.
+func (r *Revocable[T]) Context() context.Context {
+	if r.s == nil {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		cancel(r.Err())
+		return ctx
+	}
+	return r.s.Context()
+}
+
 // Released returns a channel closed when the revocation is complete: no
 // Access runs and the value has been released.
 func (r *Revocable[T]) Released() <-chan struct{} {

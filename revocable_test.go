@@ -169,3 +169,32 @@ func TestRevocableEmbeddedWithInit(t *testing.T) {
 		t.Error("release did not run")
 	}
 }
+
+// Rule: an Access waiting on the Revocable's Context is released by
+// Revoke, which then does not wait out the wait.
+func TestRevokeCancelsTheContextOfAWaitingAccess(t *testing.T) {
+	var r sever.Revocable[int]
+	r.Init("port", 1, nil)
+	in := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Access(func(int) error {
+			close(in)
+			<-r.Context().Done() // a reply that never comes
+			return context.Cause(r.Context())
+		})
+	}()
+	<-in
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := r.Revoke(ctx); err != nil {
+		t.Fatalf("Revoke waited for the waiting Access: %v", err)
+	}
+	if err := <-done; !errors.Is(err, syscall.ENODEV) {
+		t.Errorf("the Access's wait ended with %v, want ENODEV", err)
+	}
+	var zero sever.Revocable[int]
+	if zero.Context().Err() == nil {
+		t.Error("a zero Revocable's Context is not cancelled")
+	}
+}

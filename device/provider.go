@@ -147,6 +147,12 @@ func (p *Provider[T]) Revoke(ctx context.Context) error {
 // Revoked returns a channel closed when revocation begins.
 func (p *Provider[T]) Revoked() <-chan struct{} { return p.rv.Revoked() }
 
+// Context returns a context cancelled when the provider is revoked (its
+// cause wraps ErrNoDevice): provider code that waits inside a handle's Do
+// — for the device's reply — selects on its Done, so an unplug or unbind
+// does not wait out the wait.
+func (p *Provider[T]) Context() context.Context { return p.rv.Context() }
+
 // Err returns nil while the provider is live and an error wrapping
 // sever.ErrNoDevice from the start of its revocation.
 func (p *Provider[T]) Err() error { return p.rv.Err() }
