@@ -598,3 +598,40 @@ func TestConcurrentUnregisterAndDriverUnregister(t *testing.T) {
 		m.clean()
 	}
 }
+
+// Rule: provider code waiting inside a handle's Do on the Provider's
+// Context is released by the unplug, which waits for no blocked wait.
+func TestUnplugCancelsTheContextOfAWaitingHandleCall(t *testing.T) {
+	m := newMachine(t)
+	var prov *device.Provider[*regs]
+	m.driver(&device.Driver{
+		Name: "deaf", IDs: []string{"deaf"},
+		Probe: func(ctx context.Context, d *device.Device) error {
+			p, err := device.NewProvider(d, "regs", &regs{})
+			prov = p
+			return err
+		},
+	})
+	dev := m.register("deaf0", nil, "deaf")
+	h, err := prov.Open("consumer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeOK(t, h)
+	in := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- h.Do(func(*regs) error {
+			close(in)
+			<-prov.Context().Done() // a reply the unplugged device never sends
+			return context.Cause(prov.Context())
+		})
+	}()
+	<-in
+	if err := dev.Unregister(ctxT(t)); err != nil {
+		t.Fatalf("Unregister waited for the blocked call: %v", err)
+	}
+	if err := <-done; !errors.Is(err, sever.ErrNoDevice) {
+		t.Errorf("the blocked call ended with %v, want ErrNoDevice", err)
+	}
+}
