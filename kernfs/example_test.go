@@ -123,15 +123,15 @@ func ExampleFile_Wait() {
 }
 
 // A Show that waits for hardware which never answers: it waits on its
-// Call's Context, so unplugging the device cuts the wait short instead of
+// Call's WaitContext, so unplugging the device cuts the wait short instead of
 // holding the removal, and the reader gets ENODEV.
-func ExampleCall_Context() {
+func ExampleCall_WaitContext() {
 	t := kernfs.New()
 	asked := make(chan struct{})
 	n, _ := t.AddAttr(t.Root(), kernfs.Attr{Name: "temp", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
 		close(asked)
-		<-c.Context().Done() // the sensor's reply would be selected here too
-		return nil, c.Context().Err()
+		<-c.WaitContext().Done() // the sensor's reply would be selected here too
+		return nil, c.WaitContext().Err()
 	}})
 	f, _ := t.Open("/temp", os.O_RDONLY)
 	read := make(chan error)

@@ -56,8 +56,8 @@ type Call struct {
 	f      *File
 	node   *Node
 	ctx    context.Context // the operation's; nil means context.Background()
-	merged context.Context // ctx, also cancelled at the node's removal: made by Context
-	stop   func()          // ends merged at the operation's exit
+	wait   context.Context // ctx, also cancelled at the node's removal: made by WaitContext
+	stop   func()          // ends wait at the operation's exit
 	tok    sever.Token     // the operation's access to node.active
 	inOp   bool            // inside Show, Store, Read or Write (RemoveSelf allowed)
 	broken bool            // RemoveSelf broke tok's protection
@@ -69,30 +69,53 @@ func (c *Call) Node() *Node { return c.node }
 // Path returns the node's path.
 func (c *Call) Path() string { return c.node.Path() }
 
-// Context returns the context of the operation the callback runs for. It
-// is cancelled when the node's removal begins (its cause, context.Cause, is
-// then the node's ENODEV error), and for ReadAtContext and WriteAtContext
-// also when the context given to them is — on a FUSE mount, the request's,
-// cancelled when the reading or writing process is interrupted by a
-// signal. A Show, Store, Read or Write that blocks should return when it
-// is done, with an error wrapping ctx.Err(): a removal then waits for no
-// blocked callback, and the operation returns ENODEV (an interrupted one
-// returns the callback's error; a process on the mount sees EINTR). The
-// context is valid only during the callback; it is made at the first call,
-// so a callback that never asks costs nothing.
+// Context returns the context of the operation the callback runs for: the
+// one given to ReadAtContext or WriteAtContext — on a FUSE mount, the
+// request's, cancelled when the reading or writing process is interrupted
+// by a signal — and context.Background() for every other operation and
+// for Open. A Show, Store, Read or Write that blocks should return when it
+// is done, with an error wrapping ctx.Err(); the operation returns that
+// error (a process on the mount sees EINTR). To be woken by the node's
+// removal as well, wait on WaitContext.
 func (c *Call) Context() context.Context {
-	if c.merged != nil {
-		return c.merged
+	if c.ctx == nil {
+		return context.Background()
+	}
+	return c.ctx
+}
+
+// WaitContext returns Context, also cancelled when the node's removal
+// begins (its cause, context.Cause, is then the node's ENODEV error). A
+// callback that waits — for the hardware's reply — selects on its Done:
+// the removal then waits for no blocked callback, and the operation the
+// removal cut short returns ENODEV (one whose own context ended returns
+// the callback's error, as with Context). It is valid during the callback
+// only, and made at the first call: a callback that never asks costs
+// nothing. Do not give it to RemoveSelf, whose removal cancels it.
+func (c *Call) WaitContext() context.Context {
+	if c.wait != nil {
+		return c.wait
 	}
 	removal := c.node.scope.Context()
 	if c.ctx == nil {
-		return removal // Open, and operations without a context of their own
+		c.wait = removal // Open, and operations without a context of their own
+		return removal
 	}
 	ctx, cancel := context.WithCancelCause(c.ctx)
 	stop := context.AfterFunc(removal, func() { cancel(context.Cause(removal)) })
-	c.merged = ctx
-	c.stop = func() { stop(); cancel(nil) }
+	c.wait, c.stop = ctx, func() { stop(); cancel(nil) }
 	return ctx
+}
+
+// err names the node in a callback's error. A callback that gave up a
+// wait because the removal cancelled its WaitContext — not because its
+// own context ended — failed because the node is gone: ENODEV.
+func (c *Call) err(err error) error {
+	if c.wait != nil && c.wait.Err() != nil && errors.Is(err, context.Canceled) &&
+		(c.ctx == nil || c.ctx.Err() == nil) {
+		return c.node.errGone
+	}
+	return wrap(c.node, err)
 }
 
 // Private returns what the attribute's Open returned for this open file,
@@ -266,9 +289,9 @@ func (f *File) exit() {
 	f.call.inOp = false
 	if f.call.stop != nil {
 		f.call.stop()
-		f.call.merged, f.call.stop = nil, nil
+		f.call.stop = nil
 	}
-	f.call.ctx = nil // keep no request's context past its operation
+	f.call.ctx, f.call.wait = nil, nil // keep no request's context past its operation
 	f.sh.Exit(&f.call.tok)
 }
 
@@ -345,7 +368,7 @@ func (f *File) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		if serr != nil {
 			f.buf = f.buf[:0]
-			return 0, wrap(f.node, serr)
+			return 0, f.call.err(serr)
 		}
 		if len(out) > PageSize {
 			out = out[:PageSize]
@@ -377,7 +400,7 @@ func (f *File) readBin(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if rerr != nil {
-		return n, wrap(f.node, rerr)
+		return n, f.call.err(rerr)
 	}
 	if n == 0 && len(p) > 0 {
 		return 0, io.EOF
@@ -446,7 +469,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return 0, err
 		}
 		if werr != nil {
-			return w, wrap(n, werr)
+			return w, f.call.err(werr)
 		}
 		return w, nil
 	}
@@ -473,7 +496,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if serr != nil {
-		return 0, wrap(n, serr)
+		return 0, f.call.err(serr)
 	}
 	return len(p), nil
 }
@@ -631,14 +654,8 @@ func releaseFunc(n *Node) ReleaseFunc {
 	return n.bin.Release
 }
 
-// wrap names n's path in a provider's error, unless it already names it;
-// a cancellation that came from n's removal becomes n's ENODEV error.
+// wrap names n's path in a provider's error, unless it already names it.
 func wrap(n *Node, err error) error {
-	if errors.Is(err, context.Canceled) && n.scope.State() != sever.ScopeLive {
-		// The callback gave up a wait when the removal cancelled its
-		// Context: it failed because the node is gone.
-		return n.errGone
-	}
 	var oe *sever.ObjectError
 	if errors.As(err, &oe) {
 		return err

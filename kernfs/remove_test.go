@@ -465,7 +465,7 @@ func TestOpenFileOfRemovedNodeKeepsNotItsSiblings(t *testing.T) {
 	}
 }
 
-// Rule: a callback that waits on its Call's Context is released by the
+// Rule: a callback that waits on its Call's WaitContext is released by the
 // node's removal — the removal waits for no blocked callback — and the
 // operation it served returns ENODEV. Both for an operation with a
 // context of its own (ReadAtContext, merged with the removal's) and
@@ -477,9 +477,9 @@ func TestRemovalCancelsTheContextOfBlockedCallbacks(t *testing.T) {
 		var cause error
 		n := must[*kernfs.Node](t)(tr.AddAttr(tr.Root(), kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
 			entered <- struct{}{}
-			<-c.Context().Done() // waits for hardware that never answers
-			cause = context.Cause(c.Context())
-			return nil, c.Context().Err()
+			<-c.WaitContext().Done() // waits for hardware that never answers
+			cause = context.Cause(c.WaitContext())
+			return nil, c.WaitContext().Err()
 		}}))
 		f := must[*kernfs.File](t)(tr.Open("/slow", os.O_RDONLY))
 		readErr := make(chan error, 1)
@@ -510,14 +510,14 @@ func TestRemovalCancelsTheContextOfBlockedCallbacks(t *testing.T) {
 	}
 }
 
-// Rule: an operation's own context still cancels its callback's Context,
+// Rule: an operation's own context still cancels its callback's WaitContext,
 // and the operation returns the callback's error (EINTR on a mount), not
 // ENODEV: the node is not gone.
 func TestOperationContextStillCancelsTheCallback(t *testing.T) {
 	tr, _ := checked(t)
 	must[*kernfs.Node](t)(tr.AddAttr(tr.Root(), kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, buf []byte) ([]byte, error) {
-		<-c.Context().Done()
-		return nil, c.Context().Err()
+		<-c.WaitContext().Done()
+		return nil, c.WaitContext().Err()
 	}}))
 	f := must[*kernfs.File](t)(tr.Open("/slow", os.O_RDONLY))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
