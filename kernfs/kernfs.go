@@ -52,6 +52,7 @@ import (
 	"context"
 	"io/fs"
 	"sync"
+	"sync/atomic"
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/check"
@@ -79,6 +80,7 @@ type Tree struct {
 	cbIdle   chan struct{} // closed when cbs drops to 0; nil until Flush waits
 	hooksMu  sync.Mutex
 	hooks    []*removeHook // OnRemove's; replaced, never changed in place
+	made     atomic.Uint64 // nodes made so far: the next node's seq
 }
 
 // New returns an empty tree. opts are passed to every primitive the tree

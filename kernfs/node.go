@@ -35,6 +35,7 @@ type Node struct {
 	owner  *sever.Owner
 	scope  *sever.Scope // every call into the node's provider code, its open files and Region
 	state  atomic.Int32 // nodeState
+	seq    uint64       // the order it was made in, in its tree
 
 	// directories
 	mu       sync.RWMutex     // guards children; claims of a dir take it
@@ -76,7 +77,7 @@ func (s nodeState) String() string {
 }
 
 func (t *Tree) newNode(parent *Node, name string, kind Kind, mode fs.FileMode, owner *sever.Owner) *Node {
-	n := &Node{tree: t, parent: parent, name: name, kind: kind, mode: mode, owner: owner}
+	n := &Node{tree: t, parent: parent, name: name, kind: kind, mode: mode, owner: owner, seq: t.made.Add(1)}
 	n.scope = sever.NewScope("kernfs: "+n.Path(), owner, t.opts...)
 	n.errGone = n.scope.Gone()
 	if kind == KindDir {
