@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // Scope is the sever protocol, written once: everything a consumer can
@@ -80,11 +81,11 @@ type Scope struct {
 	state atomic.Uint32 // scopeLive → scopeSevering → scopeSevered
 
 	mu      sync.Mutex
-	shells  shellList // open shells whose Release the severer has not taken
-	shut    bool      // the release step has taken the list: no shell joins
-	kids    *Scope    // child scopes, newest first
-	parent  *Scope    // set by Adopt
-	prev    *Scope    // siblings, guarded by parent.mu
+	shells  ilist.List[Shell] // open shells whose Release the severer has not taken
+	shut    bool              // the release step has taken the list: no shell joins
+	kids    *Scope            // child scopes, newest first
+	parent  *Scope            // set by Adopt
+	prev    *Scope            // siblings, guarded by parent.mu
 	next    *Scope
 	linked  bool // on parent's list, guarded by parent.mu
 	regions []*Region
@@ -561,7 +562,7 @@ func (s *Scope) finish() {
 	}
 	s.mu.Lock()
 	s.shut = true
-	shells := s.shells.takeAll()
+	shells := s.takeShellsLocked()
 	regions := s.regions
 	parent := s.parent
 	s.mu.Unlock()
@@ -598,7 +599,7 @@ func (s *Scope) finish() {
 func (s *Scope) Notify(ev Events) {
 	var fns []*wakeFn
 	s.mu.Lock()
-	for sh := s.shells.head; sh != nil; sh = sh.next {
+	for sh := range s.shells.All() {
 		fns = append(fns, sh.q.notify(ev)...)
 	}
 	s.mu.Unlock()
@@ -610,5 +611,5 @@ func (s *Scope) Notify(ev Events) {
 func (s *Scope) Shells() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.shells.n
+	return s.shells.Len()
 }
