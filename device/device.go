@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -128,9 +129,9 @@ type Device struct {
 	// (nor its undoing of them on failure).
 	ready chan struct{}
 
-	sib   devLink // place among the parent's children (or the roots)
-	onBus devLink // place on bus.devices, guarded by bus.mu
-	onDrv devLink // place on the bound driver's list, guarded by its mu
+	sib   ilist.Links[Device] // place among the parent's children (or the roots)
+	onBus ilist.Links[Device] // place on bus.devices, guarded by bus.mu
+	onDrv ilist.Links[Device] // place on the bound driver's list, guarded by its mu
 
 	links devLinks // guarded by core.links.mu
 	node  *devNode // the device's directory; set by sysfs
@@ -242,7 +243,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	}
 	if b := d.bus; b != nil {
 		b.mu.Lock()
-		b.devices.push(d)
+		b.devices.PushBack(d, &d.onBus)
 		b.mu.Unlock()
 	}
 	c.uevent(d, ActionAdd, nil)
@@ -332,7 +333,7 @@ func (d *Device) Owner() *sever.Owner {
 func (d *Device) Children() []*Device {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.children.list.slice()
+	return deviceSlice(&d.children.list)
 }
 
 // Removed returns a channel closed when Unregister has finished.
