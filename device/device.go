@@ -117,8 +117,8 @@ type Device struct {
 	// resources, each tagged with its scope — one list per stage; undoing
 	// holds the entries a removal has taken and not yet undone (see "The
 	// undo list" in undo.go).
-	undo    [nStages]undoList
-	undoing undoList
+	undo    [nStages]ilist.List[undoEntry]
+	undoing ilist.List[undoEntry]
 	undoSeq uint64 // pushes so far: an entry's seq
 	drvdata any
 	done    chan struct{} // closed when removed
@@ -221,7 +221,8 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		d.mu.Lock()
 		d.state = StateRemoved // there is nothing to unregister
 		var res []*Resource
-		for e := d.undo[stageResources].head; e != nil; e = d.undo[stageResources].head {
+		l := &d.undo[stageResources]
+		for e := l.Front(); e != nil; e = l.Front() {
 			d.unpendLocked(e)
 			res = append(res, e.res)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // Stage orders the things a device's removal path undoes: within a scope,
@@ -50,8 +51,8 @@ type SeverFunc func(ctx context.Context) error
 // The undo list.
 //
 // Everything a scope acquires — a child device, a severable, a managed
-// resource — is one undoEntry on its device's undo list: one intrusive,
-// doubly linked list per stage (d.undo[stage]), oldest first, each entry
+// resource — is one undoEntry on its device's undo list: one
+// ilist.List per stage (d.undo[stage]), oldest first, each entry
 // tagged with its scope (the binding it was added in, or nil: the
 // device's own). An entry is in one of three places:
 //
@@ -89,61 +90,8 @@ type undoEntry struct {
 	res   *Resource
 	seq   uint64 // order of the push: where a put-back entry goes
 
-	prev, next *undoEntry
-	on         *undoList     // the list it is on (a stage's pending list or d.undoing); nil: off
-	done       chan struct{} // while undoing: closed when undone; made by the first waiter (most entries have none)
-}
-
-// undoList is an intrusive doubly linked list of entries, oldest first.
-// It is guarded by the device's mu. The zero value is an empty list.
-type undoList struct{ head, tail *undoEntry }
-
-// pushBack appends e, the newest.
-func (l *undoList) pushBack(e *undoEntry) {
-	e.prev, e.next, e.on = l.tail, nil, l
-	if l.tail != nil {
-		l.tail.next = e
-	} else {
-		l.head = e
-	}
-	l.tail = e
-}
-
-// insertAfter puts e right after at (at nil: first).
-func (l *undoList) insertAfter(at, e *undoEntry) {
-	if at == nil {
-		e.prev, e.next = nil, l.head
-		if l.head != nil {
-			l.head.prev = e
-		} else {
-			l.tail = e
-		}
-		l.head = e
-	} else {
-		e.prev, e.next = at, at.next
-		if at.next != nil {
-			at.next.prev = e
-		} else {
-			l.tail = e
-		}
-		at.next = e
-	}
-	e.on = l
-}
-
-// remove takes e, which is on l, off it.
-func (l *undoList) remove(e *undoEntry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next, e.on = nil, nil, nil
+	links ilist.Links[undoEntry] // place on a stage's pending list or d.undoing; on neither: off
+	done  chan struct{}          // while undoing: closed when undone; made by the first waiter (most entries have none)
 }
 
 // anyScope selects every scope in unwind.
@@ -160,7 +108,7 @@ func (d *Device) pushLocked(e *undoEntry) {
 	e.scope = d.bind
 	d.undoSeq++
 	e.seq = d.undoSeq
-	d.undo[e.stage].pushBack(e)
+	d.undo[e.stage].PushBack(e, &e.links)
 	if e.scope != nil {
 		e.scope.pending[e.stage]++
 	}
@@ -168,18 +116,18 @@ func (d *Device) pushLocked(e *undoEntry) {
 
 // pendingLocked reports whether e is on its stage's pending list. d.mu is
 // held.
-func (d *Device) pendingLocked(e *undoEntry) bool { return e.on == &d.undo[e.stage] }
+func (d *Device) pendingLocked(e *undoEntry) bool { return d.undo[e.stage].Contains(&e.links) }
 
 // takeLocked moves e, pending, to undoing: a removal undoes it now. d.mu
 // is held.
 func (d *Device) takeLocked(e *undoEntry) {
 	d.unpendLocked(e)
-	d.undoing.pushBack(e)
+	d.undoing.PushBack(e, &e.links)
 }
 
 // unpendLocked takes e, pending, off its stage's list. d.mu is held.
 func (d *Device) unpendLocked(e *undoEntry) {
-	d.undo[e.stage].remove(e)
+	d.undo[e.stage].Remove(&e.links)
 	if e.scope != nil {
 		e.scope.pending[e.stage]--
 	}
@@ -190,13 +138,16 @@ func (d *Device) unpendLocked(e *undoEntry) {
 // removal from outside undoes it later. Its taker is done with it.
 func (d *Device) putBack(e *undoEntry) {
 	d.mu.Lock()
-	d.undoing.remove(e)
+	d.undoing.Remove(&e.links)
 	l := &d.undo[e.stage]
-	at := l.tail
-	for at != nil && at.seq > e.seq { // entries pushed since it was taken: few, if any
-		at = at.prev
+	var at *ilist.Links[undoEntry] // nil: first
+	for x := range l.Backward() {  // past the entries pushed since it was taken: few, if any
+		if x.seq < e.seq {
+			at = &x.links
+			break
+		}
 	}
-	l.insertAfter(at, e)
+	l.InsertAfter(e, &e.links, at)
 	if e.scope != nil {
 		e.scope.pending[e.stage]++
 	}
@@ -207,7 +158,7 @@ func (d *Device) putBack(e *undoEntry) {
 // finish ends e's undoing: whoever waits for it goes on.
 func (d *Device) finish(e *undoEntry) {
 	d.mu.Lock()
-	d.undoing.remove(e)
+	d.undoing.Remove(&e.links)
 	d.wakeLocked(e)
 	d.mu.Unlock()
 }
@@ -273,7 +224,7 @@ func (d *Device) nextLocked(scope *binding, stage Stage) *undoEntry {
 	if scope != anyScope && scope != nil && scope.pending[stage] == 0 {
 		return nil
 	}
-	for e := d.undo[stage].tail; e != nil; e = e.prev {
+	for e := range d.undo[stage].Backward() {
 		if scope == anyScope || e.scope == scope {
 			return e
 		}
@@ -307,7 +258,7 @@ func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error 
 		if e != nil {
 			d.takeLocked(e)
 		} else {
-			for x := d.undoing.head; x != nil; x = x.next {
+			for x := range d.undoing.All() {
 				if x.stage == stage && (scope == anyScope || x.scope == scope) {
 					others = append(others, other{x.name, d.waitChanLocked(x)})
 				}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/sever-dev/sever"
@@ -23,9 +24,9 @@ func checkUndo(t *testing.T, d *Device, when string) {
 		l := &d.undo[st]
 		var prev *undoEntry
 		n, seenBinding := 0, false
-		for e := l.head; e != nil; e = e.next {
+		for e := range l.All() {
 			switch {
-			case e.prev != prev || e.on != l || e.stage != Stage(st):
+			case !l.Contains(&e.links) || e.stage != Stage(st):
 				t.Fatalf("%s: stage %d: entry %s mislinked", when, st, e.name)
 			case prev != nil && prev.seq >= e.seq:
 				t.Errorf("%s: stage %d: %s (seq %d) after %s (seq %d): not oldest first", when, st, e.name, e.seq, prev.name, prev.seq)
@@ -40,8 +41,10 @@ func checkUndo(t *testing.T, d *Device, when string) {
 			}
 			prev = e
 		}
-		if l.tail != prev {
-			t.Fatalf("%s: stage %d: tail is not the last entry", when, st)
+		back := slices.Collect(l.Backward())
+		slices.Reverse(back)
+		if fwd := slices.Collect(l.All()); !slices.Equal(fwd, back) || l.Back() != prev || l.Len() != len(fwd) {
+			t.Fatalf("%s: stage %d: the list read newest first, its Back or its Len disagrees with it read oldest first", when, st)
 		}
 		if d.bind != nil && d.bind.pending[st] != n {
 			t.Errorf("%s: stage %d: the binding counts %d pending entries, the list holds %d", when, st, d.bind.pending[st], n)
@@ -127,11 +130,11 @@ func TestUndoListKeepsItsInvariant(t *testing.T) {
 		t.Fatal(err)
 	}
 	for st := range nStages {
-		if d.undo[st].head != nil {
+		if d.undo[st].Len() != 0 {
 			t.Errorf("stage %d not empty after Unregister", st)
 		}
 	}
-	if d.undoing.head != nil {
+	if d.undoing.Len() != 0 {
 		t.Error("entries still undoing after Unregister")
 	}
 	for _, v := range log.Quiesce(ctx) {
