@@ -140,10 +140,9 @@ type Device struct {
 // binding is one driver's tenure on a device: what must be undone when it
 // ends.
 type binding struct {
-	drv     *Driver
-	hidden  []*kernfs.Node // the driver's named groups, shown after Probe
-	pending [nStages]int   // its entries pending on the device's undo list, per stage; guarded by the device's mu
-	probed  bool           // the driver's Probe succeeded: its end calls Remove; guarded by the device's mu
+	drv    *Driver
+	hidden []*kernfs.Node // the driver's named groups, shown after Probe
+	probed bool           // the driver's Probe succeeded: its end calls Remove; guarded by the device's mu
 }
 
 // Register adds a device to the machine: it appears in the tree (with its

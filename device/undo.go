@@ -65,18 +65,24 @@ type SeverFunc func(ctx context.Context) error
 // whatever the lists' lengths, so a removal of n entries costs O(n).
 //
 // Invariant (what makes every unwind pop O(1)): within a stage, the
-// pending entries of the current binding are newer than all of the
-// device's own, and no entry of an earlier binding is pending. It holds
-// because a push goes to d.bind whenever one is set (StateProbing,
-// StateBound), to the device otherwise, and no push is taken once a
-// binding's end has begun (refusingLocked: StateUnbinding, StateRemoving,
-// also for a failed Probe's undoing) — so the binding's end finds its
-// entries at the tails, and when it sets d.bind to nil none of them is
-// left (a binding's end stopped by ErrDeadlock keeps d.bind and the
-// refusal until a removal finishes it). A binding counts its pending entries per stage (binding.pending),
-// so its unwind knows without looking when none is left; should the
-// invariant ever not hold, unwind still finds the binding's entries below
-// the tail (by a walk), only slower.
+// pending entries are in push order (seq) and those of the current binding
+// are the newest — the list's tail end. In push order, because a push
+// appends the largest seq yet and a put-back goes in right after the
+// newest entry older than it. The binding's at the tail end, because its
+// entries are one run of seqs newer than every other scope's: a push goes
+// to d.bind whenever one is set (StateProbing, StateBound), to the device
+// otherwise, and d.bind changes only under the device lock — from nil to a
+// new binding at probe, back to nil at the end of that binding's removal,
+// inside which every unwind of the binding runs. So the binding has a
+// pending entry in a stage exactly when that stage's tail is its own, and
+// nextLocked looks at the tail only: no count of the binding's entries and
+// no walk. And since no push is taken once a binding's end has begun
+// (refusingLocked: StateUnbinding, StateRemoving, also for a failed
+// Probe's undoing), the end, having popped its entries off the tails,
+// leaves none of them when it sets d.bind to nil (a binding's end stopped
+// by ErrDeadlock keeps d.bind and the refusal until a removal finishes
+// it). TestUndoListKeepsItsInvariant and TestUndoPutBackKeepsPushOrder
+// check both halves after every step.
 
 // undoEntry is one entry of a device's undo list: a child device (child
 // set), a severable (sever set) or a managed resource (res set), in the
@@ -109,9 +115,6 @@ func (d *Device) pushLocked(e *undoEntry) {
 	d.undoSeq++
 	e.seq = d.undoSeq
 	d.undo[e.stage].PushBack(e, &e.links)
-	if e.scope != nil {
-		e.scope.pending[e.stage]++
-	}
 }
 
 // pendingLocked reports whether e is on its stage's pending list. d.mu is
@@ -128,9 +131,6 @@ func (d *Device) takeLocked(e *undoEntry) {
 // unpendLocked takes e, pending, off its stage's list. d.mu is held.
 func (d *Device) unpendLocked(e *undoEntry) {
 	d.undo[e.stage].Remove(&e.links)
-	if e.scope != nil {
-		e.scope.pending[e.stage]--
-	}
 }
 
 // putBack returns e, taken, to its place among the pending entries — after
@@ -148,9 +148,6 @@ func (d *Device) putBack(e *undoEntry) {
 		}
 	}
 	l.InsertAfter(e, &e.links, at)
-	if e.scope != nil {
-		e.scope.pending[e.stage]++
-	}
 	d.wakeLocked(e)
 	d.mu.Unlock()
 }
@@ -217,23 +214,21 @@ func (d *Device) dropEntry(e *undoEntry) bool {
 	return true
 }
 
-// nextLocked returns the newest pending entry of stage in scope (nil: the
-// device's own; anyScope: all), or nil. Under the invariant (see "The undo
-// list") it is the stage's tail when there is one: O(1). d.mu is held.
+// nextLocked returns the newest pending entry of stage in scope (the
+// current binding, or anyScope: all), or nil: by the invariant (see "The
+// undo list") the stage's tail if that is in scope, else none. O(1). d.mu
+// is held.
 func (d *Device) nextLocked(scope *binding, stage Stage) *undoEntry {
-	if scope != anyScope && scope != nil && scope.pending[stage] == 0 {
+	e := d.undo[stage].Back()
+	if e == nil || (scope != anyScope && e.scope != scope) {
 		return nil
 	}
-	for e := range d.undo[stage].Backward() {
-		if scope == anyScope || e.scope == scope {
-			return e
-		}
-	}
-	return nil
+	return e
 }
 
-// unwind undoes, newest first, the entries of stage in scope (nil: the
-// device's own; anyScope: all), each exactly once — the one LIFO loop of
+// unwind undoes, newest first, the entries of stage in scope (the current
+// binding, d.bind, which the caller's device lock keeps current; or
+// anyScope: all), each exactly once — the one LIFO loop of
 // the removal path — and returns when every one of them is undone, also
 // those another removal took first and is still undoing: an Unregister
 // and a driver's unbind run concurrently on one device, and the unbind
