@@ -562,7 +562,7 @@ func (s *Scope) finish() {
 	}
 	s.mu.Lock()
 	s.shut = true
-	shells := s.takeShellsLocked()
+	shells := s.shells.TakeAll()
 	regions := s.regions
 	parent := s.parent
 	s.mu.Unlock()

@@ -376,14 +376,3 @@ func (sh *Shell) free() {
 		r.Put()
 	}
 }
-
-// takeShellsLocked empties the scope's open list and returns its shells,
-// oldest first. s.mu is held.
-func (s *Scope) takeShellsLocked() []*Shell {
-	out := make([]*Shell, 0, s.shells.Len())
-	for sh := range s.shells.All() {
-		s.shells.Remove(&sh.onScope)
-		out = append(out, sh)
-	}
-	return out
-}

@@ -88,8 +88,8 @@ func (l *List[T]) link(x *T, e, at *Links[T]) {
 }
 
 // Remove takes e off l and reports whether it was on l. If it was not (on
-// no list, or on another one), Remove changes nothing. A removed e is the
-// zero Links again.
+// no list, or on another one), Remove changes nothing. A removed e holds
+// no neighbour and is on no list.
 func (l *List[T]) Remove(e *Links[T]) bool {
 	if e.list != l {
 		return false
@@ -104,9 +104,27 @@ func (l *List[T]) Remove(e *Links[T]) bool {
 	} else {
 		l.tail = e.prev
 	}
-	*e = Links[T]{}
+	// elem stays: it points at the element e is in, so it keeps nothing
+	// else alive, and leaving it saves a pointer write (a write barrier
+	// while the GC runs) on every remove.
+	e.prev, e.next, e.list = nil, nil, nil
 	l.n--
 	return true
+}
+
+// TakeAll empties l and returns its elements, oldest first, each off the
+// list. It is Remove of every element, in one pass that rewrites no
+// neighbour's links: the form for a sever that takes a whole list.
+func (l *List[T]) TakeAll() []*T {
+	out := make([]*T, 0, l.n)
+	for e := l.head; e != nil; {
+		next := e.next
+		out = append(out, e.elem)
+		e.prev, e.next, e.list = nil, nil, nil
+		e = next
+	}
+	*l = List[T]{}
+	return out
 }
 
 // Contains reports whether e is on l.
