@@ -49,18 +49,40 @@ func checkUndo(t *testing.T, d *Device, when string) {
 	}
 }
 
-// TestUndoListKeepsItsInvariant drives one device through the ways its
-// scope changes — entries of its own, a binding, an unbind, a rebind, a
-// Probe that fails after adding entries, drops in the middle — and checks
-// the list after each step.
-func TestUndoListKeepsItsInvariant(t *testing.T) {
-	ctx := context.Background()
+// undoRig makes a core with one device, d, on a bus, unbound.
+func undoRig(t *testing.T) (*Core, *Device, *check.Log) {
+	t.Helper()
 	log := &check.Log{}
 	c := NewCore(t.Name(), log)
 	bus, err := c.NewBus(BusConfig{Name: "platform"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	d, err := c.Register(context.Background(), Config{Name: "d", Bus: bus})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, d, log
+}
+
+// undoDriver registers on d's bus a driver with probe that matches no
+// device: it binds only by Bind.
+func undoDriver(t *testing.T, d *Device, probe func(context.Context, *Device) error) *Driver {
+	t.Helper()
+	drv := &Driver{Name: "drv", IDs: []string{"x"}, Probe: probe}
+	if err := d.Bus().RegisterDriver(context.Background(), drv); err != nil {
+		t.Fatal(err)
+	}
+	return drv
+}
+
+// TestUndoListKeepsItsInvariant drives one device through the ways its
+// scope changes — entries of its own, a binding, an unbind, a rebind, a
+// Probe that fails after adding entries, drops in the middle — and checks
+// the list after each step.
+func TestUndoListKeepsItsInvariant(t *testing.T) {
+	ctx := context.Background()
+	c, d, log := undoRig(t)
 	fail := false
 	var lateAdd error
 	add := func(d *Device, tag string) {
@@ -84,21 +106,14 @@ func TestUndoListKeepsItsInvariant(t *testing.T) {
 		}
 		drop() // from the middle of its stage
 	}
-	drv := &Driver{Name: "drv", IDs: []string{"x"}, Probe: func(ctx context.Context, d *Device) error {
+	drv := undoDriver(t, d, func(ctx context.Context, d *Device) error {
 		add(d, "probe")
 		checkUndo(t, d, "in Probe")
 		if fail {
 			return errors.New("probe fails")
 		}
 		return nil
-	}}
-	if err := bus.RegisterDriver(ctx, drv); err != nil {
-		t.Fatal(err)
-	}
-	d, err := c.Register(ctx, Config{Name: "d", Bus: bus})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	add(d, "own1")
 	checkUndo(t, d, "unbound")
 	for round := range 3 {
@@ -148,12 +163,7 @@ func TestUndoListKeepsItsInvariant(t *testing.T) {
 // newest first.
 func TestUndoPutBackKeepsPushOrder(t *testing.T) {
 	ctx := context.Background()
-	log := &check.Log{}
-	c := NewCore(t.Name(), log)
-	bus, err := c.NewBus(BusConfig{Name: "platform"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, d, log := undoRig(t)
 	var severed []string
 	add := func(d *Device, name string) {
 		t.Helper()
@@ -164,18 +174,11 @@ func TestUndoPutBackKeepsPushOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	drv := &Driver{Name: "drv", IDs: []string{"x"}, Probe: func(ctx context.Context, d *Device) error {
+	drv := undoDriver(t, d, func(ctx context.Context, d *Device) error {
 		add(d, "bound1")
 		add(d, "bound2")
 		return nil
-	}}
-	if err := bus.RegisterDriver(ctx, drv); err != nil {
-		t.Fatal(err)
-	}
-	d, err := c.Register(ctx, Config{Name: "d", Bus: bus})
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	add(d, "own1")
 	add(d, "own2")
 	d.mu.Lock()
