@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // Scope is the sever protocol, written once: everything a consumer can
@@ -80,13 +81,11 @@ type Scope struct {
 	state atomic.Uint32 // scopeLive → scopeSevering → scopeSevered
 
 	mu      sync.Mutex
-	shells  shellList // open shells whose Release the severer has not taken
-	shut    bool      // the release step has taken the list: no shell joins
-	kids    *Scope    // child scopes, newest first
-	parent  *Scope    // set by Adopt
-	prev    *Scope    // siblings, guarded by parent.mu
-	next    *Scope
-	linked  bool // on parent's list, guarded by parent.mu
+	shells  ilist.List[Shell]  // open shells whose Release the severer has not taken
+	shut    bool               // the release step has taken the list: no shell joins
+	kids    ilist.List[Scope]  // child scopes, oldest first
+	parent  *Scope             // set by Adopt
+	sib     ilist.Links[Scope] // place on parent.kids, guarded by parent.mu
 	regions []*Region
 	onSever []func()
 	nextID  uint64
@@ -456,12 +455,7 @@ func (s *Scope) Adopt(ctx context.Context, child *Scope) error {
 	}
 	child.parent = s
 	child.mu.Unlock()
-	child.next = s.kids
-	if s.kids != nil {
-		s.kids.prev = child
-	}
-	s.kids = child
-	child.linked = true
+	s.kids.PushBack(child, &child.sib)
 	s.mu.Unlock()
 	return nil
 }
@@ -470,29 +464,14 @@ func (s *Scope) Adopt(ctx context.Context, child *Scope) error {
 func (s *Scope) Children() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	n := 0
-	for c := s.kids; c != nil; c = c.next {
-		n++
-	}
-	return n
+	return s.kids.Len()
 }
 
 // unlinkChild takes c off s's list of children.
 func (s *Scope) unlinkChild(c *Scope) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !c.linked {
-		return
-	}
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else {
-		s.kids = c.next
-	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	}
-	c.prev, c.next, c.linked = nil, nil, false
+	s.kids.Remove(&c.sib)
+	s.mu.Unlock()
 }
 
 // Sever runs the protocol's removal steps (see the type's documentation)
@@ -559,9 +538,12 @@ func (s *Scope) deny() {
 func (s *Scope) severChildren(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		c := s.kids
-		for c != nil && c.State() == ScopeSevered {
-			c = c.next // severed, about to unlink itself
+		var c *Scope
+		for x := range s.kids.Backward() { // newest first
+			if x.State() != ScopeSevered { // a severed one is about to unlink itself
+				c = x
+				break
+			}
 		}
 		s.mu.Unlock()
 		if c == nil {
@@ -588,7 +570,7 @@ func (s *Scope) finish() {
 	}
 	s.mu.Lock()
 	s.shut = true
-	shells := s.shells.takeAll()
+	shells := s.shells.TakeAll()
 	regions := s.regions
 	parent := s.parent
 	s.mu.Unlock()
@@ -623,7 +605,7 @@ func (s *Scope) finish() {
 func (s *Scope) Notify(ev Events) {
 	var fns []*wakeFn
 	s.mu.Lock()
-	for sh := s.shells.head; sh != nil; sh = sh.next {
+	for sh := range s.shells.All() {
 		fns = append(fns, sh.q.notify(ev)...)
 	}
 	s.mu.Unlock()
@@ -635,5 +617,5 @@ func (s *Scope) Notify(ev Events) {
 func (s *Scope) Shells() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.shells.n
+	return s.shells.Len()
 }

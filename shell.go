@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 
 	"github.com/sever-dev/sever/check"
+	"github.com/sever-dev/sever/internal/ilist"
 	"github.com/sever-dev/sever/internal/mutation"
 )
 
@@ -46,8 +47,7 @@ type Shell struct {
 
 	state atomic.Uint32 // shellOpen → shellSevered → shellClosed → shellFreed
 
-	prev, next *Shell // the scope's list, guarded by s.mu
-	linked     bool
+	onScope ilist.Links[Shell] // place on the scope's open list, guarded by s.mu
 }
 
 const (
@@ -127,7 +127,7 @@ func (s *Scope) Open(open func() error, release func()) (*Shell, error) {
 	sh.closing = s.log.Expect(s.name, "Close of "+sh.what+" by its consumer (the open leaked)")
 	sh.ref.Get(tagShellList)
 	s.mu.Lock()
-	s.shells.push(sh) // inside the access: the severer has not taken the list
+	s.shells.PushBack(sh, &sh.onScope) // inside the access: the severer has not taken the list
 	s.mu.Unlock()
 	return sh, nil
 }
@@ -318,7 +318,7 @@ func (sh *Shell) Close() error {
 		// If the Enter fails, the Sever holds the list's reference and
 		// runs the Release after its drain.
 		s.mu.Lock()
-		mine := s.shells.remove(sh)
+		mine := s.shells.Remove(&sh.onScope)
 		s.mu.Unlock()
 		if mine {
 			sh.runRelease()
@@ -375,55 +375,4 @@ func (sh *Shell) free() {
 	for _, r := range sh.regions {
 		r.Put()
 	}
-}
-
-// shellList is a scope's list of open shells, oldest first.
-type shellList struct {
-	head, tail *Shell
-	n          int
-}
-
-func (l *shellList) push(sh *Shell) {
-	sh.prev, sh.next = l.tail, nil
-	if l.tail != nil {
-		l.tail.next = sh
-	} else {
-		l.head = sh
-	}
-	l.tail = sh
-	sh.linked = true
-	l.n++
-}
-
-// remove takes sh off the list and reports whether it was on it.
-func (l *shellList) remove(sh *Shell) bool {
-	if !sh.linked {
-		return false
-	}
-	if sh.prev != nil {
-		sh.prev.next = sh.next
-	} else {
-		l.head = sh.next
-	}
-	if sh.next != nil {
-		sh.next.prev = sh.prev
-	} else {
-		l.tail = sh.prev
-	}
-	sh.prev, sh.next, sh.linked = nil, nil, false
-	l.n--
-	return true
-}
-
-// takeAll empties the list and returns its shells, oldest first.
-func (l *shellList) takeAll() []*Shell {
-	out := make([]*Shell, 0, l.n)
-	for sh := l.head; sh != nil; {
-		next := sh.next
-		sh.prev, sh.next, sh.linked = nil, nil, false
-		out = append(out, sh)
-		sh = next
-	}
-	*l = shellList{}
-	return out
 }

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // MatchFunc reports whether drv can drive d. It is bus code, not driver
@@ -41,7 +42,7 @@ type Bus struct {
 
 	mu      sync.Mutex
 	drivers []*Driver
-	devices devList[busLinks] // oldest first
+	devices ilist.List[Device] // oldest first, through each device's onBus
 }
 
 // NewBus registers a bus on the machine. A second bus of the same name is
@@ -79,7 +80,7 @@ func (b *Bus) Core() *Core { return b.core }
 func (b *Bus) Devices() []*Device {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.devices.slice()
+	return deviceSlice(&b.devices)
 }
 
 // Drivers returns the drivers registered on the bus, oldest first.
@@ -152,7 +153,7 @@ type Driver struct {
 
 	mu         sync.Mutex
 	bus        *Bus
-	bound      devList[boundLinks] // oldest first
+	bound      ilist.List[Device] // oldest first, through each device's onDrv
 	cancelHook func()
 	gone       bool
 }
@@ -168,7 +169,7 @@ func (drv *Driver) Bus() *Bus {
 func (drv *Driver) Devices() []*Device {
 	drv.mu.Lock()
 	defer drv.mu.Unlock()
-	return drv.bound.slice()
+	return deviceSlice(&drv.bound)
 }
 
 // RegisterDriver adds drv to the bus and probes it against every unbound
@@ -200,7 +201,7 @@ func (b *Bus) RegisterDriver(ctx context.Context, drv *Driver) error {
 	}
 	b.mu.Lock()
 	b.drivers = append(b.drivers, drv)
-	devs := b.devices.slice()
+	devs := deviceSlice(&b.devices)
 	b.mu.Unlock()
 	b.core.sys.addDriver(b, drv)
 	for _, d := range devs {
@@ -251,7 +252,7 @@ func (drv *Driver) live() bool {
 
 func (drv *Driver) dropBound(d *Device) {
 	drv.mu.Lock()
-	drv.bound.remove(d)
+	drv.bound.Remove(&d.onDrv)
 	drv.mu.Unlock()
 }
 

@@ -112,7 +112,7 @@ func Local[T any](c *Core, key any, mk func() T) T {
 func (c *Core) Roots() []*Device {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.roots.list.slice()
+	return deviceSlice(&c.roots.list)
 }
 
 // Shutdown unregisters every root device, newest first, through the one
@@ -122,7 +122,7 @@ func (c *Core) Shutdown(ctx context.Context) error {
 	var first error
 	for {
 		c.mu.Lock()
-		d := c.roots.list.tail // the newest, without copying the list each round
+		d := c.roots.list.Back() // the newest, without copying the list each round
 		c.mu.Unlock()
 		if d == nil {
 			return first

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 	"github.com/sever-dev/sever/kernfs"
 )
 
@@ -116,8 +117,8 @@ type Device struct {
 	// resources, each tagged with its scope — one list per stage; undoing
 	// holds the entries a removal has taken and not yet undone (see "The
 	// undo list" in undo.go).
-	undo    [nStages]undoList
-	undoing undoList
+	undo    [nStages]ilist.List[undoEntry]
+	undoing ilist.List[undoEntry]
 	undoSeq uint64 // pushes so far: an entry's seq
 	drvdata any
 	done    chan struct{} // closed when removed
@@ -128,9 +129,9 @@ type Device struct {
 	// (nor its undoing of them on failure).
 	ready chan struct{}
 
-	sib   devLink // place among the parent's children (or the roots)
-	onBus devLink // place on bus.devices, guarded by bus.mu
-	onDrv devLink // place on the bound driver's list, guarded by its mu
+	sib   ilist.Links[Device] // place among the parent's children (or the roots)
+	onBus ilist.Links[Device] // place on bus.devices, guarded by bus.mu
+	onDrv ilist.Links[Device] // place on the bound driver's list, guarded by its mu
 
 	links devLinks // guarded by core.links.mu
 	node  *devNode // the device's directory; set by sysfs
@@ -139,10 +140,9 @@ type Device struct {
 // binding is one driver's tenure on a device: what must be undone when it
 // ends.
 type binding struct {
-	drv     *Driver
-	hidden  []*kernfs.Node // the driver's named groups, shown after Probe
-	pending [nStages]int   // its entries pending on the device's undo list, per stage; guarded by the device's mu
-	probed  bool           // the driver's Probe succeeded: its end calls Remove; guarded by the device's mu
+	drv    *Driver
+	hidden []*kernfs.Node // the driver's named groups, shown after Probe
+	probed bool           // the driver's Probe succeeded: its end calls Remove; guarded by the device's mu
 }
 
 // Register adds a device to the machine: it appears in the tree (with its
@@ -220,7 +220,8 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 		d.mu.Lock()
 		d.state = StateRemoved // there is nothing to unregister
 		var res []*Resource
-		for e := d.undo[stageResources].head; e != nil; e = d.undo[stageResources].head {
+		l := &d.undo[stageResources]
+		for e := l.Front(); e != nil; e = l.Front() {
 			d.unpendLocked(e)
 			res = append(res, e.res)
 		}
@@ -242,7 +243,7 @@ func (c *Core) Register(ctx context.Context, cfg Config) (*Device, error) {
 	}
 	if b := d.bus; b != nil {
 		b.mu.Lock()
-		b.devices.push(d)
+		b.devices.PushBack(d, &d.onBus)
 		b.mu.Unlock()
 	}
 	c.uevent(d, ActionAdd, nil)
@@ -332,7 +333,7 @@ func (d *Device) Owner() *sever.Owner {
 func (d *Device) Children() []*Device {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	return d.children.list.slice()
+	return deviceSlice(&d.children.list)
 }
 
 // Removed returns a channel closed when Unregister has finished.

@@ -116,7 +116,7 @@ func (d *Device) probeLocked(ctx context.Context, drv *Driver) error {
 		}
 		return d.errNoDevice("driver " + drv.Name + " is unregistered")
 	}
-	drv.bound.push(d)
+	drv.bound.PushBack(d, &d.onDrv)
 	drv.mu.Unlock()
 
 	b := &binding{drv: drv}
@@ -278,7 +278,7 @@ func (d *Device) remove(ctx context.Context, b *binding, probed bool) error {
 		d.core.links.purge(d)
 		if bus := d.bus; bus != nil {
 			bus.mu.Lock()
-			bus.devices.remove(d)
+			bus.devices.Remove(&d.onBus)
 			bus.mu.Unlock()
 		}
 		d.core.sys.removeDevice(d)

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // LinkMode is what a consumer declares about its supplier going away.
@@ -47,64 +49,11 @@ type Link struct {
 	mode     LinkMode
 	deleted  bool // guarded by core.links.mu
 
-	// The link's places on the consumer's suppliers and the supplier's
-	// consumers lists, guarded by core.links.mu: Delete is O(1), so a
-	// supplier with n consumers that are unplugged one by one costs O(n).
-	onCons, onSup linkPlace
-}
-
-// linkPlace is a link's neighbours on one of its two lists.
-type linkPlace struct{ prev, next *Link }
-
-// linkList is an intrusive list of links, oldest first, threaded through
-// the place sup picks (onCons for a consumer's suppliers, onSup for a
-// supplier's consumers).
-type linkList struct {
-	head, tail *Link
-	sup        bool
-}
-
-func (ll *linkList) place(l *Link) *linkPlace {
-	if ll.sup {
-		return &l.onSup
-	}
-	return &l.onCons
-}
-
-func (ll *linkList) push(l *Link) {
-	p := ll.place(l)
-	p.prev, p.next = ll.tail, nil
-	if ll.tail != nil {
-		ll.place(ll.tail).next = l
-	} else {
-		ll.head = l
-	}
-	ll.tail = l
-}
-
-// remove takes l off the list; l must be on it.
-func (ll *linkList) remove(l *Link) {
-	p := ll.place(l)
-	if p.prev != nil {
-		ll.place(p.prev).next = p.next
-	} else {
-		ll.head = p.next
-	}
-	if p.next != nil {
-		ll.place(p.next).prev = p.prev
-	} else {
-		ll.tail = p.prev
-	}
-	*p = linkPlace{}
-}
-
-// all returns the links, oldest first.
-func (ll *linkList) all() []*Link {
-	var out []*Link
-	for l := ll.head; l != nil; l = ll.place(l).next {
-		out = append(out, l)
-	}
-	return out
+	// The link's places on the consumer's suppliers (onCons) and the
+	// supplier's consumers (onSup) lists, guarded by core.links.mu: Delete
+	// is O(1), so a supplier with n consumers that are unplugged one by one
+	// costs O(n).
+	onCons, onSup ilist.Links[Link]
 }
 
 type linkTable struct {
@@ -112,8 +61,8 @@ type linkTable struct {
 }
 
 type devLinks struct {
-	suppliers linkList // links where the device is the consumer
-	consumers linkList // links where the device is the supplier; sup set
+	suppliers ilist.List[Link] // links where the device is the consumer, oldest first, through onCons
+	consumers ilist.List[Link] // links where the device is the supplier, oldest first, through onSup
 }
 
 // AddLink records that consumer depends on supplier. A link that would make
@@ -139,9 +88,8 @@ func (c *Core) AddLink(consumer, supplier *Device, mode LinkMode) (*Link, error)
 	consumer.Get(l)
 	supplier.Get(l)
 	c.links.mu.Lock()
-	consumer.links.suppliers.push(l)
-	supplier.links.consumers.sup = true
-	supplier.links.consumers.push(l)
+	consumer.links.suppliers.PushBack(l, &l.onCons)
+	supplier.links.consumers.PushBack(l, &l.onSup)
 	c.links.mu.Unlock()
 	return l, nil
 }
@@ -165,8 +113,8 @@ func (l *Link) Delete() {
 		return
 	}
 	l.deleted = true
-	l.consumer.links.suppliers.remove(l)
-	l.supplier.links.consumers.remove(l)
+	l.consumer.links.suppliers.Remove(&l.onCons)
+	l.supplier.links.consumers.Remove(&l.onSup)
 	t.mu.Unlock()
 	l.consumer.Put(l)
 	l.supplier.Put(l)
@@ -176,7 +124,7 @@ func (l *Link) Delete() {
 func (t *linkTable) suppliersReady(d *Device) bool {
 	t.mu.Lock()
 	var sup []*Device
-	for l := d.links.suppliers.head; l != nil; l = l.onCons.next {
+	for l := range d.links.suppliers.All() {
 		if l.mode == LinkManaged {
 			sup = append(sup, l.supplier)
 		}
@@ -193,7 +141,7 @@ func (t *linkTable) suppliersReady(d *Device) bool {
 // purge deletes every link of d.
 func (t *linkTable) purge(d *Device) {
 	t.mu.Lock()
-	ls := append(d.links.suppliers.all(), d.links.consumers.all()...)
+	ls := slices.AppendSeq(slices.Collect(d.links.suppliers.All()), d.links.consumers.All())
 	t.mu.Unlock()
 	for _, l := range ls {
 		l.Delete()
@@ -207,7 +155,7 @@ func (d *Device) unbindManagedConsumers(ctx context.Context) error {
 	t := &d.core.links
 	t.mu.Lock()
 	var cons []*Device
-	for l := d.links.consumers.tail; l != nil; l = l.onSup.prev {
+	for l := range d.links.consumers.Backward() {
 		if l.mode == LinkManaged {
 			cons = append(cons, l.consumer)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/sever-dev/sever"
+	"github.com/sever-dev/sever/internal/ilist"
 )
 
 // Stage orders the things a device's removal path undoes: within a scope,
@@ -50,8 +51,8 @@ type SeverFunc func(ctx context.Context) error
 // The undo list.
 //
 // Everything a scope acquires — a child device, a severable, a managed
-// resource — is one undoEntry on its device's undo list: one intrusive,
-// doubly linked list per stage (d.undo[stage]), oldest first, each entry
+// resource — is one undoEntry on its device's undo list: one
+// ilist.List per stage (d.undo[stage]), oldest first, each entry
 // tagged with its scope (the binding it was added in, or nil: the
 // device's own). An entry is in one of three places:
 //
@@ -64,18 +65,24 @@ type SeverFunc func(ctx context.Context) error
 // whatever the lists' lengths, so a removal of n entries costs O(n).
 //
 // Invariant (what makes every unwind pop O(1)): within a stage, the
-// pending entries of the current binding are newer than all of the
-// device's own, and no entry of an earlier binding is pending. It holds
-// because a push goes to d.bind whenever one is set (StateProbing,
-// StateBound), to the device otherwise, and no push is taken once a
-// binding's end has begun (refusingLocked: StateUnbinding, StateRemoving,
-// also for a failed Probe's undoing) — so the binding's end finds its
-// entries at the tails, and when it sets d.bind to nil none of them is
-// left (a binding's end stopped by ErrDeadlock keeps d.bind and the
-// refusal until a removal finishes it). A binding counts its pending entries per stage (binding.pending),
-// so its unwind knows without looking when none is left; should the
-// invariant ever not hold, unwind still finds the binding's entries below
-// the tail (by a walk), only slower.
+// pending entries are in push order (seq) and those of the current binding
+// are the newest — the list's tail end. In push order, because a push
+// appends the largest seq yet and a put-back goes in right after the
+// newest entry older than it. The binding's at the tail end, because its
+// entries are one run of seqs newer than every other scope's: a push goes
+// to d.bind whenever one is set (StateProbing, StateBound), to the device
+// otherwise, and d.bind changes only under the device lock — from nil to a
+// new binding at probe, back to nil at the end of that binding's removal,
+// inside which every unwind of the binding runs. So the binding has a
+// pending entry in a stage exactly when that stage's tail is its own, and
+// nextLocked looks at the tail only: no count of the binding's entries and
+// no walk. And since no push is taken once a binding's end has begun
+// (refusingLocked: StateUnbinding, StateRemoving, also for a failed
+// Probe's undoing), the end, having popped its entries off the tails,
+// leaves none of them when it sets d.bind to nil (a binding's end stopped
+// by ErrDeadlock keeps d.bind and the refusal until a removal finishes
+// it). TestUndoListKeepsItsInvariant and TestUndoPutBackKeepsPushOrder
+// check both halves after every step.
 
 // undoEntry is one entry of a device's undo list: a child device (child
 // set), a severable (sever set) or a managed resource (res set), in the
@@ -89,61 +96,8 @@ type undoEntry struct {
 	res   *Resource
 	seq   uint64 // order of the push: where a put-back entry goes
 
-	prev, next *undoEntry
-	on         *undoList     // the list it is on (a stage's pending list or d.undoing); nil: off
-	done       chan struct{} // while undoing: closed when undone; made by the first waiter (most entries have none)
-}
-
-// undoList is an intrusive doubly linked list of entries, oldest first.
-// It is guarded by the device's mu. The zero value is an empty list.
-type undoList struct{ head, tail *undoEntry }
-
-// pushBack appends e, the newest.
-func (l *undoList) pushBack(e *undoEntry) {
-	e.prev, e.next, e.on = l.tail, nil, l
-	if l.tail != nil {
-		l.tail.next = e
-	} else {
-		l.head = e
-	}
-	l.tail = e
-}
-
-// insertAfter puts e right after at (at nil: first).
-func (l *undoList) insertAfter(at, e *undoEntry) {
-	if at == nil {
-		e.prev, e.next = nil, l.head
-		if l.head != nil {
-			l.head.prev = e
-		} else {
-			l.tail = e
-		}
-		l.head = e
-	} else {
-		e.prev, e.next = at, at.next
-		if at.next != nil {
-			at.next.prev = e
-		} else {
-			l.tail = e
-		}
-		at.next = e
-	}
-	e.on = l
-}
-
-// remove takes e, which is on l, off it.
-func (l *undoList) remove(e *undoEntry) {
-	if e.prev != nil {
-		e.prev.next = e.next
-	} else {
-		l.head = e.next
-	}
-	if e.next != nil {
-		e.next.prev = e.prev
-	} else {
-		l.tail = e.prev
-	}
-	e.prev, e.next, e.on = nil, nil, nil
+	links ilist.Links[undoEntry] // place on a stage's pending list or d.undoing; on neither: off
+	done  chan struct{}          // while undoing: closed when undone; made by the first waiter (most entries have none)
 }
 
 // anyScope selects every scope in unwind.
@@ -160,29 +114,23 @@ func (d *Device) pushLocked(e *undoEntry) {
 	e.scope = d.bind
 	d.undoSeq++
 	e.seq = d.undoSeq
-	d.undo[e.stage].pushBack(e)
-	if e.scope != nil {
-		e.scope.pending[e.stage]++
-	}
+	d.undo[e.stage].PushBack(e, &e.links)
 }
 
 // pendingLocked reports whether e is on its stage's pending list. d.mu is
 // held.
-func (d *Device) pendingLocked(e *undoEntry) bool { return e.on == &d.undo[e.stage] }
+func (d *Device) pendingLocked(e *undoEntry) bool { return d.undo[e.stage].Contains(&e.links) }
 
 // takeLocked moves e, pending, to undoing: a removal undoes it now. d.mu
 // is held.
 func (d *Device) takeLocked(e *undoEntry) {
 	d.unpendLocked(e)
-	d.undoing.pushBack(e)
+	d.undoing.PushBack(e, &e.links)
 }
 
 // unpendLocked takes e, pending, off its stage's list. d.mu is held.
 func (d *Device) unpendLocked(e *undoEntry) {
-	d.undo[e.stage].remove(e)
-	if e.scope != nil {
-		e.scope.pending[e.stage]--
-	}
+	d.undo[e.stage].Remove(&e.links)
 }
 
 // putBack returns e, taken, to its place among the pending entries — after
@@ -190,16 +138,16 @@ func (d *Device) unpendLocked(e *undoEntry) {
 // removal from outside undoes it later. Its taker is done with it.
 func (d *Device) putBack(e *undoEntry) {
 	d.mu.Lock()
-	d.undoing.remove(e)
+	d.undoing.Remove(&e.links)
 	l := &d.undo[e.stage]
-	at := l.tail
-	for at != nil && at.seq > e.seq { // entries pushed since it was taken: few, if any
-		at = at.prev
+	var at *ilist.Links[undoEntry] // nil: first
+	for x := range l.Backward() {  // past the entries pushed since it was taken: few, if any
+		if x.seq < e.seq {
+			at = &x.links
+			break
+		}
 	}
-	l.insertAfter(at, e)
-	if e.scope != nil {
-		e.scope.pending[e.stage]++
-	}
+	l.InsertAfter(e, &e.links, at)
 	d.wakeLocked(e)
 	d.mu.Unlock()
 }
@@ -207,7 +155,7 @@ func (d *Device) putBack(e *undoEntry) {
 // finish ends e's undoing: whoever waits for it goes on.
 func (d *Device) finish(e *undoEntry) {
 	d.mu.Lock()
-	d.undoing.remove(e)
+	d.undoing.Remove(&e.links)
 	d.wakeLocked(e)
 	d.mu.Unlock()
 }
@@ -266,23 +214,21 @@ func (d *Device) dropEntry(e *undoEntry) bool {
 	return true
 }
 
-// nextLocked returns the newest pending entry of stage in scope (nil: the
-// device's own; anyScope: all), or nil. Under the invariant (see "The undo
-// list") it is the stage's tail when there is one: O(1). d.mu is held.
+// nextLocked returns the newest pending entry of stage in scope (the
+// current binding, or anyScope: all), or nil: by the invariant (see "The
+// undo list") the stage's tail if that is in scope, else none. O(1). d.mu
+// is held.
 func (d *Device) nextLocked(scope *binding, stage Stage) *undoEntry {
-	if scope != anyScope && scope != nil && scope.pending[stage] == 0 {
+	e := d.undo[stage].Back()
+	if e == nil || (scope != anyScope && e.scope != scope) {
 		return nil
 	}
-	for e := d.undo[stage].tail; e != nil; e = e.prev {
-		if scope == anyScope || e.scope == scope {
-			return e
-		}
-	}
-	return nil
+	return e
 }
 
-// unwind undoes, newest first, the entries of stage in scope (nil: the
-// device's own; anyScope: all), each exactly once — the one LIFO loop of
+// unwind undoes, newest first, the entries of stage in scope (the current
+// binding, d.bind, which the caller's device lock keeps current; or
+// anyScope: all), each exactly once — the one LIFO loop of
 // the removal path — and returns when every one of them is undone, also
 // those another removal took first and is still undoing: an Unregister
 // and a driver's unbind run concurrently on one device, and the unbind
@@ -307,7 +253,7 @@ func (d *Device) unwind(ctx context.Context, scope *binding, stage Stage) error 
 		if e != nil {
 			d.takeLocked(e)
 		} else {
-			for x := d.undoing.head; x != nil; x = x.next {
+			for x := range d.undoing.All() {
 				if x.stage == stage && (scope == anyScope || x.scope == scope) {
 					others = append(others, other{x.name, d.waitChanLocked(x)})
 				}
