@@ -14,7 +14,9 @@ import (
 // and, in a second open, blocks in read, both served by the driver host.
 const hostWatcher = `
 import errno, os, select, threading
-def say(*a): print(*a, flush=True)
+_out = threading.Lock()
+def say(*a):
+    with _out: os.write(1, (" ".join(map(str, a)) + "\n").encode())  # one write: threads never interleave a line
 def reader():
     fd = os.open("dev/cp2112-gpiochip0", os.O_RDWR)
     os.write(fd, b"request 6 both\n")

@@ -259,8 +259,10 @@ const (
 // line for both edges on dev/gpiochip0 and reports what each poll and read
 // returns.
 const gpioWatcher = `
-import errno, os, select, sys
-def say(*a): print(*a, flush=True)
+import errno, os, select, sys, threading
+_out = threading.Lock()
+def say(*a):
+    with _out: os.write(1, (" ".join(map(str, a)) + "\n").encode())  # one write: threads never interleave a line
 fd = os.open("dev/gpiochip0", os.O_RDWR)
 os.write(fd, b"request 5 both\n")
 p = select.poll(); p.register(fd, select.POLLIN)
@@ -813,8 +815,10 @@ print(time.perf_counter_ns() - t)
 // what poll woke with and what a read and a new open of the held file
 // return.
 const holder = `
-import errno, os, select, sys
-def say(*a): print(*a, flush=True)
+import errno, os, select, sys, threading
+_out = threading.Lock()
+def say(*a):
+    with _out: os.write(1, (" ".join(map(str, a)) + "\n").encode())  # one write: threads never interleave a line
 held = os.open("sys/module/cp2112/refcnt", os.O_RDONLY)
 polled = os.open("sys/module/cp2112/refcnt", os.O_RDONLY)
 os.read(polled, 4096)
