@@ -75,22 +75,23 @@ func (t *Tree) remove(ctx context.Context, n *Node) (won bool, err error) {
 // KERNFS_SUICIDAL arbitration among removers. A directory is claimed under
 // its lock, so no child is added after its snapshot.
 func claim(n *Node, out, claimed *[]*Node) (won bool) {
-	var kids []*Node
+	var kids []child
 	if n.kind == KindDir {
 		n.mu.Lock()
 		won = markRemoving(n)
 		if nodeState(n.state.Load()) != stateRemoved {
-			kids = make([]*Node, 0, len(n.children))
+			kids = make([]child, 0, len(n.children))
 			for _, c := range n.children {
-				kids = append(kids, c)
+				kids = append(kids, child{c.seq, c})
 			}
 		}
 		n.mu.Unlock()
 		// In the order they were made, which is the order their memory
 		// was allocated in: a big directory's map order is random, and
 		// visiting a million nodes at random addresses costs a cache and
-		// TLB miss each (2.7× the time per node at 1M).
-		slices.SortFunc(kids, func(a, b *Node) int { return cmp.Compare(a.seq, b.seq) })
+		// TLB miss each (2.7× the time per node at 1M). The sort reads
+		// the copied seq, not the node, so it touches no node at all.
+		slices.SortFunc(kids, func(a, b child) int { return cmp.Compare(a.seq, b.seq) })
 	} else {
 		won = markRemoving(n)
 	}
@@ -102,9 +103,16 @@ func claim(n *Node, out, claimed *[]*Node) (won bool) {
 	}
 	*out = append(*out, n)
 	for _, c := range kids {
-		claim(c, out, claimed)
+		claim(c.n, out, claimed)
 	}
 	return won
+}
+
+// child is a directory's child with the order it was made in, as claim
+// sorts them.
+type child struct {
+	seq uint64
+	n   *Node
 }
 
 func markRemoving(n *Node) bool {
