@@ -97,8 +97,10 @@ func (c *Call) WaitContext() context.Context {
 		return c.wait
 	}
 	removal := c.node.scope.Context()
-	if c.ctx == nil {
-		c.wait = removal // Open, and operations without a context of their own
+	if c.ctx == nil || c.ctx.Done() == nil {
+		// Open, and operations whose own context never ends: nothing to
+		// merge.
+		c.wait = removal
 		return removal
 	}
 	ctx, cancel := context.WithCancelCause(c.ctx)
@@ -107,10 +109,10 @@ func (c *Call) WaitContext() context.Context {
 	return ctx
 }
 
-// err names the node in a callback's error. A callback that gave up a
+// callbackErr names the node in a callback's error. A callback that gave up a
 // wait because the removal cancelled its WaitContext — not because its
 // own context ended — failed because the node is gone: ENODEV.
-func (c *Call) err(err error) error {
+func (c *Call) callbackErr(err error) error {
 	if c.wait != nil && c.wait.Err() != nil && errors.Is(err, context.Canceled) &&
 		(c.ctx == nil || c.ctx.Err() == nil) {
 		return c.node.errGone
@@ -368,7 +370,7 @@ func (f *File) readAt(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		if serr != nil {
 			f.buf = f.buf[:0]
-			return 0, f.call.err(serr)
+			return 0, f.call.callbackErr(serr)
 		}
 		if len(out) > PageSize {
 			out = out[:PageSize]
@@ -400,7 +402,7 @@ func (f *File) readBin(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if rerr != nil {
-		return n, f.call.err(rerr)
+		return n, f.call.callbackErr(rerr)
 	}
 	if n == 0 && len(p) > 0 {
 		return 0, io.EOF
@@ -469,7 +471,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 			return 0, err
 		}
 		if werr != nil {
-			return w, f.call.err(werr)
+			return w, f.call.callbackErr(werr)
 		}
 		return w, nil
 	}
@@ -496,7 +498,7 @@ func (f *File) writeAt(ctx context.Context, p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	if serr != nil {
-		return 0, f.call.err(serr)
+		return 0, f.call.callbackErr(serr)
 	}
 	return len(p), nil
 }
