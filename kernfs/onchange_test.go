@@ -52,8 +52,8 @@ func TestOnChangeFiresOnNotify(t *testing.T) {
 // of a file below it at the claim — when Poll starts answering
 // EventErr|EventHup — not only when that node's turn in the bottom-up drain
 // comes, which here may wait for a slow Show on another node of the
-// subtree. Which of the two the drain reaches first depends on map order,
-// so the test repeats.
+// subtree: the slow node is made last, so the drain, newest first,
+// reaches it before the polled file.
 func TestOnChangeFiresAtTheClaim(t *testing.T) {
 	tr, _ := checked(t)
 	for round := range 6 {
@@ -61,27 +61,15 @@ func TestOnChangeFiresAtTheClaim(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, _ := tr.AddDir(dir, kernfs.Dir{Name: "sub"})
-		inShow, release := make(chan struct{}), make(chan struct{})
-		slow, _ := tr.AddAttr(sub, kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, b []byte) ([]byte, error) {
-			if c.Context().Value(slowKey{}) != nil {
-				close(inShow)
-				<-release
-			}
-			return append(b, "x\n"...), nil
-		}})
 		polled, _ := tr.AddAttr(dir, kernfs.Attr{Name: "polled", Show: func(c *kernfs.Call, b []byte) ([]byte, error) {
 			return append(b, "1\n"...), nil
 		}})
-		reader, _ := tr.OpenNode(slow, os.O_RDONLY)
 		poller, err := tr.OpenNode(polled, os.O_RDONLY)
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() {
-			_, _ = reader.ReadAtContext(context.WithValue(context.Background(), slowKey{}, 1), make([]byte, 8), 0)
-		}()
-		<-inShow
+		sub, _ := tr.AddDir(dir, kernfs.Dir{Name: "sub"})
+		_, release := slowShow(t, tr, sub, "slow")
 		fired := make(chan sever.Events, 1)
 		poller.OnChange(func() {
 			ev, _ := poller.Poll() // fn may poll: no lock of the file's is held
@@ -101,7 +89,6 @@ func TestOnChangeFiresAtTheClaim(t *testing.T) {
 		if err := <-removed; err != nil {
 			t.Fatal(err)
 		}
-		closeOK(t, reader)
 		closeOK(t, poller)
 	}
 }
@@ -110,25 +97,9 @@ func TestOnChangeFiresAtTheClaim(t *testing.T) {
 // before the Remove returns EventErr|EventHup and ENODEV at the claim.
 func TestWaitAsleepAtTheClaimWakesBeforeTheDrain(t *testing.T) {
 	tr, _ := checked(t)
-	inShow, release := make(chan struct{}), make(chan struct{})
-	n, err := tr.AddAttr(tr.Root(), kernfs.Attr{Name: "slow", Show: func(c *kernfs.Call, b []byte) ([]byte, error) {
-		if c.Context().Value(slowKey{}) != nil {
-			close(inShow)
-			<-release
-		}
-		return append(b, "x\n"...), nil
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader, _ := tr.OpenNode(n, os.O_RDONLY)
+	n, release := slowShow(t, tr, tr.Root(), "slow")
 	waiter, _ := tr.OpenNode(n, os.O_RDONLY)
-	defer closeOK(t, reader)
 	defer closeOK(t, waiter)
-	go func() {
-		_, _ = reader.ReadAtContext(context.WithValue(context.Background(), slowKey{}, 1), make([]byte, 8), 0)
-	}()
-	<-inShow
 	type result struct {
 		ev  sever.Events
 		err error
