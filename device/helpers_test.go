@@ -99,3 +99,14 @@ func unregisterOK(t testing.TB, d *device.Device) {
 		t.Errorf("Unregister of %s = %v, want nil: no callback is stuck and no reference is left", d, err)
 	}
 }
+
+// onlyMisuse quiesces m's log and fails t for any violation but the
+// misuse the test provoked.
+func onlyMisuse(t *testing.T, m *machine) {
+	t.Helper()
+	for _, v := range m.log.Quiesce(ctxT(t)) {
+		if v.Class != check.Misuse {
+			t.Errorf("recorded besides the misuse: %v", v)
+		}
+	}
+}

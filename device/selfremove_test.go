@@ -12,7 +12,6 @@ import (
 
 	"github.com/sever-dev/sever"
 	"github.com/sever-dev/sever/chardev"
-	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
 	"github.com/sever-dev/sever/kernfs"
 )
@@ -70,11 +69,7 @@ func TestUnregisterFromOwnStoreFailsFast(t *testing.T) {
 		t.Errorf("state after Unregister from outside: %v", dev.State())
 	}
 	// Only the misuse is on record: no false ReleaseNeverRun, no timeout.
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }
 
 // TestUnregisterFromOwnCharDeviceWriteFailsFast: the same mistake from a
@@ -117,11 +112,7 @@ func TestUnregisterFromOwnCharDeviceWriteFailsFast(t *testing.T) {
 		t.Errorf("write after the device was removed from outside: %v, want ENODEV", err)
 	}
 	closeOK(t, f)
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }
 
 // TestRemoveAndCdevUnregisterFromOwnCallbackFailFast: the layers below
@@ -183,11 +174,7 @@ func TestRemoveAndCdevUnregisterFromOwnCallbackFailFast(t *testing.T) {
 	if _, err := tree.Lookup("/devices/self0/gone"); !errors.Is(err, syscall.ENOENT) {
 		t.Errorf("the attribute after the device was removed from outside: %v, want ENOENT", err)
 	}
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }
 
 // TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside: the same mistake
@@ -264,11 +251,7 @@ func TestUnbindFromOwnStoreIsFinishedByUnbindFromOutside(t *testing.T) {
 	if n := removes.Load(); n != 2 {
 		t.Errorf("Remove ran %d times in all, want 2 (one per binding)", n)
 	}
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }
 
 // TestUnbindFromOwnStoreIsFinishedByDriverUnregister: the driver's
@@ -298,9 +281,5 @@ func TestUnbindFromOwnStoreIsFinishedByDriverUnregister(t *testing.T) {
 		t.Errorf("after UnregisterDriver: state %v, driver left %v, Remove ran %d times; want registered, none, once", s, dev.Driver() != nil, n)
 	}
 	unregisterOK(t, dev)
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }

@@ -237,9 +237,5 @@ func TestParentUnregisterFromChildCallbackStopsAndResumes(t *testing.T) {
 		t.Errorf("after the removal from outside: parent file severed %v, child released %d times, %d children",
 			parentFile.Load(), releases.Load(), len(hub.Children()))
 	}
-	for _, v := range m.log.Quiesce(ctxT(t)) {
-		if v.Class != check.Misuse {
-			t.Errorf("recorded besides the misuse: %v", v)
-		}
-	}
+	onlyMisuse(t, m)
 }
