@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/sever-dev/sever"
-	"github.com/sever-dev/sever/check"
 	"github.com/sever-dev/sever/device"
 	"github.com/sever-dev/sever/kernfs"
 )
